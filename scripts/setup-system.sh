@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages sslalm uses: espeak-ng, sox, FluidSynth + a General MIDI soundfont and Debian's sound
+# themes build the local corpus; Java runs the caption metrics (pycocoevalcap). Idempotent; needs root.
+set -euo pipefail
+pkgs=(espeak-ng sox libsox-fmt-mp3 fluidsynth fluid-soundfont-gm sound-theme-freedesktop alsa-utils
+      default-jre-headless)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  command -v java >/dev/null 2>&1 && missing=("${missing[@]/default-jre-headless}")
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ${missing[@]}
+fi

@@ -1,0 +1,36 @@
+"""``sslalm bench``: efficiency benchmarks.
+
+Each benchmark prints a human-readable table and, as the very last stdout line, one JSON object with every
+number in it. Ratios are only meaningful between rows of the same run on the same machine.
+
+Subcommands live in their own modules (``sslalm.bench.encoder``, ``sslalm.bench.lm``, ...); each exposes
+``add_arguments(parser)`` and ``run(args) -> dict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "encoder": ("sslalm.bench.encoder", "DASS vs AST: CPU time and peak memory at 10 s, 60 s, 600 s"),
+    "lm": ("sslalm.bench.lm", "our Mamba LM vs transformers' Mamba and LLaMA: prefill and decode"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, (module, help_text) in BENCHMARKS.items():
+        if importlib.util.find_spec(module) is None:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_bench_module=module)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    result = importlib.import_module(args._bench_module).run(args)
+    print(json.dumps(result, sort_keys=True))
+    return 0

@@ -1,0 +1,64 @@
+"""The ``sslalm`` command.
+
+Each subcommand lives in the module that does its job; that module exposes ``add_arguments(parser)`` and
+``run_cli(args) -> int`` and keeps heavy imports (transformers, sentence-transformers) inside functions, so
+``sslalm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("sslalm.demo", "build the local corpus, train a tiny ssLALM, evaluate it and write a report"),
+    "corpus": ("sslalm.data.corpus", "build the local audio question-answering corpus"),
+    "train": ("sslalm.train", "train one curriculum stage from a YAML config"),
+    "ask": ("sslalm.inference", "answer a question about an audio file"),
+    "eval": ("sslalm.eval.runner", "score a model on benchmarks with the paper's Table I protocol"),
+    "serve": ("sslalm.serve.http", "serve a model over HTTP"),
+    "app": ("sslalm.serve.app", "a Gradio app for a model"),
+    "bench": ("sslalm.bench", "efficiency benchmarks (last stdout line is JSON)"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """Commands whose module exists in this installation."""
+    out = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            out[name] = (module, help_text)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sslalm", description="State-space large audio language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not args.command:
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run_cli(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model definitions: the DASS encoder, the Mamba LM and their composition."""

@@ -1,0 +1,5 @@
+"""Numerical kernels. Every fast path here has a slow, obviously-correct twin and a parity test."""
+
+from sslalm.ops.scan import selective_scan, selective_scan_ref, selective_state_update
+
+__all__ = ["selective_scan", "selective_scan_ref", "selective_state_update"]
