@@ -1,0 +1,544 @@
+"""DASS, the Distilled Audio State Space model: the ssLALM audio encoder.
+
+DASS (Bhati et al., arXiv 2407.04082) is VMamba-v2 (``VSSM`` with ``forward_type="v05_noz"``) on a 1-channel
+log-mel spectrogram: a two-conv stem (stride 4), four stages of VSS blocks (SS2D + MLP, pre-norm) separated by
+strided 3x3 convs, and a 527-way AudioSet head on a globally mean-pooled map. Everything is channel-first,
+(B, C, H=freq, W=time). The SS2D mixer scans the map in four directions (time-major rows, frequency-major
+columns and both reversed) with a d_state=1 selective scan; ``reference/dass.md`` has the full description.
+
+We write it ourselves because the original code needs CUDA (Triton cross-scan, a compiled selective-scan
+kernel) and the transformers port is remote code that is not in ``transformers``. Here cross-scan and merge
+are plain tensor ops and the scan is :func:`sslalm.ops.selective_scan` (pure PyTorch, any device).
+
+Module and parameter names mirror the original ``VSSM`` (``patch_embed.0``, ``layers.2.blocks.5.op.A_logs``,
+``classifier.head``...), so our ``state_dict`` is the original release's minus its ``module.v.`` prefix; the
+Hugging Face port's layout is translated on load (:func:`convert_hf_state_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslalm.ops import selective_scan
+
+logger = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+K_DIRECTIONS = 4
+
+
+@dataclasses.dataclass
+class DASSConfig:
+    """Hyperparameters of a DASS encoder. Serialisable with :meth:`to_dict` / :meth:`from_dict` (JSON-safe).
+
+    ``dt_rank="auto"`` means ``ceil(dim / 16)`` per stage. ``scan_method`` is passed to
+    :func:`sslalm.ops.selective_scan` (``"ref"`` gives the slow sequential twin).
+    """
+
+    depths: list[int] = dataclasses.field(default_factory=lambda: [2, 2, 8, 2])
+    dims: list[int] = dataclasses.field(default_factory=lambda: [96, 192, 384, 768])
+    d_state: int = 1
+    ssm_ratio: float = 1.0
+    dt_rank: int | str = "auto"
+    d_conv: int = 3
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.2
+    num_classes: int = 527
+    in_chans: int = 1
+    num_mel_bins: int = 128
+    layer_norm_eps: float = 1e-5
+    scan_method: str = "auto"
+
+    model_type = "dass"
+
+    def __post_init__(self) -> None:
+        self.depths = [int(d) for d in self.depths]
+        self.dims = [int(d) for d in self.dims]
+        if len(self.depths) != len(self.dims):
+            raise ValueError(f"depths {self.depths} and dims {self.dims} must have the same length")
+        if self.dt_rank != "auto" and not isinstance(self.dt_rank, int):
+            raise ValueError(f"dt_rank must be an int or 'auto', got {self.dt_rank!r}")
+
+    @classmethod
+    def small(cls, **overrides: Any) -> DASSConfig:
+        """DASS-small: VMamba-T layout, depths 2-2-8-2, 29,884,463 parameters with the AudioSet head."""
+        return cls(**{"depths": [2, 2, 8, 2], "drop_path_rate": 0.2, **overrides})
+
+    @classmethod
+    def medium(cls, **overrides: Any) -> DASSConfig:
+        """DASS-medium: VMamba-S layout, depths 2-2-20-2, 48,648,239 parameters with the AudioSet head."""
+        return cls(**{"depths": [2, 2, 20, 2], "drop_path_rate": 0.3, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> DASSConfig:
+        """A CPU-test-sized model with the real topology (4 stages, 4 scan directions, stride 32)."""
+        return cls(**{"depths": [1, 1, 2, 1], "dims": [8, 16, 32, 64], "num_classes": 10, **overrides})
+
+    @property
+    def hidden_size(self) -> int:
+        """Channels of the feature map that :meth:`DASSModel.forward_features` returns."""
+        return self.dims[-1]
+
+    def stage_dt_rank(self, dim: int) -> int:
+        return math.ceil(dim / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DASSConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names - {"model_type"}
+        if unknown:
+            raise ValueError(f"unknown DASSConfig fields: {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> DASSConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# layers
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Linear2d(nn.Linear):
+    """A 1x1 convolution on (B, C, H, W) that stores an nn.Linear-shaped (out, in) weight."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a whole residual branch per sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def cross_scan(x: Tensor) -> Tensor:
+    """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and both reversed.
+
+    With H = frequency and W = time, direction 0 walks time within a frequency row and direction 1 walks all
+    frequency bins of one time step before the next.
+    """
+    rows = x.flatten(2)  # (B, D, L), index h*W + w
+    cols = x.transpose(2, 3).flatten(2)  # (B, D, L), index w*H + h
+    return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
+
+
+def cross_merge(ys: Tensor, height: int, width: int) -> Tensor:
+    """(B, 4, D, H*W) -> (B, D, H, W): undo each direction's ordering and sum the four."""
+    b, _, d, length = ys.shape
+    rows = ys[:, 0] + ys[:, 2].flip(-1)  # (B, D, L) row-major
+    cols = ys[:, 1] + ys[:, 3].flip(-1)  # (B, D, L) column-major
+    y = rows.view(b, d, height, width) + cols.view(b, d, width, height).transpose(2, 3)
+    return y
+
+
+class SS2D(nn.Module):
+    """VMamba's 2-D selective-scan mixer, ``v05_noz`` variant (no gate branch, d_inner = ssm_ratio * dim).
+
+    in_proj (1x1) -> depthwise 3x3 conv -> SiLU -> four-direction selective scan -> LayerNorm -> out_proj.
+    """
+
+    def __init__(self, dim: int, config: DASSConfig):
+        super().__init__()
+        d_inner = int(config.ssm_ratio * dim)
+        self.d_inner, self.d_state, self.dt_rank = d_inner, config.d_state, config.stage_dt_rank(dim)
+        self.scan_method = config.scan_method
+        k, n, r = K_DIRECTIONS, self.d_state, self.dt_rank
+        self.in_proj = Linear2d(dim, d_inner, bias=False)
+        self.conv2d = nn.Conv2d(
+            d_inner, d_inner, config.d_conv, padding=(config.d_conv - 1) // 2, groups=d_inner, bias=False
+        )
+        self.x_proj_weight = nn.Parameter(torch.empty(k, r + 2 * n, d_inner))  # (K, R+2N, D)
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, r))  # (K, D, R)
+        self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner))  # (K, D)
+        self.A_logs = nn.Parameter(torch.empty(k * d_inner, n))  # (K*D, N)
+        self.Ds = nn.Parameter(torch.empty(k * d_inner))  # (K*D,)
+        self.out_norm = LayerNorm2d(d_inner, eps=config.layer_norm_eps)
+        self.out_proj = Linear2d(d_inner, dim, bias=False)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4) -> None:
+        """Mamba's "v0" init: dt log-uniform in [dt_min, dt_max] via an inverse-softplus bias; A = -(1..N)."""
+        bound = self.d_inner**-0.5  # nn.Linear's default for the per-direction x projections
+        self.x_proj_weight.uniform_(-bound, bound)
+        self.dt_projs_weight.uniform_(-(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        dev = self.dt_projs_bias.device
+        u = torch.rand(self.dt_projs_bias.shape, device=dev)
+        dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+        self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        a = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=dev)
+        self.A_logs.copy_(torch.log(a).expand_as(self.A_logs))
+        self.Ds.fill_(1.0)
+
+    def scan_2d(self, x: Tensor) -> Tensor:
+        """The four-direction selective scan of a (B, D, H, W) map, merged back to (B, D, H, W), fp32."""
+        b, d, h, w = x.shape
+        length, k, n = h * w, K_DIRECTIONS, self.d_state
+        xs = cross_scan(x)  # (B, K, D, L)
+        x_dbl = torch.matmul(self.x_proj_weight, xs)  # (B, K, R+2N, L)
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)
+        dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, D, L)
+        ys = selective_scan(
+            xs.reshape(b, k * d, length),
+            dts.reshape(b, k * d, length),
+            -torch.exp(self.A_logs.float()),  # (K*D, N)
+            Bs.contiguous(),  # (B, K, N, L): one group per direction
+            Cs.contiguous(),
+            D=self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            method=self.scan_method,
+        )  # (B, K*D, L) fp32
+        return cross_merge(ys.view(b, k, d, length), h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.silu(self.conv2d(self.in_proj(x)))  # (B, D, H, W)
+        y = self.out_norm(self.scan_2d(x)).to(x.dtype)
+        return self.out_proj(y)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = Linear2d(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = Linear2d(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VSSBlock(nn.Module):
+    """Pre-norm residual block: x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, drop_path: float, config: DASSConfig):
+        super().__init__()
+        eps = config.layer_norm_eps
+        self.norm = LayerNorm2d(dim, eps=eps)
+        self.op = SS2D(dim, config)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = LayerNorm2d(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * config.mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.op(self.norm(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _conv3x3_s2(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1)
+
+
+class Classifier(nn.Module):
+    """LayerNorm2d -> global mean pool over (H, W) -> Linear; keys ``classifier.norm/head``."""
+
+    def __init__(self, dim: int, num_classes: int, eps: float):
+        super().__init__()
+        self.norm = LayerNorm2d(dim, eps=eps)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.norm(x).mean(dim=(2, 3)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+
+
+class DASSModel(nn.Module):
+    """DASS encoder + AudioSet head.
+
+    Input: normalised kaldi fbank (B, T, num_mel_bins), any T (no positional embedding). The map is
+    (B, 1, F, T) internally; each of the five stride-2 convs maps n -> floor((n-1)/2)+1, so the output
+    is (B, dims[-1], ceil(F/32), ceil(T/32)): (B, 768, 4, 32) for a 1024-frame clip.
+    """
+
+    def __init__(self, config: DASSConfig | None = None):
+        super().__init__()
+        self.config = config = config or DASSConfig.small()
+        eps, dims = config.layer_norm_eps, config.dims
+        self.gradient_checkpointing = False
+        # nn.Sequential indices (with Identity placeholders) match the original's checkpoint keys
+        self.patch_embed = nn.Sequential(
+            _conv3x3_s2(config.in_chans, dims[0] // 2),
+            nn.Identity(),
+            LayerNorm2d(dims[0] // 2, eps=eps),
+            nn.Identity(),
+            nn.GELU(),
+            _conv3x3_s2(dims[0] // 2, dims[0]),
+            nn.Identity(),
+            LayerNorm2d(dims[0], eps=eps),
+        )
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        self.layers = nn.ModuleList()
+        start = 0
+        for i, (depth, dim) in enumerate(zip(config.depths, dims, strict=True)):
+            blocks = nn.Sequential(*(VSSBlock(dim, rates[start + j], config) for j in range(depth)))
+            start += depth
+            if i < len(dims) - 1:
+                out = dims[i + 1]
+                conv, norm = _conv3x3_s2(dim, out), LayerNorm2d(out, eps=eps)
+                down = nn.Sequential(nn.Identity(), conv, nn.Identity(), norm)
+            else:
+                down = nn.Identity()
+            self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=down)))
+        self.classifier = Classifier(dims[-1], config.num_classes, eps)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # as VSSM: trunc-normal linears (1x1 convs included), unit LayerNorms; convs keep PyTorch's default
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def output_size(n: int) -> int:
+        """Length of an input axis of ``n`` bins/frames after the five stride-2 convs (= ceil(n / 32))."""
+        for _ in range(5):
+            n = (n - 1) // 2 + 1
+        return n
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward_features(self, fbank: Tensor, apply_norm: bool = True) -> Tensor:
+        """(B, T, F) fbank -> (B, dims[-1], ceil(F/32), ceil(T/32)) feature map (channel, freq, time).
+
+        ``apply_norm`` applies the trained ``classifier.norm`` LayerNorm, the last op before DASS pools: the
+        map the head was trained on, and what the LALM projector consumes by default.
+        """
+        if fbank.dim() != 3 or fbank.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"DASS expects an fbank of shape (batch, frames, {self.config.num_mel_bins}), "
+                f"got {tuple(fbank.shape)}"
+            )
+        x = fbank.unsqueeze(1).transpose(2, 3)  # (B, 1, F, T)
+        x = self.patch_embed(x)  # (B, dims[0], F/4, T/4)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                for block in layer.blocks:
+                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x = layer.downsample(x)
+            else:
+                x = layer(x)
+        return self.classifier.norm(x) if apply_norm else x
+
+    def forward(self, fbank: Tensor) -> Tensor:
+        """(B, T, F) fbank -> (B, num_classes) logits (multi-label: use sigmoid/BCE)."""
+        return self.classifier.head(self.forward_features(fbank, apply_norm=True).mean(dim=(2, 3)))
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, config: DASSConfig | None = None, strict: bool = True
+    ) -> DASSModel:
+        """Load a DASS checkpoint in the original or the Hugging Face port's layout.
+
+        ``path``: an original release ``.pth``/``.pt`` (raw state_dict, keys ``module.v.*``), or a port file
+        (``.safetensors`` or ``pytorch_model.bin``, keys ``dass.*``/``head.*``), or a folder holding one. With
+        ``config=None`` the architecture (small, medium, or any other) is inferred from the keys and shapes.
+        Raises :class:`DASSCheckpointError` naming missing/unexpected/mis-shaped keys; ``strict=False`` only
+        tolerates a missing classifier head (encoder-only files), which keeps its random init.
+        """
+        state = convert_to_native(load_state_dict(path))
+        config = config or infer_config(state)
+        with torch.device("meta"):
+            model = cls(config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        _check_keys(state, expected, strict, path)
+        model = cls(config)  # real tensors; init only matters for keys a non-strict load leaves out
+        model.load_state_dict(state, strict=False)
+        return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+class DASSCheckpointError(ValueError):
+    """A checkpoint whose keys or shapes do not fit the DASS configuration."""
+
+
+def load_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a state_dict safely (safetensors, or torch.load with ``weights_only=True``); searches folders."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            found = sorted(p.name for p in path.iterdir())
+            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path} (found {found})")
+    if not path.is_file():
+        raise FileNotFoundError(f"no DASS checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):  # training-script wrappers, if any
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise DASSCheckpointError(f"{path} does not hold a state_dict of tensors")
+    return obj
+
+
+_HF_RULES = [  # (pattern, replacement) applied to port keys with their "dass." prefix removed
+    (r"^patch_embeddings\.projection\.0\.", "patch_embed.0."),
+    (r"^patch_embeddings\.projection\.1\.", "patch_embed.2."),
+    (r"^patch_embeddings\.projection\.3\.", "patch_embed.5."),
+    (r"^patch_embeddings\.projection\.4\.", "patch_embed.7."),
+    (r"\.downsample\.down\.", ".downsample.1."),
+    (r"\.downsample\.norm\.", ".downsample.3."),
+    (r"^norm\.", "classifier.norm."),
+    (r"^head\.", "classifier.head."),
+    (r"\.op\.x_proj\.weight$", ".op.x_proj_weight"),
+    (r"\.op\.dt_projs\.weight$", ".op.dt_projs_weight"),
+]
+
+
+def convert_hf_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Hugging Face port layout -> our (original) layout, reshaping the grouped x/dt projections.
+
+    The port stores ``x_proj.weight`` as (K*(R+2N), D) and ``dt_projs.weight`` as (K*D, R); we keep the
+    original (K, R+2N, D) and (K, D, R).
+    """
+    out = {}
+    for key, value in state.items():
+        new = key[len("dass.") :] if key.startswith("dass.") else key
+        for pattern, repl in _HF_RULES:
+            new = re.sub(pattern, repl, new)
+        if new.endswith((".op.x_proj_weight", ".op.dt_projs_weight")) and value.dim() == 2:
+            value = value.reshape(K_DIRECTIONS, value.shape[0] // K_DIRECTIONS, value.shape[1])
+        out[new] = value
+    return out
+
+
+def convert_to_native(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Any known layout (original ``module.v.``/``v.``, HF port ``dass.``/``head.``, ours) -> ours."""
+    if any(k.startswith(("dass.", "patch_embeddings.")) for k in state):
+        return convert_hf_state_dict(state)
+    for prefix in ("module.v.", "module.", "v."):
+        if state and all(k.startswith(prefix) for k in state):
+            return {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def infer_config(state: dict[str, Tensor]) -> DASSConfig:
+    """Architecture from a native-layout state_dict; returns the small/medium preset when it is one."""
+    try:
+        n_stages = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k)))
+        depths = [
+            len({m.group(1) for k in state if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k))})
+            for i in range(n_stages)
+        ]
+        dims = [state[f"layers.{i}.blocks.0.norm.weight"].shape[0] for i in range(n_stages)]
+        op = "layers.0.blocks.0.op."
+        d_inner = state[op + "in_proj.weight"].shape[0]
+        ranks = [state[f"layers.{i}.blocks.0.op.dt_projs_weight"].shape[-1] for i in range(n_stages)]
+        fields = dict(
+            depths=depths,
+            dims=dims,
+            d_state=state[op + "A_logs"].shape[1],
+            ssm_ratio=d_inner / dims[0],
+            dt_rank="auto" if ranks == [math.ceil(d / 16) for d in dims] else ranks[0],
+            d_conv=state[op + "conv2d.weight"].shape[-1],
+            mlp_ratio=state["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / dims[0],
+            in_chans=state["patch_embed.0.weight"].shape[1],
+        )
+    except (KeyError, ValueError, IndexError) as exc:
+        sample = sorted(state)[:8]
+        raise DASSCheckpointError(
+            f"cannot infer a DASS architecture from these keys ({exc!r}); first keys: {sample}"
+        ) from exc
+    if "classifier.head.weight" in state:
+        fields["num_classes"] = state["classifier.head.weight"].shape[0]
+    for preset in (DASSConfig.small, DASSConfig.medium):
+        candidate = preset()
+        if all(getattr(candidate, k) == v for k, v in fields.items()):
+            return candidate
+    return DASSConfig(**fields)
+
+
+def _check_keys(state: dict[str, Tensor], expected: dict[str, tuple], strict: bool, path: Any) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != expected[k]
+    ]
+    if not strict:
+        head = [k for k in missing if k.startswith("classifier.head.")]
+        if head:
+            logger.warning("%s has no classifier head; keeping a random one", path)
+        missing = [k for k in missing if k not in head]
+    if missing or unexpected or shapes:
+
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
+
+        parts = [f"missing keys: {show(missing)}"] if missing else []
+        parts += [f"unexpected keys: {show(unexpected)}"] if unexpected else []
+        parts += [f"shape mismatches: {show(shapes)}"] if shapes else []
+        raise DASSCheckpointError(f"{path} does not match the DASS config; " + "; ".join(parts))
+
+
+__all__ = [
+    "DASSCheckpointError",
+    "DASSConfig",
+    "DASSModel",
+    "convert_hf_state_dict",
+    "convert_to_native",
+    "infer_config",
+    "load_state_dict",
+]
