@@ -34,7 +34,7 @@ def load_tokenizer(path: str | Path, **kwargs: Any):
 
 
 def ensure_special_tokens(tok):
-    """Set a missing EOS to ``<|endoftext|>`` and a missing pad to ``<|padding|>`` (else EOS); returns ``tok``."""
+    """Set a missing EOS to ``<|endoftext|>``, a missing pad to ``<|padding|>`` (else EOS)."""
     vocab = tok.get_vocab()
     if tok.eos_token_id is None:
         if EOS_TOKEN not in vocab:
