@@ -1,0 +1,254 @@
+"""Selective scan: every fast method agrees with the sequential reference (forward, last state, gradients),
+on random shapes including L = 1, L not divisible by the chunk, grouped B/C and every optional input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sslalm.ops.scan as scan_mod
+from sslalm.ops import (
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_loop,
+    selective_scan_ref,
+    selective_state_update,
+)
+
+SETTINGS = settings(max_examples=25, deadline=None)
+FAST = {"chunked": selective_scan_chunked, "loop": selective_scan_loop, "auto": selective_scan}
+
+
+@st.composite
+def cases(draw, max_len: int = 40):
+    """Random problem: shapes, which optional inputs are present, a seed and a chunk length."""
+    groups = draw(st.sampled_from([0, 1, 2, 3]))  # 0: ungrouped B/C (batch, N, L)
+    per_group = draw(st.integers(1, 4))
+    return dict(
+        batch=draw(st.integers(1, 3)),
+        dim=max(groups, 1) * per_group,
+        groups=groups,
+        n=draw(st.sampled_from([1, 2, 4])),
+        length=draw(st.integers(1, max_len)),
+        use_D=draw(st.booleans()),
+        use_z=draw(st.booleans()),
+        use_bias=draw(st.booleans()),
+        softplus=draw(st.booleans()),
+        use_h0=draw(st.booleans()),
+        chunk=draw(st.sampled_from([None, 1, 3, 8])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+def make_inputs(c: dict, dtype: torch.dtype = torch.float32, delta_scale: float = 1.0) -> tuple[list, dict]:
+    """Positional (u, delta, A, B, C) and keyword inputs for one case."""
+    g = torch.Generator().manual_seed(c["seed"])
+    b, d, n, L = c["batch"], c["dim"], c["n"], c["length"]
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    bc_shape = (b, n, L) if c["groups"] == 0 else (b, c["groups"], n, L)
+    delta = r(b, d, L) if c["softplus"] else torch.rand(b, d, L, generator=g) * 0.5
+    A = -torch.rand(d, n, generator=g) * 4 - 0.05
+    args = [r(b, d, L), delta * delta_scale, A, r(*bc_shape), r(*bc_shape)]
+    kwargs = dict(
+        D=r(d) if c["use_D"] else None,
+        z=r(b, d, L) if c["use_z"] else None,
+        # delta must stay >= 0 (a stable system): a signed bias only goes through softplus
+        delta_bias=(r(d) * 0.5 if c["softplus"] else torch.rand(d, generator=g) * 0.1)
+        if c["use_bias"]
+        else None,
+        delta_softplus=c["softplus"],
+        initial_state=r(b, d, n) if c["use_h0"] else None,
+    )
+    args = [a.to(dtype) for a in args]
+    for k in ("D", "z", "delta_bias"):
+        if kwargs[k] is not None:
+            kwargs[k] = kwargs[k].to(dtype)
+    return args, kwargs
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 2e-5) -> None:
+    """Max error relative to the largest expected magnitude (the scale of the output)."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert torch.isfinite(actual).all()
+    scale = expected.abs().max().clamp_min(1e-6)
+    err = (actual.float() - expected.float()).abs().max() / scale
+    assert err <= rtol, f"relative error {err:.3g} > {rtol}"
+
+
+def run_method(method: str, args: list, kwargs: dict, chunk: int | None = None, **extra):
+    if method == "chunked" and chunk is not None:
+        extra["chunk_size"] = chunk
+    return FAST[method](*args, **kwargs, **extra)
+
+
+@pytest.mark.parametrize("method", ["chunked", "loop", "auto"])
+@SETTINGS
+@given(c=cases())
+def test_forward_and_last_state_match_ref(method, c):
+    args, kwargs = make_inputs(c)
+    y_ref, h_ref = selective_scan_ref(*args, **kwargs, return_last_state=True)
+    with torch.no_grad():
+        y, h = run_method(method, args, kwargs, c["chunk"], return_last_state=True)
+    close(y, y_ref)
+    close(h, h_ref)
+    assert h.dtype == torch.float32
+    y_only = run_method(method, args, kwargs, c["chunk"])
+    close(y_only, y_ref)
+
+
+@SETTINGS
+@given(c=cases(max_len=24))
+def test_chunked_gradients_match_ref(c):
+    args, kwargs = make_inputs(c)
+    tensors = args + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    for t in tensors:
+        t.requires_grad_(True)
+    weights = None
+
+    def loss(fn, **extra):
+        nonlocal weights
+        y, h = fn(*args, **kwargs, return_last_state=True, **extra)
+        if weights is None:  # fixed random weights so every output position matters differently
+            g = torch.Generator().manual_seed(c["seed"] + 1)
+            weights = (torch.randn(y.shape, generator=g), torch.randn(h.shape, generator=g))
+        return (y * weights[0]).sum() + (h * weights[1]).sum()
+
+    grads_ref = torch.autograd.grad(loss(selective_scan_ref), tensors)
+    extra = {} if c["chunk"] is None else {"chunk_size": c["chunk"]}
+    for fn in (selective_scan_chunked, selective_scan):
+        grads = torch.autograd.grad(loss(fn, **extra if fn is selective_scan_chunked else {}), tensors)
+        for got, want in zip(grads, grads_ref, strict=True):
+            close(got, want, rtol=5e-5)
+
+
+@pytest.mark.parametrize("method", ["chunked", "loop"])
+@SETTINGS
+@given(c=cases(), split=st.floats(0.0, 1.0))
+def test_prefill_in_two_pieces_equals_one_pass(method, c, split):
+    args, kwargs = make_inputs(c)
+    k = int(split * c["length"])
+    with torch.no_grad():
+        y_full, h_full = run_method(method, args, kwargs, c["chunk"], return_last_state=True)
+
+        def piece(lo, hi, h0):
+            a = [t[..., lo:hi] for t in args[:2]] + [args[2]] + [t[..., lo:hi] for t in args[3:]]
+            kw = dict(kwargs, initial_state=h0, z=None if kwargs["z"] is None else kwargs["z"][..., lo:hi])
+            return run_method(method, a, kw, c["chunk"], return_last_state=True)
+
+        y1, h1 = piece(0, k, kwargs["initial_state"])
+        y2, h2 = piece(k, c["length"], h1)
+    close(torch.cat([y1, y2], -1), y_full)
+    close(h2, h_full)
+
+
+@SETTINGS
+@given(c=cases(max_len=16))
+def test_step_function_repeated_equals_scan(c):
+    args, kwargs = make_inputs(c)
+    u, delta, A, B, C = args
+    y_ref, h_ref = selective_scan_ref(*args, **kwargs, return_last_state=True)
+    h0 = kwargs["initial_state"]
+    state = torch.zeros(c["batch"], c["dim"], c["n"]) if h0 is None else h0.clone()
+    ys = []
+    for t in range(c["length"]):
+        z = kwargs["z"]
+        ys.append(
+            selective_state_update(
+                state, u[..., t], delta[..., t], A, B[..., t], C[..., t], kwargs["D"],
+                None if z is None else z[..., t], kwargs["delta_bias"], kwargs["delta_softplus"],
+            )
+        )  # fmt: skip
+    close(torch.stack(ys, -1), y_ref)
+    close(state, h_ref)
+
+
+def recurrence_fp64(u, delta, A, B, C, h0):
+    """The recurrence written out in fp64, grouped B/C (batch, G, N, L): ground truth for extreme inputs."""
+    u, delta, A, B, C, h = (t.double() for t in (u, delta, A, B, C, h0))
+    B, C = (t.repeat_interleave(u.shape[1] // t.shape[1], dim=1) for t in (B, C))
+    ys = []
+    for t in range(u.shape[-1]):
+        h = torch.exp(delta[..., t, None] * A) * h + (delta[..., t] * u[..., t])[..., None] * B[..., t]
+        ys.append((h * C[..., t]).sum(-1))
+    return torch.stack(ys, -1), h
+
+
+@pytest.mark.parametrize("method", ["chunked", "loop"])
+@pytest.mark.parametrize("n", [1, 4])
+def test_extreme_inputs_stay_finite_and_exact(method, n):
+    """Huge delta*|A| (log-decays down to -1e4 per step) and long sequences: a log-space cumsum overflows
+    fp32 here; our methods only ever multiply decays <= 1 and must match the fp64 reference."""
+    g = torch.Generator().manual_seed(1)
+    b, d, L = 2, 6, 300
+    u = torch.randn(b, d, L, generator=g)
+    delta = torch.exp(torch.randn(b, d, L, generator=g) * 3)  # 1e-4 .. 1e4
+    A = -torch.exp(torch.randn(d, n, generator=g) * 2)  # |A| 1e-3 .. 1e3
+    B, C = torch.randn(b, 2, n, L, generator=g), torch.randn(b, 2, n, L, generator=g)
+    h0 = torch.randn(b, d, n, generator=g) * 100
+    y_ref, h_ref = recurrence_fp64(u, delta, A, B, C, h0)
+    with torch.no_grad():
+        y, h = run_method(method, [u, delta, A, B, C], {"initial_state": h0}, 8, return_last_state=True)
+    close(y.double(), y_ref, rtol=1e-5)
+    close(h.double(), h_ref, rtol=1e-5)
+    close(selective_scan_ref(u, delta, A, B, C, initial_state=h0).double(), y_ref, rtol=1e-5)  # the twin too
+    if method == "chunked":  # and through autograd
+        ins = [t.clone().requires_grad_() for t in (u, delta, A, B, C, h0)]
+        y = selective_scan_chunked(*ins[:5], initial_state=ins[5])
+        grads = torch.autograd.grad(y.square().sum(), ins)
+        assert all(torch.isfinite(gr).all() for gr in grads)
+
+
+@pytest.mark.parametrize("method", ["chunked", "loop", "auto"])
+def test_long_sequence_in_bounded_blocks(method, monkeypatch):
+    """No-grad paths split time into blocks; force many small blocks; nothing may be lost at the seams."""
+    monkeypatch.setattr(scan_mod, "_STEP_BUDGET", 64)
+    c = dict(batch=1, dim=8, groups=4, n=1, length=1000, use_D=True, use_z=False, use_bias=True)
+    c.update(softplus=True, use_h0=True, chunk=None, seed=3)
+    args, kwargs = make_inputs(c)
+    y_ref, h_ref = selective_scan_ref(*args, **kwargs, return_last_state=True)
+    with torch.no_grad():
+        y, h = run_method(method, args, kwargs, return_last_state=True)
+    close(y, y_ref)
+    close(h, h_ref)
+
+
+@pytest.mark.parametrize("method", ["ref", "chunked", "loop", "auto"])
+def test_bf16_inputs_compute_in_fp32(method):
+    c = dict(batch=2, dim=6, groups=2, n=4, length=19, use_D=True, use_z=True, use_bias=True)
+    c.update(softplus=True, use_h0=True, chunk=None, seed=5)
+    args, kwargs = make_inputs(c, dtype=torch.bfloat16)
+    y_ref, h_ref = selective_scan_ref(*(a.float() for a in args), **kwargs, return_last_state=True)
+    with torch.no_grad():
+        y, h = selective_scan(*args, **kwargs, return_last_state=True, method=method)
+    assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
+    close(y.float(), y_ref, rtol=1e-2)  # only the final cast to bf16 differs
+    close(h, h_ref)
+
+
+def test_loop_refuses_autograd_and_auto_uses_chunked_for_grad():
+    c = dict(batch=1, dim=4, groups=0, n=2, length=12, use_D=False, use_z=False, use_bias=False)
+    c.update(softplus=False, use_h0=False, chunk=None, seed=7)
+    args, kwargs = make_inputs(c)
+    args[0].requires_grad_(True)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        selective_scan_loop(*args, **kwargs)
+    y = selective_scan(*args, **kwargs)
+    assert y.requires_grad
+    (gu,) = torch.autograd.grad(y.sum(), args[0])
+    (gu_ref,) = torch.autograd.grad(selective_scan_ref(*args, **kwargs).sum(), args[0])
+    close(gu, gu_ref)
+    with pytest.raises(ValueError, match="unknown"):
+        selective_scan(*args, method="nope")
+
+
+def test_auto_rule():
+    u, A = torch.zeros(1, 384, 8192), torch.zeros(384, 1)
+    assert scan_mod._pick_method(u, A, grad=True) == "chunked"
+    assert scan_mod._pick_method(u, A, grad=False) == "chunked"  # small state per step, long L
+    assert scan_mod._pick_method(torch.zeros(1, 5120, 256), torch.zeros(5120, 16), grad=False) == "loop"
+    assert scan_mod._pick_method(torch.zeros(1, 8, 1), torch.zeros(8, 1), grad=False) == "loop"  # decode-size
