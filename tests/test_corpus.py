@@ -1,0 +1,300 @@
+"""The local corpus: a tiny real build checked for determinism, disjoint splits, valid records, answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus
+from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
+from sslalm.data.corpus.plan import SPLITS, make_plan, source_units
+from sslalm.data.corpus.resources import find_resources
+from sslalm.data.corpus.sources import SourceContext, render_clip
+from sslalm.data.corpus.tools import SAMPLE_RATE, coloured_noise, mix_at_snr, rms
+
+sf = pytest.importorskip("soundfile")
+TOOLS = ("espeak-ng", "sox", "fluidsynth")
+needs_tools = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in TOOLS), reason="espeak-ng, sox and fluidsynth are needed"
+)
+SIZE, SEED = 40, 3
+KEYS = {"instruction", "input", "audio_id", "dataset", "task", "output"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    info = build_corpus(out, size=SIZE, seed=SEED, workers=2, progress=False)
+    return info
+
+
+def _records(out: Path) -> dict[str, list[dict]]:
+    return {s: json.loads((out / f"{s}.json").read_text()) for s in SPLITS}
+
+
+def _manifest(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@needs_tools
+def test_same_seed_gives_identical_corpus(corpus, tmp_path):
+    again = build_corpus(tmp_path / "again", size=SIZE, seed=SEED, workers=1, progress=False)
+    a, b = corpus.out_dir, again.out_dir
+    for name in ("train.json", "val.json", "test.json", "test_cla.json", "labels.json", "manifest.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    files = sorted(p.relative_to(a) for p in (a / "audio").rglob("*.wav"))
+    assert files == sorted(p.relative_to(b) for p in (b / "audio").rglob("*.wav"))
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+@needs_tools
+def test_rebuild_with_same_config_is_reused(corpus):
+    again = build_corpus(corpus.out_dir, size=SIZE, seed=SEED, workers=2, progress=False)
+    assert again.reused and again.config_hash == corpus.config_hash and again.clips == corpus.clips
+
+
+@needs_tools
+def test_records_are_valid_openaqa_with_loadable_audio(corpus):
+    out = corpus.out_dir
+    recs = _records(out)
+    assert sum(corpus.clips.values()) == SIZE and all(recs[s] for s in SPLITS)
+    durations = {}
+    for split, items in recs.items():
+        for r in items:
+            assert set(r) == KEYS and all(isinstance(v, str) for v in r.values())
+            assert r["dataset"] == "sslalm-local" and r["input"] == "" and r["instruction"] and r["output"]
+            assert r["audio_id"].startswith(f"audio/{split}/")
+            assert r["task"] in CLOSED_TASKS + OPEN_TASKS
+            durations.setdefault(r["audio_id"], None)
+    for audio_id in durations:
+        info = sf.info(str(out / audio_id))
+        assert info.samplerate == SAMPLE_RATE and info.channels == 1
+        assert 1.0 <= info.duration <= 10.0, (audio_id, info.duration)
+        audio, _ = sf.read(str(out / audio_id))
+        assert np.isfinite(audio).all() and np.abs(audio).max() > 0.05
+    assert len(durations) == SIZE  # every clip has questions
+
+
+@needs_tools
+def test_both_kinds_of_question_and_half_prefixed(corpus):
+    recs = [r for items in _records(corpus.out_dir).values() for r in items]
+    closed = [r for r in recs if r["task"] in CLOSED_TASKS]
+    opened = [r for r in recs if r["task"] in OPEN_TASKS]
+    assert {"cla_label", "caption", "count", "temporal_order"} <= {r["task"] for r in closed}
+    assert len({r["task"] for r in opened}) >= 8
+    share = sum(r["instruction"].startswith(CLOSED_PREFIX) for r in closed) / len(closed)
+    assert 0.35 <= share <= 0.65, share
+    assert not any(r["instruction"].startswith(CLOSED_PREFIX) for r in opened)
+
+
+@needs_tools
+def test_manifest_covers_every_file_with_source_and_licence(corpus):
+    out = corpus.out_dir
+    rows = _manifest(out)
+    assert sorted(r["file"] for r in rows) == sorted(
+        str(p.relative_to(out)) for p in (out / "audio").rglob("*.wav")
+    )
+    for r in rows:
+        assert r["licence"] and r["source"] and r["label"] and r["split"] in SPLITS
+        assert json.loads(r["meta"])["id"] in r["file"]
+    labels = json.loads((out / "labels.json").read_text())
+    cla = json.loads((out / "test_cla.json").read_text())
+    assert {c["label"] for c in cla} == set(labels["cla"]["test"])
+    assert all((out / c["audio_id"]).is_file() and c["caption"] in c["captions"] for c in cla)
+
+
+@needs_tools
+def test_splits_share_no_voice_note_recording_or_seed(corpus):
+    rows = _manifest(corpus.out_dir)
+    for column in ("voice", "note", "recording", "seed"):
+        used = {s: {u for r in rows if r["split"] == s for u in r[column].split(";") if u} for s in SPLITS}
+        for i, a in enumerate(SPLITS):
+            for b in SPLITS[i + 1 :]:
+                assert not used[a] & used[b], (column, a, b, used[a] & used[b])
+
+
+def test_plan_splits_are_disjoint_at_default_scale():
+    """The split scheme on a large plan (no rendering): no unit crosses splits; test labels seen in train."""
+    res = find_resources(allow_download=False)
+    plan = make_plan(res, 3000, seed=11)
+    assert len(plan) == 3000 and len({p["id"] for p in plan}) == 3000
+    units = {s: {k: set() for k in ("voice", "note", "recording", "seed")} for s in SPLITS}
+    for spec in plan:
+        for k, vals in source_units(spec).items():
+            units[spec["split"]][k].update(vals)
+    for k in ("voice", "note", "recording", "seed"):
+        for i, a in enumerate(SPLITS):
+            for b in SPLITS[i + 1 :]:
+                assert not units[a][k] & units[b][k], (k, a, b)
+    counts = {s: sum(p["split"] == s for p in plan) for s in SPLITS}
+    assert 0.05 < counts["test"] / 3000 < 0.15 and 0.05 < counts["val"] / 3000 < 0.15
+
+
+@needs_tools
+def test_answers_match_generating_metadata(corpus):
+    out = corpus.out_dir
+    metas = {r["file"]: json.loads(r["meta"]) for r in _manifest(out)}
+    checked = 0
+    for items in _records(out).values():
+        for r in items:
+            m = metas[r["audio_id"]]
+            if r["task"] == "cla_label" and m["kind"] != "sequence":
+                assert r["output"] == m["label"]
+            if r["task"] == "count":
+                expected = len(m["events"]) if m["kind"] == "sequence" else m.get("repeats") or m["count"]
+                if m["kind"] == "sequence":
+                    assert m["count"] == len(m["events"])
+                assert r["output"] == str(expected)
+                checked += 1
+            if r["task"] == "temporal_order" and "order" in r["instruction"]:
+                onsets = [e["onset"] for e in m["events"]]
+                assert onsets == sorted(onsets)
+                assert r["output"] == ", then ".join(e["label"] for e in m["events"])
+            if r["task"] == "open_language":
+                lang = (m["speech"] if m["kind"] == "speech_noise" else m)["language"]
+                assert lang in r["output"]
+    assert checked > 0
+
+
+def _bursts(audio: np.ndarray, frame: int = 160) -> int:
+    """Number of separate loud stretches in 10 ms frames (rising edges of an energy gate)."""
+    n = audio.size // frame
+    env = np.sqrt((audio[: n * frame].reshape(n, frame) ** 2).mean(axis=1))
+    on = env > 0.1 * env.max()
+    return int(on[0]) + int(np.sum(on[1:] & ~on[:-1]))
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is needed")
+@pytest.mark.parametrize("event,count", [("beeps", 5), ("clicks", 7)])
+def test_counted_events_are_really_in_the_audio(tmp_path, event, count):
+    spec = {
+        "kind": "event",
+        "event": event,
+        "duration": 1.0,
+        "peak": 0.9,
+        "count": count,
+        "gap": 0.2,
+        "unit": 0.1 if event == "beeps" else 0.006,
+        "freq": 1000.0,
+        "wave": "sine",
+        "seed": 1,
+    }
+    audio, meta = render_clip(spec, SourceContext(), tmp_path)
+    assert meta["count"] == count and _bursts(audio) == count
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth is needed")
+def test_rendered_scale_has_one_onset_per_note(tmp_path):
+    res = find_resources(["instruments"], allow_download=False)
+    spec = {
+        "kind": "instrument",
+        "instrument": "marimba",
+        "texture": "scale",
+        "articulation": "staccato",
+        "dynamics": "loud",
+        "velocity": 110,
+        "peak": 0.9,
+        "tempo": 90,
+        "root": 60,
+        "mode": "major",
+        "direction": "ascending",
+        "pitches": [60, 62, 64, 65],
+        "count": 4,
+        "seed": 5,
+    }
+    audio, _ = render_clip(spec, SourceContext(soundfont=res.soundfont), tmp_path)
+    onsets = np.flatnonzero(np.diff((np.abs(audio) > 0.3).astype(int)) == 1) / SAMPLE_RATE
+    distinct = [t for i, t in enumerate(onsets) if i == 0 or t - onsets[i - 1] > 0.3]
+    assert len(distinct) == 4 and np.allclose(np.diff(distinct), 60 / 90, atol=0.05)
+
+
+def test_missing_tool_skips_its_source_with_a_warning(tmp_path, monkeypatch, caplog):
+    if shutil.which("sox") is None:
+        pytest.skip("sox is needed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(shutil.which("sox"), bin_dir / "sox")
+    monkeypatch.setenv("PATH", str(bin_dir))  # no espeak-ng here
+    with caplog.at_level(logging.WARNING):
+        info = build_corpus(
+            tmp_path / "c", size=6, seed=0, workers=1, sources=["speech", "events"], progress=False
+        )
+    assert "speech" in info.skipped and info.sources == ["events"]
+    assert any("speech" in r.message and "skipped" in r.message for r in caplog.records)
+    rows = _manifest(info.out_dir)
+    assert len(rows) == 6 and all("espeak" not in r["source"] for r in rows)
+    assert "speech" in (info.out_dir / "README.md").read_text()
+
+
+def test_midi_bytes_encode_notes_exactly():
+    data = midi_bytes([Note(0.0, 0.5, 60, 100), Note(0.5, 1.0, 64, 90)], program=40)
+    assert data[:4] == b"MThd" and data[14:18] == b"MTrk"
+    track = data[22:]
+    # walk the events: (delta ticks, status) pairs, decoding variable-length deltas one byte at a time
+    i, now, ons, offs = 0, 0, [], []
+    while i < len(track):
+        delta = 0
+        while True:
+            delta = (delta << 7) | (track[i] & 0x7F)
+            i += 1
+            if track[i - 1] < 0x80:
+                break
+        now += delta
+        status = track[i]
+        if status == 0xFF:
+            i += 3 + track[i + 2]
+        elif status & 0xF0 == 0xC0:
+            assert track[i + 1] == 40
+            i += 2
+        else:
+            (ons if status & 0xF0 == 0x90 else offs).append((now, track[i + 1]))
+            i += 3
+    assert ons == [(0, 60), (round(0.5 * TICKS_PER_SECOND), 64)]
+    assert offs == [(round(0.5 * TICKS_PER_SECOND), 60), (round(1.5 * TICKS_PER_SECOND), 64)]
+
+
+def test_mix_at_snr_and_noise_colours():
+    rng = np.random.default_rng(0)
+    sig = np.sin(np.linspace(0, 2000, 16000)).astype(np.float32)
+    noise = rng.standard_normal(16000).astype(np.float32)
+    mixed = mix_at_snr(sig, noise, 6.0)
+    assert 10 * np.log10(rms(sig) ** 2 / rms(mixed - sig) ** 2) == pytest.approx(6.0, abs=1e-3)
+    slopes = {}
+    for colour in ("white", "pink", "brown"):
+        x = coloured_noise(colour, 8.0, np.random.default_rng(1))
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        f = np.fft.rfftfreq(x.size, 1 / SAMPLE_RATE)
+        band = lambda lo, hi, s=spec, f=f: s[(f >= lo) & (f < hi)].mean()  # noqa: E731
+        slopes[colour] = 10 * np.log10(band(2000, 4000) / band(1000, 2000))  # dB per octave
+    assert abs(slopes["white"]) < 0.5
+    assert slopes["pink"] == pytest.approx(-3.0, abs=0.6)
+    assert slopes["brown"] == pytest.approx(-6.0, abs=0.6)
+
+
+@needs_tools
+def test_cli_build_reuses_and_reports(corpus, capsys):
+    from sslalm.cli import main
+
+    rc = main(
+        [
+            "corpus",
+            "build",
+            "--out",
+            str(corpus.out_dir),
+            "--size",
+            str(SIZE),
+            "--seed",
+            str(SEED),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0 and "reused" in capsys.readouterr().out
