@@ -185,7 +185,8 @@ def load_records(
 
     for path in paths:
         base_dir = os.path.dirname(os.path.abspath(os.fspath(path)))
-        for where, raw in tqdm(iter_raw_records(path), desc=f"reading {os.path.basename(path)}", unit=" rec"):
+        progress = tqdm(iter_raw_records(path), desc=f"reading {path}", unit=" rec", disable=None)
+        for where, raw in progress:
             try:
                 rec = check_record(raw, base_dir, where)
             except DatasetError as err:

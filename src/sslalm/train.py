@@ -1,0 +1,451 @@
+"""Train one curriculum stage (``sslalm train --config configs/stageN.yaml [--key value ...]``).
+
+LTU's four-stage curriculum (``reference/ltu.md`` §1.3, DESIGN §5) on the Hugging Face ``Trainer``, as LTU
+did: each stage is a YAML file of ``StageConfig`` fields (which parts train, data, learning rate, epochs,
+warm-up, effective batch 256 reached by gradient accumulation), and stage k starts from stage k-1's output
+folder (``init_from``). Several GPUs or machines: launch the same command under ``torchrun`` (DDP); FSDP or
+DeepSpeed go through ``training_args`` (the Trainer's own options).
+
+What we add to the stock ``Trainer`` and why (``StageTrainer``):
+
+- Checkpoints hold only the trainable weights (``model.save_pretrained``, as LTU kept only LoRA + audio
+  weights) plus ``trainable.safetensors`` for resuming, instead of the Trainer's full state dict: the frozen
+  language model would make every checkpoint gigabytes, and its tied embeddings cannot go into safetensors.
+  Optimizer, scheduler, RNG and trainer state are the Trainer's own, so ``--resume`` continues exactly.
+- The loss of a micro-batch is rescaled from the model's per-token mean to a share of the whole effective
+  batch's token count (the Trainer's ``num_items_in_batch``), so that two processes with batch b give the same
+  update as one process with batch 2b, and gradient accumulation is exact.
+- The dataset's random crops follow the epoch (``set_epoch``) so that a resumed run sees the same audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_FILE = "trainable.safetensors"
+STAGE_CONFIG_FILE = "stage_config.yaml"
+PARTS = ("projector", "encoder", "lora")
+
+
+def _opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:
+    """A dataclass field with its ``--help`` text (``factory`` for list/dict defaults)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage. Every field can be set in the YAML file or as ``--field value`` on the CLI."""
+
+    output_dir: str = _opt(help="where checkpoints, logs and the stage's model are written")
+    train_files: list[str] = _opt(factory=list, help="OpenAQA JSON/JSONL data files")
+    model: str = _opt("sslalm-small", "SSLALMConfig preset, used when init_from is not set")
+    model_overrides: dict[str, Any] = _opt(factory=dict, help="config attributes set on the preset")
+    init_from: str | None = _opt(None, "previous stage's output folder")
+    trainable: list[str] = _opt(factory=lambda: ["projector"], help=f"subset of {PARTS}")
+    tasks: list[str] | None = _opt(None, "keep only records with these tasks")
+    strict_data: bool = _opt(False, "fail on the first bad record or clip")
+    check_audio: str = _opt("exists", "'exists' or 'decode' (decode every clip up front)")
+    crop_seconds: float | None = _opt(10.24, "longest audio per example")
+    cutoff_len: int = _opt(108, "text tokens per example (LTU: 108)")
+    train_on_inputs: bool = _opt(True, "loss on the prompt too (LTU) or on the answer only")
+    learning_rate: float = _opt(1e-4, "peak learning rate")
+    num_train_epochs: float = _opt(1.0, "passes over the data")
+    max_steps: int = _opt(-1, "optimizer steps; overrides epochs when > 0")
+    warmup_steps: int = _opt(100, "linear warm-up steps")
+    lr_scheduler_type: str = _opt("linear", "Trainer scheduler name")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = _opt(1.0, "gradient clipping (0: off)")
+    optim: str = _opt("adamw_torch", "Trainer optimizer name")
+    per_device_train_batch_size: int = _opt(4, "micro-batch per process")
+    effective_batch_size: int = _opt(256, "examples per optimizer step (micro-batch x processes x accum.)")
+    bf16: Any = _opt("auto", "true, false or auto (bf16 where the GPU supports it)")
+    seed: int = _opt(42, "seed of initialisation, data order and crops")
+    save_steps: int = _opt(500, "checkpoint every N optimizer steps")
+    save_total_limit: int | None = _opt(5, "checkpoints kept (the oldest are deleted)")
+    logging_steps: int = _opt(10, "log every N optimizer steps")
+    report_to: list[str] = _opt(factory=lambda: ["tensorboard"], help="log sinks (tensorboard, none, ...)")
+    dataloader_num_workers: int = _opt(4, "data loading processes per GPU")
+    resume: Any = _opt(False, "true: the last checkpoint in output_dir; or a checkpoint folder")
+    overwrite_output_dir: bool = _opt(False, "allow an output_dir that already has checkpoints")
+    training_args: dict[str, Any] = _opt(factory=dict, help="more TrainingArguments (fsdp, deepspeed, ...)")
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.trainable) - set(PARTS))
+        if bad or not self.trainable:
+            raise ValueError(f"trainable must be a non-empty subset of {PARTS}, got {self.trainable}")
+        if self.check_audio not in ("exists", "decode"):
+            raise ValueError(f"check_audio must be 'exists' or 'decode', got {self.check_audio!r}")
+
+
+# ---- configuration ---------------------------------------------------------------------------------------
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type (``"1e-3"`` → float, ``"a,b"`` → list)."""
+    import yaml
+
+    if value is None:
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:  # X | None
+        if isinstance(value, str) and value.strip().lower() in ("", "null", "none", "~"):
+            return None
+        return _coerce(name, args[0], value)
+    if hint is Any:
+        return yaml.safe_load(value) if isinstance(value, str) else value
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.lstrip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            value = [value]
+        return [str(v).strip() for v in value]
+    if origin is dict:
+        value = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float, str):
+        try:
+            return hint(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be {hint.__name__}, got {value!r}") from err
+    return value
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> StageConfig:
+    """A ``StageConfig`` from a YAML file (may be None) with ``overrides`` (field → value) applied on top."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as fh:
+            loaded = yaml.safe_load(fh) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a stage config must be a YAML mapping")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    hints = typing.get_type_hints(StageConfig)
+    names = [f.name for f in dataclasses.fields(StageConfig)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown stage config key(s) {unknown}; known keys: {names}")
+    if "output_dir" not in values:
+        raise ValueError("the stage config needs an output_dir")
+    return StageConfig(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def gradient_accumulation_steps(effective_batch: int, per_device_batch: int, num_devices: int) -> int:
+    """Accumulation steps so that micro-batch x devices x steps == effective batch (must divide exactly)."""
+    per_step = per_device_batch * num_devices
+    if effective_batch % per_step:
+        raise ValueError(
+            f"effective_batch_size {effective_batch} is not a multiple of per_device_train_batch_size "
+            f"{per_device_batch} x {num_devices} device(s) = {per_step}; change one of them"
+        )
+    return effective_batch // per_step
+
+
+def resolve_bf16(value: Any) -> bool:
+    """``auto``: bf16 mixed precision where a CUDA GPU supports it (fp32 elsewhere)."""
+    if isinstance(value, str) and value.lower() == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(value)
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` folder that holds a complete trainer state, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not os.path.isdir(output_dir):
+        return None
+    return get_last_checkpoint(os.fspath(output_dir))
+
+
+# ---- model, data and trainer -----------------------------------------------------------------------------
+
+
+def build_model(cfg: StageConfig) -> torch.nn.Module:
+    """The stage's starting model: the previous stage's output, or a preset (with overrides)."""
+    from sslalm.models.lalm import SSLALM, SSLALMConfig
+
+    if cfg.init_from:
+        if not os.path.isdir(cfg.init_from):
+            raise FileNotFoundError(f"init_from {cfg.init_from} is not a folder; train that stage first")
+        logger.info("starting from %s", cfg.init_from)
+        return SSLALM.from_pretrained(cfg.init_from)
+    config = SSLALMConfig.preset(cfg.model)
+    for key, value in cfg.model_overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"model_overrides: {type(config).__name__} has no attribute {key!r}")
+        setattr(config, key, value)
+    return SSLALM(config)
+
+
+def build_dataset(cfg: StageConfig, model: torch.nn.Module):
+    from sslalm.data.openaqa import OpenAQADataset
+
+    if not cfg.train_files:
+        raise ValueError("the stage config names no train_files")
+    return OpenAQADataset(
+        cfg.train_files,
+        model.feature_extractor,
+        model.tokenizer,
+        tasks=cfg.tasks,
+        strict=cfg.strict_data,
+        crop_seconds=cfg.crop_seconds,
+        seed=cfg.seed,
+        train=True,
+        cutoff_len=cfg.cutoff_len,
+        train_on_inputs=cfg.train_on_inputs,
+        check_audio=cfg.check_audio,
+    )
+
+
+def training_arguments(cfg: StageConfig):
+    """``TrainingArguments`` for the stage, with accumulation set from the number of processes."""
+    from transformers import TrainingArguments
+
+    extra = dict(cfg.training_args)
+    kwargs: dict[str, Any] = dict(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optim,
+        bf16=resolve_bf16(cfg.bf16),
+        seed=cfg.seed,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        report_to=cfg.report_to or "none",
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        remove_unused_columns=False,  # the dataset yields exactly what forward takes, fbank included
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,  # every trainable part is used in every forward
+        use_cpu=not torch.cuda.is_available(),
+    )
+    kwargs.update(extra)
+    args = TrainingArguments(**kwargs)
+    if "gradient_accumulation_steps" not in extra:
+        args.gradient_accumulation_steps = gradient_accumulation_steps(
+            cfg.effective_batch_size, args.train_batch_size, args.world_size
+        )
+    return args
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load ``trainable.safetensors`` into ``model``; every trainable parameter must be in the file."""
+    from safetensors.torch import load_file
+
+    state = load_file(os.fspath(path))
+    params = dict(model.named_parameters())
+    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
+    unknown = sorted(set(state) - set(params))
+    if missing or unknown:
+        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unknown[:5]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+def _make_trainer_class():
+    """``StageTrainer`` (a ``transformers.Trainer`` subclass), built on first use to keep imports lazy."""
+    from transformers import Trainer, TrainerCallback
+
+    class EpochCallback(TrainerCallback):
+        """Tell the dataset which epoch starts, for its seeded random crops."""
+
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
+
+    class StageTrainer(Trainer):
+        """``Trainer`` that saves trainable weights only and normalises the loss over the effective batch."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # The Trainer then counts the target tokens of each effective batch over all processes and passes
+            # the count to compute_loss as num_items_in_batch (the model itself never receives it).
+            self.model_accepts_loss_kwargs = True
+            if self.train_dataset is not None:
+                self.add_callback(EpochCallback(self.train_dataset))
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs)
+            loss = outputs.loss  # mean over this micro-batch's target tokens
+            if num_items_in_batch is not None and model.training:
+                local = inputs["labels"].ne(-100).sum()
+                total = torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
+                # DDP averages gradients over processes; undo it: the result is sum over all tokens / total
+                loss = loss * local / total * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            if not self.args.should_save:
+                return
+            from safetensors.torch import save_file
+
+            os.makedirs(output_dir, exist_ok=True)
+            model = self.accelerator.unwrap_model(self.model)
+            if state_dict is None:  # plain / DDP: the parameters are whole on every process
+                model.save_pretrained(output_dir)
+                state = _trainable_state(model)
+            else:  # FSDP / DeepSpeed hand us a gathered state dict
+                names = {n for n, p in model.named_parameters() if p.requires_grad}
+                state = {k: v.contiguous().cpu() for k, v in state_dict.items() if k in names}
+            if os.path.basename(os.path.normpath(output_dir)).startswith("checkpoint-"):
+                save_file(state, os.path.join(output_dir, TRAINABLE_FILE), metadata={"format": "pt"})
+            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+            path = os.path.join(resume_from_checkpoint, TRAINABLE_FILE)
+            if not os.path.isfile(path):
+                raise ValueError(f"{resume_from_checkpoint} has no {TRAINABLE_FILE} (not ours)")
+            logger.info("resuming weights from %s", path)
+            load_trainable(self.accelerator.unwrap_model(model if model is not None else self.model), path)
+
+    return StageTrainer
+
+
+def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: list | None = None) -> dict:
+    """Run one stage; returns the Trainer's final metrics plus ``output_dir`` and ``num_examples``.
+
+    Args:
+        cfg: the stage.
+        model: an already built model (tests, notebooks); None builds it from ``cfg``.
+        callbacks: extra ``TrainerCallback`` objects.
+    """
+    import yaml
+    from transformers import set_seed
+
+    resume = cfg.resume
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        resume = resume.lower() == "true"
+    checkpoint = None
+    if resume is True:
+        checkpoint = last_checkpoint(cfg.output_dir)
+        if checkpoint is None:
+            logger.warning("--resume: no checkpoint in %s; starting from the beginning", cfg.output_dir)
+    elif resume:
+        checkpoint = os.fspath(resume)
+        if not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"resume checkpoint {checkpoint} does not exist")
+    elif last_checkpoint(cfg.output_dir) and not cfg.overwrite_output_dir:
+        raise FileExistsError(
+            f"{cfg.output_dir} already has checkpoints; pass --resume to continue, or overwrite_output_dir"
+        )
+
+    args = training_arguments(cfg)
+    set_seed(cfg.seed)  # initialisation of a new model (projector, LoRA) is reproducible
+    if model is None:
+        model = build_model(cfg)
+    model.set_trainable(list(cfg.trainable))
+    dataset = build_dataset(cfg, model)
+    from sslalm.prompt import Collator
+
+    trainer_cls = _make_trainer_class()
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(model.tokenizer.pad_token_id),
+        callbacks=callbacks,
+    )
+    if args.should_save:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        with open(Path(cfg.output_dir) / STAGE_CONFIG_FILE, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
+    n_trainable = model.num_trainable_parameters()
+    logger.info(
+        "stage: %d examples, trainable %s = %.2f M parameters, %d process(es) x micro-batch %d x "
+        "accumulation %d = %d per step, bf16=%s",
+        len(dataset),
+        list(cfg.trainable),
+        n_trainable / 1e6,
+        args.world_size,
+        args.train_batch_size,
+        args.gradient_accumulation_steps,
+        args.train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        args.bf16,
+    )
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(cfg.output_dir)  # config + trainable weights: the next stage's init_from
+    trainer.save_state()
+    if dataset.skips.total or dataset.load_failures:
+        logger.warning(
+            "data problems: %d record(s) skipped when reading, %d clip(s) failed to load (this process)",
+            dataset.skips.total,
+            dataset.load_failures,
+        )
+    return {**result.metrics, "output_dir": cfg.output_dir, "num_examples": len(dataset)}
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="stage YAML (configs/stage1.yaml ... stage4.yaml)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="true",
+        default=None,
+        help="continue from the last checkpoint in output_dir (or from the given checkpoint folder)",
+    )
+    group = parser.add_argument_group("stage config overrides (any key of the YAML file)")
+    for f in dataclasses.fields(StageConfig):
+        if f.name == "resume":
+            continue
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        help_text = f.metadata.get("help")
+        group.add_argument(*flags, dest=f"cfg_{f.name}", default=None, metavar="V", help=help_text)
+    parser.epilog = (
+        "Several GPUs: torchrun --nproc_per_node N -m sslalm.cli train --config ... "
+        "(gradient accumulation is recomputed to keep the effective batch)."
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    if args.resume is not None:
+        overrides["resume"] = args.resume
+    cfg = load_config(args.config, overrides)
+    metrics = train(cfg)
+    logger.info("stage finished: %s", metrics)
+    return 0
