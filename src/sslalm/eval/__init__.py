@@ -1,0 +1,49 @@
+"""Evaluation with the paper's Table I protocol (DESIGN.md §6, ``reference/ltu.md`` §5).
+
+- :mod:`~sslalm.eval.datasets`: :class:`Benchmark` records, the registry, finding benchmarks under a root.
+- :mod:`~sslalm.eval.adapters`: one adapter per benchmark, reading its official on-disk layout.
+- :mod:`~sslalm.eval.runner`: batched, resumable answer generation; the ``sslalm eval`` command.
+- :mod:`~sslalm.eval.classification`: classification by captioning + text-embedding similarity.
+- :mod:`~sslalm.eval.captioning`: caption metrics through pycocoevalcap (SPICE when its jars are present).
+- :mod:`~sslalm.eval.embedders`: text embedders (offline MiniLM, OpenAI ada-002, hashing) and the label cache.
+- :mod:`~sslalm.eval.scoring`: a run folder's answers -> ``results.json``.
+- :mod:`~sslalm.eval.report`: ``report.md`` / ``report.csv`` beside the paper's rows
+  (:mod:`~sslalm.eval.paper_table`).
+- :mod:`~sslalm.eval.synthetic`: tiny generated benchmark trees and a tone-reading stand-in model.
+
+Names are imported lazily so ``import sslalm.eval`` (and ``sslalm --help``) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AudioLanguageModel": "sslalm.eval.runner",
+    "generate_predictions": "sslalm.eval.runner",
+    "evaluate": "sslalm.eval.runner",
+    "Benchmark": "sslalm.eval.datasets",
+    "EvalClip": "sslalm.eval.datasets",
+    "BENCHMARKS": "sslalm.eval.datasets",
+    "find_benchmarks": "sslalm.eval.datasets",
+    "load_benchmark": "sslalm.eval.datasets",
+    "score_classification": "sslalm.eval.classification",
+    "score_captions": "sslalm.eval.captioning",
+    "TextEmbedder": "sslalm.eval.embedders",
+    "make_embedder": "sslalm.eval.embedders",
+    "score_run": "sslalm.eval.scoring",
+    "write_report": "sslalm.eval.report",
+    "render_markdown": "sslalm.eval.report",
+    "PAPER_ROWS": "sslalm.eval.paper_table",
+    "build_synthetic_benchmarks": "sslalm.eval.synthetic",
+    "ToneModel": "sslalm.eval.synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sslalm.eval' has no attribute {name!r}")
