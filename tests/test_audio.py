@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import shutil
 
@@ -47,6 +48,7 @@ FORMATS = [
     ("WAV", "FLOAT", 0.0, True),
     ("FLAC", "PCM_16", 1e-4, True),
     ("OGG", "VORBIS", 0.05, False),
+    ("OGG", "OPUS", 0.05, False),
     ("MP3", "MPEG_LAYER_III", 0.05, False),
 ]
 
@@ -180,14 +182,32 @@ def test_streamed_wav_with_unknown_length_is_accepted():
     assert load_audio(bytes(data)).numel() == 1600
 
 
-def test_truncated_flac_and_mp3_are_rejected():
-    x = np.random.default_rng(0).uniform(-0.5, 0.5, SR).astype(np.float32)
-    flac = _encode(x, SR, "FLAC", "PCM_16")
-    with pytest.raises(AudioError, match="truncated or corrupt"):
-        load_audio(flac[: len(flac) // 2])
-    mp3 = _encode(x, SR, "MP3")
-    with pytest.raises(AudioError, match="truncated: its Xing header declares"):
-        load_audio(mp3[: len(mp3) // 2])
+@pytest.mark.parametrize(
+    "fmt,subtype,message",
+    [
+        ("FLAC", "PCM_16", "truncated or corrupt"),
+        ("MP3", None, "truncated: its Xing header declares"),
+        ("OGG", "VORBIS", "truncated"),
+        ("OGG", "OPUS", "truncated"),
+        ("AIFF", "PCM_16", "truncated: its header declares"),
+    ],
+)
+def test_truncated_files_of_other_formats_are_rejected(fmt, subtype, message):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * SR).astype(np.float32)
+    data = _encode(x, SR, fmt, subtype)
+    assert load_audio(data).numel() == pytest.approx(len(x), abs=100)
+    assert load_audio(data + b"\0" * 64).numel() == pytest.approx(len(x), abs=100)  # trailing junk is fine
+    for fraction in (0.3, 0.6, 0.9):
+        with pytest.raises(AudioError, match=message):
+            load_audio(data[: int(len(data) * fraction)])
+
+
+def test_ogg_cut_at_a_page_boundary_is_truncated():
+    data = _encode(_sine(440, SR, 3.0), SR, "OGG", "VORBIS")
+    last_page = data.rfind(b"OggS")
+    assert data[last_page + 5] & 0x04  # the end-of-stream flag
+    with pytest.raises(AudioError, match="ends without its end-of-stream page"):
+        load_audio(data[:last_page])
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -393,6 +413,14 @@ def test_input_validation():
     ]:
         with pytest.raises(AudioError, match=message):
             ex(bad)
+
+
+def test_config_round_trip():
+    ex = FbankExtractor(target_length=512, mean=-5.081, std=4.4849 / 2)
+    again = FbankExtractor.from_dict(json.loads(json.dumps(ex.to_dict())))
+    x = torch.randn(8000)
+    torch.testing.assert_close(again(x), ex(x), rtol=0, atol=0)
+    assert again(x).shape == (512, 128)
 
 
 def test_extract_batch_pads_like_single_calls():

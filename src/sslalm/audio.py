@@ -4,10 +4,12 @@
 channels down by their mean and resamples with soxr's band-limited "VHQ" filter. Bad input raises
 ``AudioError`` (a ``ValueError``) with a message that names the source and says what is wrong.
 
-libsndfile trusts file headers in two places where that loses audio silently, so we check both:
+libsndfile decodes some damaged files without an error, losing audio silently, so we check:
 
-* a WAV whose ``data`` chunk is cut short still opens (libsndfile shortens it without an error); we compare
-  the declared chunk size with the bytes that are there and raise;
+* a WAV or AIFF whose sample data chunk is cut short still opens (libsndfile shortens it); we compare the
+  declared chunk size with the bytes that are there and raise;
+* an Ogg file cut anywhere decodes up to the cut (or to nothing); we walk its pages and raise when the last
+  complete page does not carry the end-of-stream flag;
 * for a VBR MP3 without a Xing/Info header, libsndfile's sample count is mpg123's estimate from the file size,
   and reading stops there (often at a third of the file). We count the MPEG frames ourselves and, when
   libsndfile stopped early, decode with the ``ffmpeg`` program if it is installed, else raise.
@@ -190,13 +192,15 @@ def _decode_file(fh: BinaryIO, origin: str | bytes, name: str) -> tuple[np.ndarr
         raise AudioError(f"cannot decode {name} as audio (libsndfile: {reason}){hint}") from err
     except (RuntimeError, ValueError, TypeError) as err:  # soundfile raises these for unusable file objects
         raise AudioError(f"cannot decode {name} as audio: {err}") from err
-    if fmt in ("WAV", "WAVEX"):
-        shortfall = _riff_data_shortfall(fh)
+    if fmt in ("WAV", "WAVEX", "AIFF"):
+        shortfall = _chunk_data_shortfall(fh)
         if shortfall is not None:
             raise AudioError(
                 f"{name} is truncated: its header declares {shortfall[0]} bytes of audio data but only "
                 f"{shortfall[1]} are present"
             )
+    elif fmt == "OGG" and not _ogg_stream_complete(fh):
+        raise AudioError(f"{name} is truncated: the Ogg stream ends without its end-of-stream page")
     elif fmt == "MP3":
         data = origin if isinstance(origin, bytes) else _read_all(fh)
         samples = _check_mp3(samples, data, rate, channels, name)
@@ -210,26 +214,48 @@ def _read_all(fh: BinaryIO) -> bytes:
     return fh.read()
 
 
-def _riff_data_shortfall(fh: BinaryIO) -> tuple[int, int] | None:
-    """(declared, present) byte counts when a RIFF/RIFX WAVE ``data`` chunk is cut short, else None."""
-    fh.seek(0, io.SEEK_END)
-    size = fh.tell()
+def _chunk_data_shortfall(fh: BinaryIO) -> tuple[int, int] | None:
+    """(declared, present) byte counts when the sample chunk of a WAVE or AIFF file is cut short, else None.
+
+    Walks the RIFF (little-endian ``data``), RIFX or IFF ``FORM``/AIFF (big-endian ``SSND``) chunks.
+    """
+    size = fh.seek(0, io.SEEK_END)
     fh.seek(0)
     head = fh.read(12)
-    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+    if len(head) == 12 and head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        endian, data_id = ("<" if head[:4] == b"RIFF" else ">"), b"data"
+    elif len(head) == 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        endian, data_id = ">", b"SSND"
+    else:
         return None
-    endian = "<" if head[:4] == b"RIFF" else ">"
     pos = 12
     while pos + 8 <= size:
         fh.seek(pos)
         chunk_id, chunk_size = struct.unpack(endian + "4sI", fh.read(8))
-        if chunk_id == b"data":
+        if chunk_id == data_id:
             present = size - pos - 8
             if present < chunk_size < _WAV_UNKNOWN_SIZE:
                 return chunk_size, present
             return None
         pos += 8 + chunk_size + (chunk_size & 1)
     return None
+
+
+def _ogg_stream_complete(fh: BinaryIO) -> bool:
+    """True when the last complete Ogg page carries the end-of-stream flag (bytes after it are ignored)."""
+    size = fh.seek(0, io.SEEK_END)
+    pos, last_flags = 0, 0
+    while pos + 27 <= size:
+        fh.seek(pos)
+        header = fh.read(27)  # "OggS", version, flags, granule, serial, sequence, crc, segment count
+        if header[:4] != b"OggS":
+            break
+        table = fh.read(header[26])
+        end = pos + 27 + len(table) + sum(table)
+        if len(table) < header[26] or end > size:
+            break
+        last_flags, pos = header[5], end
+    return bool(last_flags & 0x04)
 
 
 # ------------------------------------------------------------------------------------------------------- MP3
@@ -307,7 +333,7 @@ def _scan_mpeg(data: bytes) -> tuple[int, int, int | None]:
 def _check_mp3(samples: np.ndarray, data: bytes, rate: int, channels: int, name: str) -> np.ndarray:
     """Catch truncated MP3s and libsndfile stopping early on VBR files without a Xing header."""
     frames, per_frame, xing = _scan_mpeg(data)
-    if xing is not None and frames < xing:
+    if xing is not None and frames < xing - 1:  # slack of one: encoders differ on counting the Xing frame
         raise AudioError(f"{name} is truncated: its Xing header declares {xing} MPEG frames, it has {frames}")
     expected = frames * per_frame
     slack = 4 * per_frame  # encoder delay and padding that a gapless decoder drops
@@ -414,9 +440,30 @@ class FbankExtractor:
         self.preemphasis = preemphasis
         self.mean, self.std, self.do_normalize = mean, std, do_normalize
         self.chunk_frames = chunk_frames
+        self._config = {
+            "target_length": target_length,
+            "num_mel_bins": num_mel_bins,
+            "sample_rate": sample_rate,
+            "frame_length_ms": frame_length_ms,
+            "frame_shift_ms": frame_shift_ms,
+            "low_freq": low_freq,
+            "high_freq": high_freq,
+            "preemphasis": preemphasis,
+            "mean": mean,
+            "std": std,
+            "do_normalize": do_normalize,
+        }
         self._mel_t = kaldi_mel_banks(num_mel_bins, self.n_fft, sample_rate, low_freq, high_freq).T
         self._window = torch.hann_window(self.frame_length, periodic=False, dtype=torch.float32)
         self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-serialisable; ``FbankExtractor(**d)`` rebuilds the extractor."""
+        return dict(self._config)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> FbankExtractor:
+        return cls(**config)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the kaldi framing gives for ``num_samples`` (before padding/cropping); 1 below one frame."""
@@ -438,7 +485,7 @@ class FbankExtractor:
         wav = self._prepare(waveform, sample_rate)  # (N,) mean removed, >= one frame long
         mel_t, window = self._constants(wav.device)
         frames = wav.unfold(0, self.frame_length, self.frame_shift)  # (T, 400) view, no copy
-        out = torch.empty(frames.shape[0], self.num_mel_bins, device=wav.device)
+        out = torch.empty(frames.shape[0], self.num_mel_bins, dtype=torch.float32, device=wav.device)
         for start in range(0, frames.shape[0], self.chunk_frames):
             chunk = frames[start : start + self.chunk_frames]
             chunk = chunk - chunk.mean(dim=1, keepdim=True)  # DC offset per frame
