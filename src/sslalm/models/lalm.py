@@ -1,0 +1,602 @@
+"""The audio language model: audio encoder -> projector -> language model (+ LoRA through peft).
+
+``SSLALM`` composes the paper's ssLALM (DASS + Mamba-2.8B) and its comparison systems from one config:
+
+* encoder: our DASS (``sslalm.models.dass``) or transformers' AST (LTU-style baseline; long audio is encoded
+  in 1024-frame windows, since AST's positional embedding has a fixed size);
+* projector (``sslalm.models.projector``): the paper's Conv2d + Linear, or LTU's frequency-mean + pooling;
+* language model: our Mamba (``sslalm.models.mamba``) or any transformers causal LM (LLaMA for Hybrid-LALM);
+  LoRA adapters through peft on configurable target modules.
+
+Audio tokens come first, then the alpaca-short prompt (``sslalm.prompt``). Training batches are right-padded
+(a recurrent LM has no attention mask; pads after the text never reach the state that matters). Labels cover
+the text; audio positions get -100 here.
+
+``save_pretrained`` writes ``config.json``, the trainable weights only (encoder, projector, LoRA) in
+``model.safetensors``, the tokenizer, and a pointer to the base LM checkpoint. A base LM built from random
+weights (tiny presets) has no checkpoint to point at, so it is written once to ``base_lm/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from sslalm.models.projector import ConvProjector, PoolProjector
+
+logger = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+BASE_LM_DIR = "base_lm"
+PARTS = ("projector", "encoder", "lora")
+
+# LLaMA-7B / Vicuna-7B shape (Hybrid-LALM and LTU language model)
+LLAMA_7B = dict(
+    model_type="llama",
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+TINY_LLAMA = dict(
+    model_type="llama",
+    hidden_size=64,
+    intermediate_size=172,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vocab_size="auto",
+    max_position_embeddings=4096,
+    tie_word_embeddings=True,
+)
+TINY_AST = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_length=1024,
+    frequency_stride=10,
+    time_stride=10,
+)
+
+
+@dataclass
+class SSLALMConfig:
+    """Everything needed to rebuild an SSLALM. JSON-serialisable (``to_dict`` / ``from_dict``).
+
+    Paths (``encoder_checkpoint``, ``lm_checkpoint``, ``tokenizer``) may be relative to the model folder.
+    ``lm_config["vocab_size"] == "auto"`` takes the tokenizer's size (rounded up to a multiple of 8).
+    """
+
+    encoder_type: str = "dass"  # "dass" | "ast"
+    encoder_config: dict[str, Any] = field(default_factory=dict)
+    encoder_checkpoint: str | None = None
+    projector_type: str = "conv"  # "conv" (paper) | "pool" (LTU)
+    projector_kernel: int = 3
+    projector_stride: int = 2
+    projector_padding: int = 1
+    projector_time_pool: int = 3
+    lm_type: str = "mamba"  # "mamba" | "hf"
+    lm_config: dict[str, Any] = field(default_factory=dict)
+    lm_checkpoint: str | None = None
+    tokenizer: str | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["in_proj"])
+    train_frames: int = 1024  # 10.24 s crops for training
+    min_inference_frames: int = 1024  # shorter clips are padded as in training; longer ones kept whole
+    cutoff_len: int = 108
+    name: str = "custom"
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SSLALMConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown SSLALMConfig fields: {sorted(unknown)}")
+        return cls(**copy.deepcopy(data))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> SSLALMConfig:
+        """A named configuration; see ``PRESETS``. Keyword arguments override fields."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        config = PRESETS[name]()
+        config.name = name
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise ValueError(f"SSLALMConfig has no field {key!r}")
+            setattr(config, key, value)
+        return config
+
+
+def _dass(kind: str) -> dict[str, Any]:
+    from sslalm.models.dass import DASSConfig
+
+    return getattr(DASSConfig, kind)().to_dict()
+
+
+def _mamba(kind: str) -> dict[str, Any]:
+    from sslalm.models.mamba import MambaConfig
+
+    if kind == "tiny":
+        return {**MambaConfig(d_model=64, n_layer=2, vocab_size=8).to_dict(), "vocab_size": "auto"}
+    return MambaConfig.mamba_2_8b().to_dict()
+
+
+def _ssl(encoder: str, lm: str) -> SSLALMConfig:
+    return SSLALMConfig(encoder_config=_dass(encoder), lm_config=_mamba(lm))
+
+
+def _hybrid(encoder: str, llama: dict) -> SSLALMConfig:
+    return SSLALMConfig(
+        encoder_config=_dass(encoder),
+        lm_type="hf",
+        lm_config=dict(llama),
+        lora_target_modules=["q_proj", "k_proj"],
+    )
+
+
+def _ltu(ast: dict, llama: dict) -> SSLALMConfig:
+    return SSLALMConfig(
+        encoder_type="ast",
+        encoder_config=dict(ast),
+        projector_type="pool",
+        lm_type="hf",
+        lm_config=dict(llama),
+        lora_target_modules=["q_proj", "v_proj"],
+    )
+
+
+PRESETS = {
+    "sslalm-small": lambda: _ssl("small", "2.8b"),
+    "sslalm-medium": lambda: _ssl("medium", "2.8b"),
+    "hybrid-small": lambda: _hybrid("small", LLAMA_7B),
+    "hybrid-medium": lambda: _hybrid("medium", LLAMA_7B),
+    "ltu": lambda: _ltu({}, LLAMA_7B),
+    "tiny-sslalm": lambda: _ssl("tiny", "tiny"),
+    "tiny-hybrid": lambda: _hybrid("tiny", TINY_LLAMA),
+    "tiny-ltu": lambda: _ltu(TINY_AST, TINY_LLAMA),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encoders
+
+
+class ASTEncoder(nn.Module):
+    """transformers' AST as a feature-map encoder: (B, T, 128) fbank -> (B, C, f, t) patch map.
+
+    AST's positional embedding fixes its input to ``max_length`` frames, so longer inputs are cut into
+    windows of that size (the last one padded), encoded separately and joined along time.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        from transformers import ASTConfig, ASTModel
+
+        self.config = ASTConfig(**config)
+        self.model = ASTModel(self.config)
+        c = self.config
+        self.freq_patches = (c.num_mel_bins - c.patch_size) // c.frequency_stride + 1
+        self.time_patches = (c.max_length - c.patch_size) // c.time_stride + 1
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def output_size(self, frames: int) -> tuple[int, int]:
+        windows = max(1, math.ceil(frames / self.config.max_length))
+        return self.freq_patches, windows * self.time_patches
+
+    def forward_features(self, fbank: Tensor) -> Tensor:
+        batch, frames, _ = fbank.shape
+        window = self.config.max_length
+        n = max(1, math.ceil(frames / window))
+        if frames < n * window:
+            fbank = nn.functional.pad(fbank, (0, 0, 0, n * window - frames))
+        x = fbank.reshape(batch * n, window, -1)  # (B * n, window, 128)
+        h = self.model(x).last_hidden_state[:, 2:]  # drop the cls and distillation tokens
+        h = h.reshape(batch, n, self.freq_patches, self.time_patches, -1)  # freq-major patches
+        return h.permute(0, 4, 2, 1, 3).reshape(batch, h.shape[-1], self.freq_patches, -1)  # (B, C, f, n*t)
+
+
+def build_encoder(config: SSLALMConfig) -> nn.Module:
+    if config.encoder_type == "dass":
+        from sslalm.models.dass import DASSConfig, DASSModel
+
+        encoder = DASSModel(DASSConfig.from_dict(config.encoder_config))
+        encoder.classifier.head = nn.Identity()  # the LALM reads the map; the AudioSet head is unused
+        return encoder
+    if config.encoder_type == "ast":
+        return ASTEncoder(config.encoder_config)
+    raise ValueError(f"unknown encoder_type {config.encoder_type!r} (use 'dass' or 'ast')")
+
+
+def encoder_output_size(encoder: nn.Module, config: SSLALMConfig, frames: int) -> tuple[int, int]:
+    """(freq, time) size of the encoder map for ``frames`` input frames."""
+    if config.encoder_type == "dass":
+        return encoder.output_size(128), encoder.output_size(frames)
+    return encoder.output_size(frames)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# language models
+
+
+def _resolve_vocab(lm_config: dict[str, Any], tokenizer_size: int | None, key: str) -> dict[str, Any]:
+    cfg = dict(lm_config)
+    if cfg.get(key) == "auto":
+        if tokenizer_size is None:
+            raise ValueError("lm_config vocab_size is 'auto' but the model has no tokenizer")
+        cfg[key] = -(-tokenizer_size // 8) * 8
+    return cfg
+
+
+def build_language_model(
+    config: SSLALMConfig, tokenizer_size: int | None, base_dir: Path | None
+) -> nn.Module:
+    """The base (un-adapted) language model: from its checkpoint if the config names one, else random."""
+    checkpoint = _resolve(config.lm_checkpoint, base_dir)
+    if config.lm_type == "mamba":
+        from sslalm.models.mamba import MambaConfig, MambaLM
+
+        if checkpoint is not None:
+            return MambaLM.from_pretrained(checkpoint)
+        return MambaLM(MambaConfig.from_dict(_resolve_vocab(config.lm_config, tokenizer_size, "vocab_size")))
+    if config.lm_type == "hf":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if checkpoint is not None:
+            return AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True)
+        cfg = _resolve_vocab(config.lm_config, tokenizer_size, "vocab_size")
+        hf_config = AutoConfig.for_model(**cfg)
+        return AutoModelForCausalLM.from_config(hf_config)
+    raise ValueError(f"unknown lm_type {config.lm_type!r} (use 'mamba' or 'hf')")
+
+
+def _resolve(path: str | None, base_dir: Path | None) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
+        return str(base_dir / p)
+    return str(p)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+
+
+class SSLALM(nn.Module):
+    """Audio encoder + projector + language model with LoRA. See the module docstring."""
+
+    def __init__(self, config: SSLALMConfig, tokenizer: Any = None, _base_dir: Path | None = None):
+        super().__init__()
+        self.config = config
+        self._tokenizer = tokenizer
+        self._base_dir = _base_dir
+        meta = torch.empty(0).device.type == "meta"
+        tok_size = None
+        if not meta and (
+            tokenizer is not None or config.tokenizer is not None or config.name.startswith("tiny")
+        ):
+            tok_size = len(self.tokenizer)
+        self.encoder = build_encoder(config)
+        if config.encoder_checkpoint is not None and not meta:
+            self._load_encoder_checkpoint(_resolve(config.encoder_checkpoint, _base_dir))
+        base = build_language_model(config, tok_size, _base_dir)
+        d_lm = base.get_input_embeddings().weight.shape[1]
+        c_enc = self.encoder.hidden_size
+        if config.projector_type == "conv":
+            self.projector = ConvProjector(
+                c_enc, d_lm, config.projector_kernel, config.projector_stride, config.projector_padding
+            )
+        elif config.projector_type == "pool":
+            self.projector = PoolProjector(c_enc, d_lm, config.projector_time_pool)
+        else:
+            raise ValueError(f"unknown projector_type {config.projector_type!r} (use 'conv' or 'pool')")
+        self.lm = self._add_lora(base)
+        self.set_trainable(PARTS)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _add_lora(self, base: nn.Module) -> nn.Module:
+        from peft import LoraConfig, get_peft_model
+        from peft.tuners.lora import LoraLayer
+
+        cfg = self.config
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules),
+        )
+        model = get_peft_model(base, lora)
+        wrapped = [n for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+        per_target = {t: sum(n.endswith("." + t) for n in wrapped) for t in cfg.lora_target_modules}
+        if not wrapped or min(per_target.values()) == 0:
+            raise ValueError(f"LoRA targets {cfg.lora_target_modules} matched {per_target} modules")
+        return model
+
+    def _load_encoder_checkpoint(self, path: str) -> None:
+        if self.config.encoder_type == "dass":
+            from sslalm.models.dass import DASSModel
+
+            loaded = DASSModel.from_checkpoint(path, strict=False)
+            state = {k: v for k, v in loaded.state_dict().items() if not k.startswith("classifier.head")}
+            self.encoder.load_state_dict(state, strict=True)
+        else:
+            from transformers import ASTModel
+
+            self.encoder.model = ASTModel.from_pretrained(path, local_files_only=True)
+        logger.info("loaded %s encoder weights from %s", self.config.encoder_type, path)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The LM's tokenizer: the config's folder, or a byte-level one for tiny presets without one."""
+        if self._tokenizer is None:
+            from sslalm.tokenizer import build_byte_tokenizer, load_tokenizer
+
+            path = _resolve(self.config.tokenizer, self._base_dir)
+            if path is not None:
+                self._tokenizer = load_tokenizer(path)
+            elif self.config.name.startswith("tiny"):
+                self._tokenizer = build_byte_tokenizer([], vocab_size=258)
+            else:
+                raise ValueError(
+                    "this model has no tokenizer: set SSLALMConfig.tokenizer to a local tokenizer folder "
+                    "(GPT-NeoX's for Mamba checkpoints, LLaMA's for LLaMA)"
+                )
+        return self._tokenizer
+
+    @property
+    def feature_extractor(self) -> Any:
+        """The training-crop fbank extractor (``train_frames`` frames, 1024 = 10.24 s)."""
+        from sslalm.audio import FbankExtractor
+
+        return FbankExtractor(target_length=self.config.train_frames)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    # ------------------------------------------------------------------ trainable parts
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Parameters by part: ``encoder``, ``projector``, ``lora`` and the frozen ``base`` LM."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {p: [] for p in (*PARTS, "base")}
+        for name, p in self.named_parameters():
+            if name.startswith("encoder."):
+                groups["encoder"].append((name, p))
+            elif name.startswith("projector."):
+                groups["projector"].append((name, p))
+            elif "lora_" in name:
+                groups["lora"].append((name, p))
+            else:
+                groups["base"].append((name, p))
+        return groups
+
+    def set_trainable(self, parts: Any) -> None:
+        """Train only ``parts`` (a subset of encoder, projector, lora); freeze everything else."""
+        parts = set(parts)
+        unknown = parts - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown trainable parts {sorted(unknown)}; choose from {PARTS}")
+        for group, params in self.parameter_groups().items():
+            for _, p in params:
+                p.requires_grad_(group in parts)
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ forward
+    def num_audio_tokens(self, num_frames: int) -> int:
+        freq, time = encoder_output_size(self.encoder, self.config, num_frames)
+        return self.projector.num_tokens(freq, time)
+
+    def encode_audio(self, fbank: Tensor) -> Tensor:
+        """(B, T, 128) fbank -> (B, N_audio, d_lm) audio tokens (time-major)."""
+        return self.projector(self.encoder.forward_features(fbank))
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        return self.lm.get_input_embeddings()(input_ids)
+
+    def forward(
+        self,
+        fbank: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Audio tokens followed by the right-padded text; the LM loss covers the text positions.
+
+        Args:
+            fbank: (B, T, 128) normalised fbank. input_ids, attention_mask, labels: (B, L).
+
+        Returns:
+            the LM's output (``loss`` when labels are given, ``logits`` (B, N_audio + L, V)).
+        """
+        audio = self.encode_audio(fbank)  # (B, Na, d)
+        text = self.embed_tokens(input_ids)  # (B, L, d)
+        batch, n_audio = audio.shape[:2]
+        embeds = torch.cat([audio.to(text.dtype), text], dim=1)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = torch.cat([attention_mask.new_ones(batch, n_audio), attention_mask], dim=1)
+        full_labels = None
+        if labels is not None:
+            full_labels = torch.cat([labels.new_full((batch, n_audio), -100), labels], dim=1)
+        return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=full_labels)
+
+    # ------------------------------------------------------------------ inference
+    def _inference_fbank(self, audio: Any) -> Tensor:
+        """Whole-clip fbank (frames, 128); clips shorter than ``min_inference_frames`` are padded as in training."""
+        from sslalm.audio import FbankExtractor, load_audio
+
+        wav = audio if isinstance(audio, torch.Tensor) else load_audio(audio)
+        full = FbankExtractor(target_length=None)
+        if full.num_frames(wav.numel()) < self.config.min_inference_frames:
+            return FbankExtractor(target_length=self.config.min_inference_frames)(wav)
+        return full(wav)
+
+    def _prompt_embeddings(self, audios: list[Any], prompts: list[str]) -> tuple[list[Tensor], list[int]]:
+        from sslalm.prompt import build_prompt
+
+        seqs = []
+        for audio, prompt in zip(audios, prompts, strict=True):
+            fbank = self._inference_fbank(audio).to(self.device)[None]  # (1, T, 128)
+            audio_tokens = self.encode_audio(fbank)[0]  # (Na, d)
+            ids = self.tokenizer(build_prompt(prompt))["input_ids"]
+            text = self.embed_tokens(torch.tensor(ids, device=self.device))  # (Lt, d)
+            seqs.append(torch.cat([audio_tokens.to(text.dtype), text]))
+        return seqs, [s.shape[0] for s in seqs]
+
+    @torch.inference_mode()
+    def generate(self, audios: list[Any], prompts: list[str], **generation: Any) -> list[str]:
+        """Answer each (audio, prompt) pair; the batch returns what one-by-one calls return.
+
+        ``audios``: paths, bytes or 16 kHz mono waveforms; whole clips are used (32 tokens per 10.24 s).
+        ``generation``: ``sslalm.generate.GenerationConfig`` fields (temperature 0.1, top-k 500, top-p 0.95,
+        repetition penalty 1.1 by default; ``do_sample=False`` for greedy; ``seed``; ``max_new_tokens``).
+        """
+        from sslalm.generate import GenerationConfig
+
+        if not audios:
+            return []
+        was_training = self.training
+        self.eval()
+        try:
+            tok = self.tokenizer
+            gen = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            gen = dataclasses.replace(gen, **generation)
+            seqs, lengths = self._prompt_embeddings(audios, prompts)
+            if self.config.lm_type == "mamba":
+                ids = self._generate_mamba(seqs, lengths, gen)
+            else:
+                ids = self._generate_hf(seqs, lengths, gen)
+        finally:
+            self.train(was_training)
+        return [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    def _generate_mamba(self, seqs: list[Tensor], lengths: list[int], gen: Any) -> list[list[int]]:
+        from sslalm.generate import generate
+
+        embeds = nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # right-padded (B, L, d)
+        out = generate(self.lm, inputs_embeds=embeds, lengths=torch.tensor(lengths), config=gen)
+        return out.tolist()
+
+    def _generate_hf(self, seqs: list[Tensor], lengths: list[int], gen: Any) -> list[list[int]]:
+        if gen.seed is not None:
+            torch.manual_seed(gen.seed)
+        longest = max(lengths)
+        d = seqs[0].shape[1]
+        embeds = seqs[0].new_zeros(len(seqs), longest, d)
+        mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=embeds.device)
+        for i, s in enumerate(seqs):  # left padding: the attention mask hides it
+            embeds[i, longest - s.shape[0] :] = s
+            mask[i, longest - s.shape[0] :] = 1
+        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, **gen.hf_kwargs())
+        rows = []
+        for row in out.tolist():
+            if gen.eos_token_id in row:
+                row = row[: row.index(gen.eos_token_id)]
+            rows.append(row)
+        return rows
+
+    def ask(self, audio: Any, question: str, **generation: Any) -> str:
+        """The answer to one question about one clip (path, bytes or 16 kHz waveform)."""
+        return self.generate([audio], [question], **generation)[0]
+
+    # ------------------------------------------------------------------ save / load
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Encoder, projector and LoRA weights (what fine-tuning changes), detached and contiguous."""
+        groups = self.parameter_groups()
+        out = {n: p for part in PARTS for n, p in groups[part]}
+        for name, buf in self.named_buffers():
+            if name.startswith(("encoder.", "projector.")):
+                out[name] = buf
+        return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write config, trainable weights (safetensors), tokenizer and, if random, the base LM."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.config.to_dict()
+        if config["lm_checkpoint"] is None:
+            self._save_base_lm(path / BASE_LM_DIR)
+            config["lm_checkpoint"] = BASE_LM_DIR
+        else:
+            config["lm_checkpoint"] = _resolve(config["lm_checkpoint"], self._base_dir)
+        config["encoder_checkpoint"] = None  # the encoder's weights are in model.safetensors
+        try:
+            self.tokenizer.save_pretrained(str(path / TOKENIZER_DIR))
+            config["tokenizer"] = TOKENIZER_DIR
+        except ValueError:
+            logger.warning("model has no tokenizer; saving without one")
+        tmp = path / (WEIGHTS_FILE + ".tmp")
+        save_file(self.trainable_state_dict(), str(tmp), metadata={"format": "pt"})
+        tmp.replace(path / WEIGHTS_FILE)
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+
+    def _save_base_lm(self, path: Path) -> None:
+        if path.exists():
+            return  # written by an earlier save of the same model (the base LM never trains)
+        base = self.lm.get_base_model()
+        state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+        if self.config.lm_type == "mamba":
+            from sslalm.models.mamba import MambaLM
+
+            with torch.device("meta"):
+                clean = MambaLM(base.config)
+            clean.load_state_dict(state, strict=True, assign=True)
+            clean.tie_weights()
+            clean.save_pretrained(path)
+        else:
+            base.save_pretrained(str(path), state_dict=state)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> SSLALM:
+        """Load a folder written by ``save_pretrained``; outputs equal the saved model's."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: not an SSLALM folder")
+        config = SSLALMConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+        model = cls(config, _base_dir=path)
+        state = load_file(str(path / WEIGHTS_FILE))
+        expected = model.trainable_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path / WEIGHTS_FILE}: missing keys {missing[:10]}, unexpected {unexpected[:10]}"
+            )
+        model.load_state_dict(state, strict=False)
+        return model.eval()
