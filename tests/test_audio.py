@@ -169,6 +169,13 @@ def test_truncated_wav_is_rejected(tmp_path):
         load_audio(data[:44])
 
 
+def test_unknown_length_is_read_block_by_block(monkeypatch):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 70000).astype(np.float32)  # more than one 65536 block
+    data = _encode(x, SR, "FLAC", "PCM_24")
+    monkeypatch.setattr(audio, "_SF_COUNT_MAX", len(x))  # as if libsndfile reported an unknown length
+    np.testing.assert_allclose(load_audio(data).numpy(), x, atol=1e-6)
+
+
 def test_header_only_wav_with_no_data_has_no_samples():
     data = _encode(np.zeros(0, dtype=np.float32), SR, "WAV", "PCM_16")
     assert len(data) == 44
@@ -399,6 +406,11 @@ def test_other_sample_rates_are_resampled_first():
     expected = ex(audio.resample(torch.from_numpy(x), 44100, SR))
     torch.testing.assert_close(ex(x, sample_rate=44100), expected, rtol=0, atol=0)
     assert expected.shape == (98, 128)
+    torch.testing.assert_close(ex(x[:16000], sample_rate=SR), ex(x[:16000]), rtol=0, atol=0)
+    eight_k = FbankExtractor(target_length=None, sample_rate=8000)
+    assert eight_k(torch.randn(8000)).shape == (98, 128)  # None: already at the extractor's rate
+    with pytest.raises(AudioError, match="too short to resample"):
+        ex(torch.randn(1), sample_rate=48000)
 
 
 def test_input_validation():

@@ -104,7 +104,7 @@ def test_forward_shapes_for_any_length(frames):
         logits = model(fbank)
     assert feats.shape == (2, 64, 4, math.ceil(frames / 32))
     assert raw.shape == feats.shape
-    torch.testing.assert_close(feats, model.classifier.norm(raw))
+    torch.testing.assert_close(feats, model.classifier.norm(raw.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
     assert logits.shape == (2, 10)
     torch.testing.assert_close(logits, model.classifier.head(feats.mean(dim=(2, 3))))
     assert torch.isfinite(logits).all()
@@ -169,7 +169,8 @@ def test_cross_scan_matches_explicit_visiting_orders(shape):
         op.A_logs.normal_(0, 0.5)  # make direction and order matter
         op.Ds.normal_()
         x = torch.randn(shape)
-        torch.testing.assert_close(op.scan_2d(x), _naive_scan_2d(op, x), atol=1e-5, rtol=1e-4)
+        merged = op.scan_2d(x).permute(0, 3, 1, 2)  # channel-last -> (B, D, H, W)
+        torch.testing.assert_close(merged, _naive_scan_2d(op, x), atol=1e-5, rtol=1e-4)
 
 
 def test_auto_scan_matches_reference_scan():

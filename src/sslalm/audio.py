@@ -185,7 +185,13 @@ def _decode_file(fh: BinaryIO, origin: str | bytes, name: str) -> tuple[np.ndarr
     try:
         with sf.SoundFile(origin if isinstance(origin, str) else fh) as f:
             fmt, rate, channels, declared = f.format, f.samplerate, f.channels, f.frames
-            samples = f.read(dtype="float32", always_2d=True)  # (num_samples, channels)
+            if declared == _SF_COUNT_MAX:  # length unknown to libsndfile: read blocks until the end
+                parts = [np.zeros((0, channels), np.float32)]
+                while len(block := f.read(1 << 16, dtype="float32", always_2d=True)):
+                    parts.append(block)
+                samples = np.concatenate(parts)
+            else:
+                samples = f.read(dtype="float32", always_2d=True)  # (num_samples, channels)
     except sf.LibsndfileError as err:
         reason = err.error_string.rstrip(".")
         hint = "" if "not recognised" in reason else "; the file may be truncated or corrupt"
@@ -476,11 +482,14 @@ class FbankExtractor:
         """The value a padded frame has after normalisation (a zero log-mel normalised)."""
         return (0.0 - self.mean) / (2 * self.std) if self.do_normalize else 0.0
 
-    def __call__(self, waveform: Tensor | np.ndarray, sample_rate: int = 16000) -> Tensor:
-        """(num_samples,) waveform -> (target_length or frames, num_mel_bins) float32 features."""
+    def __call__(self, waveform: Tensor | np.ndarray, sample_rate: int | None = None) -> Tensor:
+        """(num_samples,) waveform -> (target_length or frames, num_mel_bins) float32 features.
+
+        ``sample_rate`` is the waveform's rate; None means the extractor's own (16 kHz by default).
+        """
         return self._finish(self.log_mel(waveform, sample_rate))
 
-    def log_mel(self, waveform: Tensor | np.ndarray, sample_rate: int = 16000) -> Tensor:
+    def log_mel(self, waveform: Tensor | np.ndarray, sample_rate: int | None = None) -> Tensor:
         """Un-normalised kaldi log-mel fbank of every frame: (num_frames, num_mel_bins) float32."""
         wav = self._prepare(waveform, sample_rate)  # (N,) mean removed, >= one frame long
         mel_t, window = self._constants(wav.device)
@@ -496,7 +505,7 @@ class FbankExtractor:
         return out
 
     def extract_batch(
-        self, waveforms: Sequence[Tensor | np.ndarray], sample_rate: int = 16000
+        self, waveforms: Sequence[Tensor | np.ndarray], sample_rate: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """Features of several waveforms: (B, T, num_mel_bins) and the real frame counts (B,) int64.
 
@@ -527,7 +536,7 @@ class FbankExtractor:
                 log_mel = log_mel[: self.target_length]
         return self.normalize(log_mel) if self.do_normalize else log_mel
 
-    def _prepare(self, waveform: Tensor | np.ndarray, sample_rate: int) -> Tensor:
+    def _prepare(self, waveform: Tensor | np.ndarray, sample_rate: int | None) -> Tensor:
         if isinstance(waveform, np.ndarray):
             waveform = torch.from_numpy(np.ascontiguousarray(waveform))
         if not isinstance(waveform, Tensor):
@@ -544,8 +553,10 @@ class FbankExtractor:
         if not bool(torch.isfinite(waveform).all()):
             raise AudioError("the waveform contains NaN or infinite samples")
         wav = waveform.float()
-        if sample_rate != self.sample_rate:
+        if sample_rate is not None and sample_rate != self.sample_rate:
             wav = resample(wav, sample_rate, self.sample_rate).to(waveform.device)
+            if wav.numel() == 0:
+                raise AudioError(f"{waveform.numel()} samples at {sample_rate} Hz are too short to resample")
         wav = wav - wav.mean()
         if wav.numel() < self.frame_length:
             wav = torch.nn.functional.pad(wav, (0, self.frame_length - wav.numel()))

@@ -254,6 +254,11 @@ def training_arguments(cfg: StageConfig):
     )
     kwargs.update(extra)
     args = TrainingArguments(**kwargs)
+    if args.n_gpu > 1:
+        raise RuntimeError(
+            f"{args.n_gpu} GPUs are visible to one process; launch one process per GPU with "
+            f"torchrun --nproc_per_node {args.n_gpu} -m sslalm.cli train ... (DDP)"
+        )
     if "gradient_accumulation_steps" not in extra:
         args.gradient_accumulation_steps = gradient_accumulation_steps(
             cfg.effective_batch_size, args.train_batch_size, args.world_size

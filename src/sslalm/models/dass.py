@@ -116,20 +116,15 @@ class DASSConfig:
 # layers
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+class Permute(nn.Module):
+    """``x.permute(*dims)`` as a module (it sits at fixed indices of the original Sequentials)."""
+
+    def __init__(self, *dims: int):
+        super().__init__()
+        self.dims = dims
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
-class Linear2d(nn.Linear):
-    """A 1x1 convolution on (B, C, H, W) that stores an nn.Linear-shaped (out, in) weight."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        return x.permute(*self.dims)
 
 
 class DropPath(nn.Module):
@@ -156,24 +151,29 @@ def cross_scan(x: Tensor) -> Tensor:
     With H = frequency and W = time, direction 0 walks time within a frequency row and direction 1 walks all
     frequency bins of one time step before the next.
     """
-    rows = x.flatten(2)  # (B, D, L), index h*W + w
-    cols = x.transpose(2, 3).flatten(2)  # (B, D, L), index w*H + h
-    return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
+    b, d, h, w = x.shape
+    xs = x.new_empty(b, 4, d, h * w)
+    xs[:, 0].view(b, d, h, w).copy_(x)  # index h*W + w
+    xs[:, 1].view(b, d, w, h).copy_(x.transpose(2, 3))  # index w*H + h
+    xs[:, 2:].copy_(xs[:, :2].flip(-1))
+    return xs
 
 
 def cross_merge(ys: Tensor, height: int, width: int) -> Tensor:
-    """(B, 4, D, H*W) -> (B, D, H, W): undo each direction's ordering and sum the four."""
+    """(B, 4, D, H*W) -> (B, H, W, D), channel-last: undo each direction's ordering and sum the four."""
     b, _, d, length = ys.shape
-    rows = ys[:, 0] + ys[:, 2].flip(-1)  # (B, D, L) row-major
-    cols = ys[:, 1] + ys[:, 3].flip(-1)  # (B, D, L) column-major
-    y = rows.view(b, d, height, width) + cols.view(b, d, width, height).transpose(2, 3)
-    return y
+    pairs = ys[:, :2] + ys[:, 2:].flip(-1)  # (B, 2, D, L): row-major, column-major
+    rows = pairs[:, 0].view(b, d, height, width).permute(0, 2, 3, 1)  # (B, H, W, D) views
+    cols = pairs[:, 1].view(b, d, width, height).permute(0, 3, 2, 1)
+    return rows.contiguous().add_(cols)
 
 
 class SS2D(nn.Module):
     """VMamba's 2-D selective-scan mixer, ``v05_noz`` variant (no gate branch, d_inner = ssm_ratio * dim).
 
-    in_proj (1x1) -> depthwise 3x3 conv -> SiLU -> four-direction selective scan -> LayerNorm -> out_proj.
+    in_proj -> depthwise 3x3 conv -> SiLU -> four-direction selective scan -> LayerNorm -> out_proj.
+    Works on channel-last (B, H, W, C) maps, like VMamba's ``channel_first=False`` path (same parameters):
+    on CPU the 1x1 projections are GEMMs and LayerNorm runs over contiguous channels.
     """
 
     def __init__(self, dim: int, config: DASSConfig):
@@ -182,7 +182,7 @@ class SS2D(nn.Module):
         self.d_inner, self.d_state, self.dt_rank = d_inner, config.d_state, config.stage_dt_rank(dim)
         self.scan_method = config.scan_method
         k, n, r = K_DIRECTIONS, self.d_state, self.dt_rank
-        self.in_proj = Linear2d(dim, d_inner, bias=False)
+        self.in_proj = nn.Linear(dim, d_inner, bias=False)
         self.conv2d = nn.Conv2d(
             d_inner, d_inner, config.d_conv, padding=(config.d_conv - 1) // 2, groups=d_inner, bias=False
         )
@@ -191,8 +191,8 @@ class SS2D(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner))  # (K, D)
         self.A_logs = nn.Parameter(torch.empty(k * d_inner, n))  # (K*D, N)
         self.Ds = nn.Parameter(torch.empty(k * d_inner))  # (K*D,)
-        self.out_norm = LayerNorm2d(d_inner, eps=config.layer_norm_eps)
-        self.out_proj = Linear2d(d_inner, dim, bias=False)
+        self.out_norm = nn.LayerNorm(d_inner, eps=config.layer_norm_eps)
+        self.out_proj = nn.Linear(d_inner, dim, bias=False)
         self.reset_ssm_parameters()
 
     @torch.no_grad()
@@ -210,7 +210,7 @@ class SS2D(nn.Module):
         self.Ds.fill_(1.0)
 
     def scan_2d(self, x: Tensor) -> Tensor:
-        """The four-direction selective scan of a (B, D, H, W) map, merged back to (B, D, H, W), fp32."""
+        """Four-direction selective scan of a (B, D, H, W) map, merged to channel-last (B, H, W, D), fp32."""
         b, d, h, w = x.shape
         length, k, n = h * w, K_DIRECTIONS, self.d_state
         xs = cross_scan(x)  # (B, K, D, L)
@@ -218,8 +218,8 @@ class SS2D(nn.Module):
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)
         dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, D, L)
         ys = selective_scan(
-            xs.reshape(b, k * d, length),
-            dts.reshape(b, k * d, length),
+            xs.view(b, k * d, length),
+            dts.view(b, k * d, length),
             -torch.exp(self.A_logs.float()),  # (K*D, N)
             Bs.contiguous(),  # (B, K, N, L): one group per direction
             Cs.contiguous(),
@@ -231,32 +231,34 @@ class SS2D(nn.Module):
         return cross_merge(ys.view(b, k, d, length), h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.silu(self.conv2d(self.in_proj(x)))  # (B, D, H, W)
-        y = self.out_norm(self.scan_2d(x)).to(x.dtype)
+        """(B, H, W, C) -> (B, H, W, C)."""
+        x = self.in_proj(x).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last memory
+        x = F.silu(self.conv2d(x))
+        y = self.out_norm(self.scan_2d(x)).to(x.dtype)  # (B, H, W, D)
         return self.out_proj(y)
 
 
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = Linear2d(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear2d(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
 class VSSBlock(nn.Module):
-    """Pre-norm residual block: x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x)))."""
+    """Pre-norm residual block on (B, H, W, C): x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x)))."""
 
     def __init__(self, dim: int, drop_path: float, config: DASSConfig):
         super().__init__()
         eps = config.layer_norm_eps
-        self.norm = LayerNorm2d(dim, eps=eps)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.op = SS2D(dim, config)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = LayerNorm2d(dim, eps=eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * config.mlp_ratio))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -269,15 +271,16 @@ def _conv3x3_s2(cin: int, cout: int) -> nn.Conv2d:
 
 
 class Classifier(nn.Module):
-    """LayerNorm2d -> global mean pool over (H, W) -> Linear; keys ``classifier.norm/head``."""
+    """LayerNorm -> global mean pool over (H, W) -> Linear; keys ``classifier.norm/head``."""
 
     def __init__(self, dim: int, num_classes: int, eps: float):
         super().__init__()
-        self.norm = LayerNorm2d(dim, eps=eps)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.norm(x).mean(dim=(2, 3)))
+        """(B, H, W, C) -> (B, num_classes)."""
+        return self.head(self.norm(x).mean(dim=(1, 2)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -287,9 +290,11 @@ class Classifier(nn.Module):
 class DASSModel(nn.Module):
     """DASS encoder + AudioSet head.
 
-    Input: normalised kaldi fbank (B, T, num_mel_bins), any T (no positional embedding). The map is
-    (B, 1, F, T) internally; each of the five stride-2 convs maps n -> floor((n-1)/2)+1, so the output
-    is (B, dims[-1], ceil(F/32), ceil(T/32)): (B, 768, 4, 32) for a 1024-frame clip.
+    Input: normalised kaldi fbank (B, T, num_mel_bins), any T (no positional embedding). It becomes a
+    (B, 1, F, T) image; each of the five stride-2 convs maps n -> floor((n-1)/2)+1, so the output is
+    (B, dims[-1], ceil(F/32), ceil(T/32)): (B, 768, 4, 32) for a 1024-frame clip. Between the convs the
+    blocks hold the map channel-last, (B, H, W, C), as VMamba's ``channel_first=False`` layout does with the
+    same parameters; the ``Permute`` modules sit where that layout puts them.
     """
 
     def __init__(self, config: DASSConfig | None = None):
@@ -297,17 +302,17 @@ class DASSModel(nn.Module):
         self.config = config = config or DASSConfig.small()
         eps, dims = config.layer_norm_eps, config.dims
         self.gradient_checkpointing = False
-        # nn.Sequential indices (with Identity placeholders) match the original's checkpoint keys
+        # nn.Sequential indices match the original's checkpoint keys (patch_embed.{0,2,5,7})
         self.patch_embed = nn.Sequential(
             _conv3x3_s2(config.in_chans, dims[0] // 2),
-            nn.Identity(),
-            LayerNorm2d(dims[0] // 2, eps=eps),
-            nn.Identity(),
+            Permute(0, 2, 3, 1),
+            nn.LayerNorm(dims[0] // 2, eps=eps),
+            Permute(0, 3, 1, 2),
             nn.GELU(),
             _conv3x3_s2(dims[0] // 2, dims[0]),
-            nn.Identity(),
-            LayerNorm2d(dims[0], eps=eps),
-        )
+            Permute(0, 2, 3, 1),
+            nn.LayerNorm(dims[0], eps=eps),
+        )  # (B, 1, F, T) -> (B, F/4, T/4, dims[0])
         rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
         start = 0
@@ -316,8 +321,8 @@ class DASSModel(nn.Module):
             start += depth
             if i < len(dims) - 1:
                 out = dims[i + 1]
-                conv, norm = _conv3x3_s2(dim, out), LayerNorm2d(out, eps=eps)
-                down = nn.Sequential(nn.Identity(), conv, nn.Identity(), norm)
+                conv, norm = _conv3x3_s2(dim, out), nn.LayerNorm(out, eps=eps)
+                down = nn.Sequential(Permute(0, 3, 1, 2), conv, Permute(0, 2, 3, 1), norm)
             else:
                 down = nn.Identity()
             self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=down)))
@@ -326,7 +331,7 @@ class DASSModel(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        # as VSSM: trunc-normal linears (1x1 convs included), unit LayerNorms; convs keep PyTorch's default
+        # as VSSM: trunc-normal linears, unit LayerNorms; convs keep PyTorch's default
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
@@ -355,13 +360,24 @@ class DASSModel(nn.Module):
         ``apply_norm`` applies the trained ``classifier.norm`` LayerNorm, the last op before DASS pools: the
         map the head was trained on, and what the LALM projector consumes by default.
         """
+        x = self._encode(fbank)  # (B, F', T', C)
+        if apply_norm:
+            x = self.classifier.norm(x)
+        return x.permute(0, 3, 1, 2).contiguous()  # (B, C, F', T')
+
+    def forward(self, fbank: Tensor) -> Tensor:
+        """(B, T, F) fbank -> (B, num_classes) logits (multi-label: use sigmoid/BCE)."""
+        return self.classifier(self._encode(fbank))
+
+    def _encode(self, fbank: Tensor) -> Tensor:
+        """(B, T, F) -> channel-last (B, F', T', C), before ``classifier.norm``."""
         if fbank.dim() != 3 or fbank.shape[-1] != self.config.num_mel_bins:
             raise ValueError(
                 f"DASS expects an fbank of shape (batch, frames, {self.config.num_mel_bins}), "
                 f"got {tuple(fbank.shape)}"
             )
         x = fbank.unsqueeze(1).transpose(2, 3)  # (B, 1, F, T)
-        x = self.patch_embed(x)  # (B, dims[0], F/4, T/4)
+        x = self.patch_embed(x)  # (B, F/4, T/4, dims[0])
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 for block in layer.blocks:
@@ -369,11 +385,7 @@ class DASSModel(nn.Module):
                 x = layer.downsample(x)
             else:
                 x = layer(x)
-        return self.classifier.norm(x) if apply_norm else x
-
-    def forward(self, fbank: Tensor) -> Tensor:
-        """(B, T, F) fbank -> (B, num_classes) logits (multi-label: use sigmoid/BCE)."""
-        return self.classifier.head(self.forward_features(fbank, apply_norm=True).mean(dim=(2, 3)))
+        return x
 
     @classmethod
     def from_checkpoint(

@@ -454,7 +454,7 @@ class SSLALM(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def _inference_fbank(self, audio: Any) -> Tensor:
-        """Whole-clip fbank (frames, 128); clips shorter than ``min_inference_frames`` are padded as in training."""
+        """Whole-clip fbank (frames, 128); clips under ``min_inference_frames`` are padded as in training."""
         from sslalm.audio import FbankExtractor, load_audio
 
         wav = audio if isinstance(audio, torch.Tensor) else load_audio(audio)

@@ -266,6 +266,22 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+def causal_conv(ext: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Depthwise causal conv, time-major: ext (B, K + L, D) = K earlier inputs then the L new ones.
+
+    out[:, t] = bias + sum_j weight[:, 0, j] * ext[:, t + 1 + j] for t < L, i.e. ``F.conv1d`` with K - 1 steps
+    of history (the tested twin), but as K shifted multiply-adds: no layout change and ~3x faster on CPU.
+    weight is the Conv1d's (D, 1, K). Returns (B, L, D).
+    """
+    k = weight.shape[-1]
+    length = ext.shape[1] - k
+    w = weight[:, 0, :]  # (D, K)
+    out = ext[:, 1 : 1 + length] * w[:, 0]
+    for j in range(1, k):
+        out = out.addcmul_(ext[:, 1 + j : 1 + j + length], w[:, j])
+    return out if bias is None else out.add_(bias)
+
+
 class MambaMixer(nn.Module):
     """The selective-SSM mixer of one block; parameter names match mamba_ssm and transformers."""
 
@@ -317,26 +333,25 @@ class MambaMixer(nn.Module):
         L - 1) is returned (new tensors). Returns (out (B, L, d_model), conv_state, ssm_state).
         """
         batch, length, _ = h.shape
-        x, z = self.in_proj(h).chunk(2, dim=-1)  # (B, L, d_inner) each
-        x = x.transpose(1, 2)  # (B, d_inner, L)
-        if mask is not None:
-            x = x * mask[:, None, :].to(x.dtype)
         k = self.d_conv
-        if conv_state is None:
-            xc = self.conv1d(x)[..., :length]
-            ext = F.pad(x, (k, 0)) if return_state else None
-        else:
-            ext = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # (B, d_inner, k + L)
-            xc = F.conv1d(ext, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)[..., 1:]
-        xc = F.silu(xc)  # (B, d_inner, L)
-        delta, B, C = self._ssm_inputs(xc.transpose(1, 2))  # (B, L, d_inner), (B, L, N), (B, L, N)
-        delta = delta.transpose(1, 2)  # (B, d_inner, L)
+        # Everything stays time-major (B, L, channels): matmuls need no copies and, transposed to (B, D, L)
+        # for the scan, these are exactly the strides the scan's time-major loop wants.
+        x, z = self.in_proj(h).chunk(2, dim=-1)  # (B, L, d_inner) each
         if mask is not None:
-            delta = delta * mask[:, None, :].to(delta.dtype)
+            x = x * mask[..., None].to(x.dtype)
+        if conv_state is None:
+            prefix = x.new_zeros(batch, k, self.d_inner)
+        else:
+            prefix = conv_state.transpose(1, 2).to(x.dtype)  # (B, k, d_inner)
+        ext = torch.cat([prefix, x], dim=1)  # (B, k + L, d_inner)
+        xc = F.silu(causal_conv(ext, self.conv1d.weight, self.conv1d.bias))  # (B, L, d_inner)
+        delta, B, C = self._ssm_inputs(xc)  # (B, L, d_inner) fp32, (B, L, N), (B, L, N)
+        if mask is not None:
+            delta = delta * mask[..., None]
         A = -torch.exp(self.A_log.float())
         res = selective_scan(
-            xc,
-            delta,
+            xc.transpose(1, 2),
+            delta.transpose(1, 2),
             A,
             B.transpose(1, 2),
             C.transpose(1, 2),
@@ -351,8 +366,8 @@ class MambaMixer(nn.Module):
         new_conv = None
         if return_state:
             ends = torch.full((batch,), length, device=h.device) if ends is None else ends
-            idx = (ends[:, None] + torch.arange(k, device=h.device))[:, None, :].expand(-1, self.d_inner, -1)
-            new_conv = torch.gather(ext, 2, idx)  # (B, d_inner, k): last k inputs up to each sequence's end
+            idx = (ends[:, None] + torch.arange(k, device=h.device))[..., None].expand(-1, -1, self.d_inner)
+            new_conv = torch.gather(ext, 1, idx).transpose(1, 2)  # (B, d_inner, k): last k inputs before ends
         return out, new_conv, last
 
     def step(self, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:

@@ -26,10 +26,13 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
-_CHUNK_GRAD = 8  # chunk length T with autograd (fastest fwd+bwd measured)
+# Tuning constants, measured on a 1-thread CPU (see the module docstring and ``sslalm bench scan``).
+_CHUNK_GRAD = 8  # chunk length T with autograd, N > 1
+_CHUNK_GRAD_N1 = 32  # ... N == 1 (elementwise chunks are cheap, the chunk-chaining loop is not)
 _CHUNK_NOGRAD = 32  # chunk length T without grad
-_LOOP_MIN_STEP = 8192  # "auto" without grad: the loop wins once batch*dim*N per step reaches this
-_LOOP_MAX_SHORT = 8  # ... and for very short sequences
+_LOOP_MIN_STEP = 512  # "auto" without grad: the loop wins once batch*dim*N reaches this (N > 1) ...
+_LOOP_MIN_STEP_N1 = 1536  # ... or this (N == 1)
+_LOOP_MAX_SHORT = 8  # ... and always for sequences shorter than this
 
 
 def _expand_groups(BC: Tensor, dim: int) -> Tensor:
@@ -207,9 +210,11 @@ def _chunked_block(
         h0 = None if h0 is None else h0.reshape(batch, G, Dg)
     else:  # per-step tensors are (batch, G, nc, Dg, N)
         a1 = A.reshape(G, 1, Dg, N)
-        dA = torch.exp(_time_major(dl, T).transpose(-1, -2).unsqueeze(-1) * a1)  # (T, batch, G, nc, Dg, N)
+        dA = torch.exp(
+            _time_major(dl, T).transpose(-1, -2).contiguous().unsqueeze(-1) * a1
+        )  # (T, batch, G, nc, Dg, N)
         Bt = _time_major(B, T).transpose(-1, -2).unsqueeze(-2)  # (T, batch, G, nc, 1, N)
-        x = _time_major(du, T).transpose(-1, -2).unsqueeze(-1) * Bt  # (T, batch, G, nc, Dg, N)
+        x = _time_major(du, T).transpose(-1, -2).contiguous().unsqueeze(-1) * Bt  # (T, batch, G, nc, Dg, N)
         Cs = _time_major(C, T).transpose(-1, -2).unsqueeze(-1).contiguous()  # (T, batch, G, nc, N, 1)
         P = torch.exp(dsum.transpose(-1, -2).unsqueeze(-1) * a1)  # (batch, G, nc, Dg, N)
         cdim = 2
@@ -292,7 +297,7 @@ def selective_scan_chunked(
     if dim % G:
         raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
     Dg = dim // G
-    T = chunk_size or (_CHUNK_GRAD if grad else _CHUNK_NOGRAD)
+    T = chunk_size or (_CHUNK_NOGRAD if not grad else _CHUNK_GRAD_N1 if N == 1 else _CHUNK_GRAD)
     du = (df * uf).view(batch, G, Dg, length)
     dl = df.view(batch, G, Dg, length)
     Ag = Af.view(G, Dg, N)
@@ -390,7 +395,8 @@ def _pick_method(u: Tensor, A: Tensor, grad: bool) -> str:
     if grad:
         return "chunked"
     batch, dim, length = u.shape
-    if batch * dim * A.shape[1] >= _LOOP_MIN_STEP or length < _LOOP_MAX_SHORT:
+    n = A.shape[1]
+    if batch * dim * n >= (_LOOP_MIN_STEP_N1 if n == 1 else _LOOP_MIN_STEP) or length < _LOOP_MAX_SHORT:
         return "loop"
     return "chunked"
 
