@@ -1,0 +1,186 @@
+"""The composed audio language model: presets, trainable parts, save/load, checkpoints, batched generation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sslalm.models.dass import DASSConfig, DASSModel
+from sslalm.models.lalm import PRESETS, SSLALM, SSLALMConfig
+from sslalm.models.mamba import MambaConfig, MambaLM
+from sslalm.models.projector import ConvProjector, PoolProjector
+
+# DESIGN.md §3 (paper §III.E): trainable and total parameters, in millions / billions
+TABLE = {
+    "sslalm-small": (43.3, 2.8),
+    "sslalm-medium": (62.1, 2.8),
+    "hybrid-small": (42.1, 6.8),
+    "hybrid-medium": (60.9, 6.8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_full_presets_match_the_paper_counts_on_meta(name):
+    with torch.device("meta"):
+        model = SSLALM(SSLALMConfig.preset(name))
+    trainable, total = TABLE[name]
+    assert abs(model.num_trainable_parameters() / 1e6 - trainable) < 0.1
+    assert round(model.num_parameters() / 1e9, 1) == total
+    assert model.num_audio_tokens(1024) == 32
+
+
+def test_every_preset_is_listed_and_unknown_names_fail():
+    assert {"sslalm-small", "sslalm-medium", "hybrid-small", "hybrid-medium", "ltu"} <= set(PRESETS)
+    assert {"tiny-sslalm", "tiny-hybrid", "tiny-ltu"} <= set(PRESETS)
+    with pytest.raises(ValueError, match="unknown preset"):
+        SSLALMConfig.preset("nope")
+
+
+def test_config_round_trips_through_json():
+    config = SSLALMConfig.preset("tiny-ltu", lora_r=4)
+    assert SSLALMConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def _batch(model, batch=2, frames=1024, length=12):
+    fbank = torch.randn(batch, frames, 128)
+    ids = torch.randint(2, len(model.tokenizer), (batch, length))
+    mask = torch.ones_like(ids)
+    mask[1, length - 4 :] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    return fbank, ids, mask, labels
+
+
+@pytest.mark.parametrize("name", ["tiny-sslalm", "tiny-hybrid", "tiny-ltu"])
+def test_tiny_presets_train_only_the_chosen_parts(name):
+    model = SSLALM(SSLALMConfig.preset(name))
+    fbank, ids, mask, labels = _batch(model)
+    out = model(fbank, ids, mask, labels)
+    n_audio = model.num_audio_tokens(1024)
+    assert out.logits.shape[:2] == (2, n_audio + ids.shape[1])
+    model.set_trainable(["projector"])
+    assert model.num_trainable_parameters() == sum(p.numel() for p in model.projector.parameters())
+    model.zero_grad()
+    model(fbank, ids, mask, labels).loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(n.startswith("projector.") for n in grads)
+    model.set_trainable(["projector", "encoder", "lora"])
+    model.zero_grad()
+    model(fbank, ids, mask, labels).loss.backward()
+    grads = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {"encoder", "projector", "lm"}
+    assert all("lora_" in n for n, p in model.lm.named_parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="unknown trainable"):
+        model.set_trainable(["everything"])
+
+
+def test_loss_ignores_audio_positions_and_padding():
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    fbank, ids, mask, labels = _batch(model)
+    with torch.no_grad():
+        out = model(fbank, ids, mask, labels)
+        n_audio = model.num_audio_tokens(1024)
+        logits = out.logits[:, n_audio - 1 : -1]  # the positions that predict text tokens
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("name", ["tiny-sslalm", "tiny-hybrid"])
+def test_save_and_load_restore_the_same_outputs(tmp_path, name):
+    model = SSLALM(SSLALMConfig.preset(name))
+    with torch.no_grad():  # make the LoRA adapters non-trivial so that saving them matters
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved and all(k.startswith(("encoder.", "projector.")) or "lora_" in k for k in saved)
+    assert (tmp_path / "base_lm" / "config.json").is_file()  # random base LM: written once
+    loaded = SSLALM.from_pretrained(tmp_path)
+    fbank, ids, mask, _ = _batch(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(fbank, ids, mask).logits, model(fbank, ids, mask).logits)
+
+
+def test_builds_from_local_dass_and_mamba_checkpoints(tmp_path):
+    torch.manual_seed(3)
+    dass = DASSModel(DASSConfig.tiny())
+    torch.save({f"module.v.{k}": v for k, v in dass.state_dict().items()}, tmp_path / "dass.pth")
+    lm = MambaLM(MambaConfig(d_model=64, n_layer=2, vocab_size=264))
+    lm.save_pretrained(tmp_path / "mamba")
+    config = SSLALMConfig.preset(
+        "tiny-sslalm", encoder_checkpoint=str(tmp_path / "dass.pth"), lm_checkpoint=str(tmp_path / "mamba")
+    )
+    model = SSLALM(config).eval()
+    for k, v in dass.state_dict().items():
+        if not k.startswith("classifier.head"):
+            torch.testing.assert_close(model.encoder.state_dict()[k], v)
+    ids = torch.randint(2, 258, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model.lm(input_ids=ids).logits, lm(input_ids=ids).logits)
+    model.save_pretrained(tmp_path / "finetune")
+    assert not (tmp_path / "finetune" / "base_lm").exists()  # points at the checkpoint instead
+    saved = json.loads((tmp_path / "finetune" / "config.json").read_text())
+    assert saved["lm_checkpoint"] == str(tmp_path / "mamba")
+    assert SSLALM.from_pretrained(tmp_path / "finetune").num_parameters() == model.num_parameters()
+
+
+def test_conv_projector_emits_time_major_tokens():
+    proj = ConvProjector(1, 1, kernel_size=1, stride=1, padding=0)
+    with torch.no_grad():
+        proj.conv.weight.fill_(1.0)
+        proj.conv.bias.zero_()
+        proj.linear.weight.fill_(1.0)
+        proj.linear.bias.zero_()
+    freq, time = 2, 3
+    grid = torch.arange(freq * time, dtype=torch.float32).reshape(1, 1, freq, time)  # value = f * time + t
+    tokens = proj(grid)[0, :, 0]
+    expected = [f * time + t for t in range(time) for f in range(freq)]
+    assert tokens.tolist() == expected
+    assert ConvProjector(768, 16).num_tokens(4, 32) == 32
+    assert PoolProjector(768, 16, time_pool=3).num_tokens(12, 101) == 34
+
+
+@pytest.mark.parametrize("name", ["tiny-sslalm", "tiny-hybrid"])
+def test_batched_generation_equals_one_by_one(name):
+    model = SSLALM(SSLALMConfig.preset(name)).eval()
+    g = torch.Generator().manual_seed(0)
+    audios = [torch.randn(16000 * s, generator=g) * 0.1 for s in (2, 13, 5)]  # ragged: 32, 42, 32 tokens
+    prompts = ["What is it?", "Describe the sound in detail please.", "Count"]
+    batched = model.generate(audios, prompts, do_sample=False, max_new_tokens=6)
+    single = [model.generate([a], [p], do_sample=False, max_new_tokens=6)[0] for a, p in zip(audios, prompts)]
+    assert batched == single
+    sampled = model.generate(audios, prompts, max_new_tokens=6, seed=1)
+    assert sampled == model.generate(audios, prompts, max_new_tokens=6, seed=1)
+    assert model.ask(audios[0], prompts[0], do_sample=False, max_new_tokens=6) == batched[0]
+
+
+def test_whole_clips_at_inference_give_32_tokens_per_10_24_s():
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    for seconds, frames in ((3, 1024), (60, 5998)):  # short clips are padded to 10.24 s, long ones kept whole
+        fbank = model._inference_fbank(torch.randn(16000 * seconds) * 0.1)
+        assert fbank.shape == (frames, 128)
+    assert model.num_audio_tokens(5998) == 2 * 94  # 60 s: 188 tokens, all of the clip
+    with torch.no_grad():
+        assert model.encode_audio(torch.randn(1, 5998, 128)).shape[1] == 188
+
+
+@pytest.mark.slow
+def test_a_ten_minute_file_is_encoded_whole():
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    with torch.no_grad():
+        tokens = model.encode_audio(torch.randn(1, 60000, 128))
+    assert tokens.shape[1] == model.num_audio_tokens(60000) == 2 * 938
+
+
+def test_ast_encoder_windows_long_inputs():
+    model = SSLALM(SSLALMConfig.preset("tiny-ltu")).eval()
+    with torch.no_grad():
+        short = model.encoder.forward_features(torch.randn(1, 1024, 128))
+        long = model.encoder.forward_features(torch.randn(1, 2500, 128))
+    assert short.shape == (1, 64, 12, 101)
+    assert long.shape == (1, 64, 12, 303)
+    assert model.num_audio_tokens(2500) == 101
