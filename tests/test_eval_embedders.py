@@ -48,7 +48,9 @@ def test_label_cache_memory_and_disk(tmp_path):
     assert calls == [2] and c2.hits == 1
     c2.encode_labels(["sound of dog", "sound of rain."])  # any change in the text is a new key
     assert calls == [2, 2]
-    assert LabelEmbeddingCache(HashingEmbedder(64)).key(labels) != c1.key(labels)  # and so is another embedder
+    assert LabelEmbeddingCache(HashingEmbedder(64)).key(labels) != c1.key(
+        labels
+    )  # and so is another embedder
 
 
 def test_label_cache_ignores_a_corrupt_file(tmp_path):
@@ -84,7 +86,9 @@ class _FakeEmbeddings:
             self.failed = True
             raise RuntimeError("rate limited")
         self.requests.append((model, list(input)))
-        data = [types.SimpleNamespace(index=i, embedding=[float(len(t)), float(i)]) for i, t in enumerate(input)]
+        data = [
+            types.SimpleNamespace(index=i, embedding=[float(len(t)), float(i)]) for i, t in enumerate(input)
+        ]
         return types.SimpleNamespace(data=data[::-1])
 
 

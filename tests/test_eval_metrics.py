@@ -81,7 +81,9 @@ def test_metrics_agree_with_sklearn_and_twins_on_random_inputs(seed):
         assert average_precision_reference(multi[:, j], scores[:, j]) == pytest.approx(
             average_precision_score(multi[:, j], scores[:, j])
         )
-    assert mean_average_precision(scores, multi) == pytest.approx(mean_average_precision_reference(scores, multi))
+    assert mean_average_precision(scores, multi) == pytest.approx(
+        mean_average_precision_reference(scores, multi)
+    )
 
 
 def test_micro_f1_equals_accuracy_on_single_label_rows():
@@ -95,7 +97,9 @@ def test_micro_f1_equals_accuracy_on_single_label_rows():
 def test_prediction_equal_to_label_scores_100(metric):
     labels = ["dog", "rain", "crying baby", "church bells", "vacuum cleaner"]
     refs = [[lab] for lab in labels] * 2
-    preds = [lab.upper() for lab in labels] + [f"Label: {lab}" for lab in labels]  # case and prefix don't matter
+    preds = [lab.upper() for lab in labels] + [
+        f"Label: {lab}" for lab in labels
+    ]  # case and prefix don't matter
     s = score_classification(preds, refs, labels, metric, HashingEmbedder())
     assert s.value == pytest.approx(100.0)
     assert s.n == 10
@@ -104,7 +108,9 @@ def test_prediction_equal_to_label_scores_100(metric):
 
 def test_score_classification_counts_a_wrong_answer():
     labels = ["dog", "rain", "siren"]
-    s = score_classification(["dog", "dog", "siren"], [["dog"], ["rain"], ["siren"]], labels, "acc", HashingEmbedder())
+    s = score_classification(
+        ["dog", "dog", "siren"], [["dog"], ["rain"], ["siren"]], labels, "acc", HashingEmbedder()
+    )
     assert s.value == pytest.approx(200 / 3)
     assert s.top_labels == ["dog", "dog", "siren"]
 
