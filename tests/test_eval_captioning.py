@@ -136,3 +136,9 @@ def test_meteor_runs_once_per_call_and_rewards_matches():
     r = score_captions(preds, refs, metrics=("METEOR",))
     assert r.tokenizer == "ptb" and "METEOR" not in r.not_run
     assert 0.2 < r.scores["METEOR"] < 0.9
+
+
+def test_scoring_lists_the_same_caption_metrics():
+    from sslalm.eval import captioning, scoring
+
+    assert scoring.CAPTION_METRICS == captioning.METRICS

@@ -169,3 +169,15 @@ def test_eval_help_lists_the_options(capsys):
     for opt in ("--model", "--data-root", "--benchmarks", "--out", "--batch-size", "--embedder", "--report",
                 "--spice-corenlp"):  # fmt: skip
         assert opt in text
+
+
+@pytest.mark.slow
+def test_pipeline_with_the_default_offline_minilm_embedder(tree, tmp_path):
+    out = tmp_path / "run"
+    argv = ["--data-root", str(tree.root), "--benchmarks", "esc50,dcase17,tut17", "--out", str(out),
+            "--embedding-cache", str(tmp_path / "cache"), "--no-progress"]  # fmt: skip
+    assert run_cli(_args(argv), model=ToneModel(tree.answers)) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["embedder"] == "all-MiniLM-L6-v2"
+    for name in ("esc50", "dcase17", "tut17"):
+        assert res["benchmarks"][name]["value"] == pytest.approx(tree.expected[name]["value"], abs=1e-3), name

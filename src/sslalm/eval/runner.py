@@ -61,7 +61,8 @@ def _repair_tail(path: Path) -> None:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
             return
-        data = f.seek(0) or f.read()
+        f.seek(0)
+        data = f.read()
         keep = data.rfind(b"\n") + 1
         logger.warning("%s: dropping a truncated last line (%d bytes)", path, len(data) - keep)
         f.truncate(keep)
@@ -264,6 +265,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _earlier_name(out: Path) -> str | None:
+    """The model name an earlier run wrote into ``results.json`` (kept when rescoring)."""
+    try:
+        return json.loads((out / "results.json").read_text(encoding="utf-8")).get("model") or None
+    except (OSError, ValueError):
+        return None
+
+
 def _parse_gen(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if args.max_new_tokens is not None:
@@ -305,7 +314,7 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
-    row_name = args.name or (Path(args.model).name if args.model else out.name)
+    row_name = args.name or (Path(args.model).name if args.model else _earlier_name(out) or out.name)
 
     if args.data_root or overrides:
         benchmarks = find_benchmarks(args.data_root or ".", names, overrides)

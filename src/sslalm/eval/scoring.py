@@ -20,12 +20,14 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sslalm.eval.captioning import METRICS as CAPTION_METRICS
-from sslalm.eval.captioning import score_captions
-from sslalm.eval.classification import score_classification
 from sslalm.eval.datasets import BENCHMARKS, Benchmark
-from sslalm.eval.embedders import LabelEmbeddingCache, TextEmbedder
+
+if TYPE_CHECKING:  # numpy-importing modules load on first use, so ``sslalm --help`` stays fast
+    from sslalm.eval.embedders import LabelEmbeddingCache, TextEmbedder
+
+CAPTION_METRICS = ("BLEU", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE")  # = sslalm.eval.captioning.METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,9 @@ def score_benchmark(
     spice_corenlp_dir: str | None = None,
 ) -> dict:
     """One benchmark's entry of ``results.json`` from its meta and answer records."""
+    from sslalm.eval.captioning import score_captions
+    from sslalm.eval.classification import score_classification
+
     entry = {
         "column": meta["column"],
         "task": meta["task"],
@@ -134,6 +139,8 @@ def score_run(
 ) -> dict:
     """Score every benchmark of a run folder that has a meta file (or those in ``names``); write
     results.json."""
+    from sslalm.eval.embedders import LabelEmbeddingCache
+
     out_dir = Path(out_dir)
     if names is None:
         names = [n for n in BENCHMARKS if meta_path(out_dir, n).is_file()]
