@@ -235,3 +235,34 @@ def test_bad_inputs_raise(pair):
         model.prefill(ids, lengths=[0, 5])
     with pytest.raises(TypeError, match="unexpected"):
         model(ids, past_key_values=object())
+
+
+def test_time_major_conv_equals_conv1d():
+    """The fast shifted-add conv against its twin, F.conv1d with history prepended."""
+    from sslalm.models.mamba import causal_conv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
+    history, x = torch.randn(2, 6, 4), torch.randn(2, 6, 9)  # (B, D, K), (B, D, L)
+    ref = torch.nn.functional.conv1d(torch.cat([history[..., 1:], x], -1), conv.weight, conv.bias, groups=6)
+    ext = torch.cat([history, x], -1).transpose(1, 2)  # (B, K + L, D)
+    assert torch.allclose(causal_conv(ext, conv.weight, conv.bias), ref.transpose(1, 2), atol=1e-6)
+    fresh = conv(x)[..., :9]  # zero history = the module's own left padding
+    ext0 = torch.nn.functional.pad(x, (4, 0)).transpose(1, 2)
+    assert torch.allclose(causal_conv(ext0, conv.weight, conv.bias), fresh.transpose(1, 2), atol=1e-6)
+
+
+def test_bench_cases_run_at_a_tiny_shape():
+    """``sslalm bench lm`` case functions, in-process at a toy size (the CLI runs them in child processes)."""
+    from sslalm.bench.lm import HF_MAMBA, LLAMA, MAMBA, inference_case, train_case
+
+    spec = dict(d_model=16, layers=1, vocab=64, llama_hidden=16, llama_layers=1, llama_intermediate=32)
+    spec.update(llama_heads=2, threads=1, prefill=[8], contexts=[8, 12], decode_tokens=2, repeats=1)
+    spec.update(hf_repeats=1, train_d_model=16, train_layers=1, train_batch=2, train_length=8, train_vocab=64)
+    ours = inference_case(MAMBA, spec, "cpu", "float32")
+    hf = inference_case(HF_MAMBA, spec, "cpu", "float32")
+    llama = inference_case(LLAMA, spec, "cpu", "float32")
+    assert set(ours["decode_ms"]) == {8, 12} and set(hf["decode_ms"]) == {8}
+    assert set(llama["decode_ms"]) == {8, 12}
+    assert rel_err(torch.tensor(ours["check_logits"]), torch.tensor(hf["check_logits"])) < 1e-5
+    assert train_case(MAMBA, spec)["loss"] == pytest.approx(train_case(HF_MAMBA, spec)["loss"], rel=1e-5)

@@ -1,0 +1,363 @@
+"""``sslalm bench lm``: our Mamba LM against transformers' Mamba and a LLaMA of about the same size.
+
+Measured side by side in one run, random weights (cost does not depend on their values), batch 1:
+
+* prefill: seconds to read a prompt of each ``--prefill`` length and produce the next-token logits (every
+  model computes the last position's logits only);
+* decode: milliseconds per generated token after a prompt of each ``--decode-contexts`` length (median of
+  ``--decode-tokens`` steps). Our state and transformers' Mamba cache have a fixed size; LLaMA's KV cache
+  grows with the context, so its time per token is expected to grow while ours stays flat;
+* ``--train``: forward + backward of a small model (default d_model 256, 4 layers, batch 4, length 256), ours
+  (chunked scan) against transformers' pure-PyTorch fallback, i.e. the training path.
+
+transformers' ``MambaForCausalLM`` gets exactly our weights (``load_state_dict``) and the logits of both are
+compared as a sanity check. Each model runs in a fresh process (``run_isolated``), so the peak resident
+memory column is its own. Transformers' Mamba is very slow, so it runs ``--hf-repeats`` times (default 1)
+and decodes only at contexts it prefilled anyway. On CUDA (when available, unless ``--no-gpu``) the same
+cases run on the GPU in bf16, plus our decode step captured as a CUDA graph, reported against the
+memory-bandwidth floor (weight bytes / measured device copy bandwidth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from sslalm.bench.common import format_table, run_isolated, timed
+
+MAMBA, HF_MAMBA, LLAMA = "ours", "transformers-mamba", "transformers-llama"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--d-model", type=int, default=768, help="Mamba width (768, 24 layers = mamba-130m)")
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--vocab", type=int, default=50280)
+    parser.add_argument("--llama-hidden", type=int, default=768)
+    parser.add_argument("--llama-layers", type=int, default=12)
+    parser.add_argument("--llama-intermediate", type=int, default=2048)
+    parser.add_argument("--llama-heads", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in each case")
+    parser.add_argument("--prefill", type=_ints, default=[128, 1024], help="prompt lengths, e.g. 128,1024")
+    parser.add_argument("--decode-contexts", type=_ints, default=[128, 1024], help="e.g. 128,1024,2048")
+    parser.add_argument("--decode-tokens", type=int, default=5, help="timed decode steps per context")
+    parser.add_argument("--repeats", type=int, default=3, help="timed prefills (median) for ours and LLaMA")
+    parser.add_argument("--hf-repeats", type=int, default=1, help="timed prefills for transformers' Mamba")
+    parser.add_argument("--no-bf16", action="store_true", help="skip our bf16-weights row")
+    parser.add_argument("--skip-hf-mamba", action="store_true")
+    parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--train", action="store_true", help="also compare training forward + backward")
+    parser.add_argument("--train-only", action="store_true", help="only the training comparison")
+    parser.add_argument("--train-d-model", type=int, default=256)
+    parser.add_argument("--train-layers", type=int, default=4)
+    parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--train-length", type=int, default=256)
+    parser.add_argument("--train-vocab", type=int, default=50280)
+    parser.add_argument("--no-gpu", action="store_true", help="CPU only even when CUDA is available")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="per-case limit (s)")
+
+
+def _mamba_config(d_model: int, layers: int, vocab: int):
+    from sslalm.models.mamba import MambaConfig
+
+    return MambaConfig(d_model=d_model, n_layer=layers, vocab_size=vocab)
+
+
+def _build(kind: str, spec: dict, device: str, dtype_name: str):
+    """The model of ``kind`` with deterministic random weights (ours and transformers' Mamba share them)."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    dtype = getattr(torch, dtype_name)
+    if kind == LLAMA:
+        cfg = transformers.LlamaConfig(
+            vocab_size=spec["vocab"],
+            hidden_size=spec["llama_hidden"],
+            intermediate_size=spec["llama_intermediate"],
+            num_hidden_layers=spec["llama_layers"],
+            num_attention_heads=spec["llama_heads"],
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+        )
+        torch.manual_seed(0)
+        return transformers.LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    from sslalm.models.mamba import MambaLM
+
+    cfg = _mamba_config(spec["d_model"], spec["layers"], spec["vocab"])
+    torch.manual_seed(0)
+    ours = MambaLM(cfg)
+    if kind == MAMBA:
+        return ours.to(device).to_compute_dtype(dtype).eval()
+    hf = transformers.MambaForCausalLM(transformers.MambaConfig(**cfg.to_hf_dict()))
+    hf.load_state_dict(ours.state_dict())
+    return hf.to(device=device, dtype=dtype).eval()
+
+
+class _Runner:
+    """Uniform prefill / decode calls over our model and transformers' models."""
+
+    def __init__(self, kind: str, model: Any):
+        self.kind, self.model = kind, model
+
+    def prefill(self, ids):
+        if self.kind == MAMBA:
+            logits, state = self.model.prefill(ids)
+            return logits, state
+        out = self.model(ids, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], out.cache
+
+    def step(self, token, cache):
+        if self.kind == MAMBA:
+            return self.model.step(token, state=cache), cache
+        out = self.model(token[:, None], cache=cache, use_cache=True)
+        return out.logits[:, -1], out.cache
+
+
+def inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_graph: bool = False) -> dict:
+    """Prefill and decode timings of one model (run in a child process on CPU)."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    cuda = device.startswith("cuda")
+    model = _build(kind, spec, device, dtype_name)
+    runner = _Runner(kind, model)
+    params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    gen = torch.Generator().manual_seed(1)
+    prefill_set, contexts = set(spec["prefill"]), set(spec["contexts"])
+    if kind == HF_MAMBA:
+        contexts &= prefill_set  # its prefill is the costly part; decode where we prefilled anyway
+    longest = max(prefill_set | contexts)
+    ids = torch.randint(2, spec["vocab"] - 8, (1, longest), generator=gen).to(device)
+    repeats = spec["hf_repeats"] if kind == HF_MAMBA else spec["repeats"]
+    result: dict[str, Any] = {
+        "params": params,
+        "weight_bytes": weight_bytes,
+        "prefill_s": {},
+        "decode_ms": {},
+    }
+    with torch.inference_mode():
+        runner.prefill(ids[:, :16])  # warm-up (allocator, lazy initialisation)
+        for length in sorted(prefill_set | contexts):
+            prompt = ids[:, :length]
+            box: dict = {}
+
+            def run_prefill(prompt=prompt, box=box):
+                box["out"] = runner.prefill(prompt)
+
+            if length in prefill_set:
+                t = timed(run_prefill, repeats=repeats, warmup=0, cuda=cuda)
+                result["prefill_s"][length] = t["wall_s"]
+            else:
+                run_prefill()
+            logits, cache = box["out"]
+            if length == min(spec["prefill"]):
+                result["check_logits"] = logits[0].float().cpu().tolist()
+            if length not in contexts:
+                continue
+            token = logits.argmax(-1)
+            logits, cache = runner.step(token, cache)  # warm-up step
+            times = []
+            for _ in range(spec["decode_tokens"]):
+                token = logits.argmax(-1)
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                logits, cache = runner.step(token, cache)
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            result["decode_ms"][length] = 1000 * statistics.median(times)
+            if cuda_graph and kind == MAMBA:
+                result.setdefault("graph_decode_ms", {})[length] = _graph_decode_ms(model, cache, token, spec)
+    if cuda:
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _graph_decode_ms(model, state, token, spec: dict) -> float:
+    import torch
+
+    from sslalm.generate import CUDAGraphStep
+
+    step = CUDAGraphStep(model, state, token.shape[0])
+    step(token)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(spec["decode_tokens"]):
+        token = step(token).argmax(-1)
+    torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t0) / spec["decode_tokens"]
+
+
+def train_case(kind: str, spec: dict) -> dict:
+    """Seconds per forward + backward (median) of a small model in training mode."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    shape = {"d_model": spec["train_d_model"], "layers": spec["train_layers"], "vocab": spec["train_vocab"]}
+    model = _build(kind, shape, "cpu", "float32").train()
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, spec["train_vocab"], (spec["train_batch"], spec["train_length"]), generator=gen)
+    box = {}
+
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        box["loss"] = loss.item()
+
+    repeats = spec["hf_repeats"] if kind == HF_MAMBA else spec["repeats"]
+    t = timed(fwd_bwd, repeats=repeats, warmup=1)
+    return {
+        "fwd_bwd_s": t["wall_s"],
+        "loss": box["loss"],
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _gpu_bandwidth_gbs() -> float:
+    """Device-to-device copy bandwidth (read + write bytes per second) of a 1 GiB buffer, in GB/s."""
+    import torch
+
+    src = torch.empty(2**28, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    return 2 * src.nbytes * 10 / (time.perf_counter() - t0) / 1e9
+
+
+def _rel_err(a: list[float], b: list[float]) -> float:
+    import torch
+
+    ta, tb = torch.tensor(a), torch.tensor(b)
+    return float((ta - tb).abs().max() / tb.abs().max())
+
+
+def _inference_rows(spec: dict, args: argparse.Namespace, device: str, dtype: str, results: dict) -> list:
+    cases = [(MAMBA, dtype)]
+    if device == "cpu" and not args.no_bf16:
+        cases.append((MAMBA, "bfloat16"))
+    if not args.skip_hf_mamba:
+        cases.append((HF_MAMBA, dtype))
+    if not args.skip_llama:
+        cases.append((LLAMA, dtype))
+    rows = []
+    for kind, dt in cases:
+        name = f"{kind} {dt} {device}"
+        print(f"running {name} ...", flush=True)
+        if device == "cpu":
+            res = run_isolated(inference_case, kind, spec, device, dt, timeout=args.timeout)
+        else:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            res = inference_case(kind, spec, device, dt, cuda_graph=(kind == MAMBA))
+        results[name] = res
+        row = {"model": kind, "dtype": dt, "device": device, "params_M": res["params"] / 1e6}
+        for n, s in res["prefill_s"].items():
+            row[f"prefill{n}_s"] = s
+        for n, ms in res["decode_ms"].items():
+            row[f"decode@{n}_ms"] = ms
+        for n, ms in res.get("graph_decode_ms", {}).items():
+            row[f"graph@{n}_ms"] = ms
+        row["peak_MB"] = res.get("peak_gpu_mb", res.get("peak_rss_mb"))
+        rows.append(row)
+    return rows
+
+
+def _summary(results: dict, spec: dict, device: str, dtype: str) -> dict:
+    ours = results.get(f"{MAMBA} {dtype} {device}")
+    out: dict[str, Any] = {}
+    if ours is None:
+        return out
+    for kind in (HF_MAMBA, LLAMA):
+        other = results.get(f"{kind} {dtype} {device}")
+        if other is None:
+            continue
+        for n, s in other["prefill_s"].items():
+            out[f"{device}_prefill{n}_speedup_vs_{kind}"] = s / ours["prefill_s"][n]
+        if kind == HF_MAMBA and "check_logits" in other:
+            out[f"{device}_logits_rel_err_vs_{kind}"] = _rel_err(ours["check_logits"], other["check_logits"])
+    lo, hi = min(spec["contexts"]), max(spec["contexts"])
+    for name, res in results.items():
+        if name.endswith(device) and lo in res["decode_ms"] and hi in res["decode_ms"]:
+            out[f"decode_growth_{lo}_to_{hi}[{name}]"] = res["decode_ms"][hi] / res["decode_ms"][lo]
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    spec = {
+        "d_model": args.d_model,
+        "layers": args.layers,
+        "vocab": args.vocab,
+        "llama_hidden": args.llama_hidden,
+        "llama_layers": args.llama_layers,
+        "llama_intermediate": args.llama_intermediate,
+        "llama_heads": args.llama_heads,
+        "threads": args.threads,
+        "prefill": args.prefill,
+        "contexts": args.decode_contexts,
+        "decode_tokens": args.decode_tokens,
+        "repeats": args.repeats,
+        "hf_repeats": args.hf_repeats,
+        "train_d_model": args.train_d_model,
+        "train_layers": args.train_layers,
+        "train_batch": args.train_batch,
+        "train_length": args.train_length,
+        "train_vocab": args.train_vocab,
+    }
+    import torch
+
+    out: dict[str, Any] = {"spec": spec, "torch": torch.__version__, "results": {}}
+    if not args.train_only:
+        rows = _inference_rows(spec, args, "cpu", "float32", out["results"])
+        print(f"\nCPU, {args.threads} thread(s), batch 1 (prefill in s, decode in ms/token):")
+        print(format_table(rows, list(dict.fromkeys(k for r in rows for k in r))))
+        out.update(_summary(out["results"], spec, "cpu", "float32"))
+        if torch.cuda.is_available() and not args.no_gpu:
+            out["gpu"] = torch.cuda.get_device_name()
+            out["gpu_bandwidth_GBs"] = bw = _gpu_bandwidth_gbs()
+            rows = _inference_rows(spec, args, "cuda", "bfloat16", out["results"])
+            for row in rows:
+                res = out["results"][f"{row['model']} bfloat16 cuda"]
+                row["floor_ms"] = res["weight_bytes"] / (bw * 1e9) * 1e3
+            print(f"\n{out['gpu']} (copy {bw:.0f} GB/s), bf16, batch 1; floor = weight bytes / bandwidth:")
+            print(format_table(rows, list(dict.fromkeys(k for r in rows for k in r))))
+            out.update(_summary(out["results"], spec, "cuda", "bfloat16"))
+    if args.train or args.train_only:
+        rows = []
+        for kind in (MAMBA, HF_MAMBA):
+            print(f"running training fwd+bwd {kind} ...", flush=True)
+            res = run_isolated(train_case, kind, spec, timeout=args.timeout)
+            out["results"][f"train {kind}"] = res
+            rows.append(
+                {
+                    "model": kind,
+                    "params_M": res["params"] / 1e6,
+                    "fwd_bwd_s": res["fwd_bwd_s"],
+                    "loss": res["loss"],
+                    "peak_MB": res["peak_rss_mb"],
+                }
+            )
+        ratio = rows[1]["fwd_bwd_s"] / rows[0]["fwd_bwd_s"]
+        out["train_speedup_vs_transformers_mamba"] = ratio
+        print(
+            f"\nTraining forward + backward, d_model {args.train_d_model}, {args.train_layers} layers, "
+            f"batch {args.train_batch}, length {args.train_length}, vocab {args.train_vocab} (CPU):"
+        )
+        print(format_table(rows, ["model", "params_M", "fwd_bwd_s", "loss", "peak_MB"]))
+        print(f"ours is {ratio:.1f}x faster")
+    for res in out["results"].values():
+        res.pop("check_logits", None)
+    return out
