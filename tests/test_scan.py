@@ -207,6 +207,7 @@ def test_extreme_inputs_stay_finite_and_exact(method, n):
 def test_long_sequence_in_bounded_blocks(method, monkeypatch):
     """No-grad paths split time into blocks; force many small blocks; nothing may be lost at the seams."""
     monkeypatch.setattr(scan_mod, "_STEP_BUDGET", 64)
+    monkeypatch.setattr(scan_mod, "_LOOP_BLOCK", 64)
     c = dict(batch=1, dim=8, groups=4, n=1, length=1000, use_D=True, use_z=False, use_bias=True)
     c.update(softplus=True, use_h0=True, chunk=None, seed=3)
     args, kwargs = make_inputs(c)

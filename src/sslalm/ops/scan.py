@@ -29,9 +29,10 @@ transformers' fallback loop has an O(L^2) backward (see reference/mamba.md). Met
   fp32 state (batch, dim, N) and reads y out with one matmul per block; (batch, dim, L, N) is never
   materialised.
 * ``"auto"``: with grad, ``chunked``; without, ``loop`` when the per-step state batch*dim*N is at least 512
-  (N > 1) or 1536 (N == 1) or L < 8, else ``chunked``. Those crossovers were measured on this project's CPU
-  with 1 thread (``sslalm bench scan``; a 1536-wide N=1 scan ties, below it the loop's per-step Python
-  overhead dominates). So a Mamba layer's prefill uses the loop and DASS's long N=1 scans use chunked.
+  (N > 1) or 768 (N == 1) or L < 8, else ``chunked``. Those crossovers were measured on this project's CPU
+  with 1 thread (``sslalm bench scan`` and a sweep of widths; the two tie within ~15% near them). Below them
+  the loop's per-step Python overhead dominates. So a Mamba layer's prefill uses the loop and DASS's long
+  N=1 scans at batch 1 (384 channels) use chunked.
 
 Numerics. ``chunked`` is not the log-space closed form (cumsums of delta*A, exp(-S)): that overflows fp32 once
 a chunk's accumulated log-decay passes ~88 and needs a clamp (an O(e^-budget/T) error) or fp64. Ours only
@@ -58,7 +59,7 @@ _CHUNK_GRAD = 8  # chunk length T with autograd, N > 1
 _CHUNK_GRAD_N1 = 32  # ... N == 1 (elementwise chunks are cheap, the chunk-chaining loop is not)
 _CHUNK_NOGRAD = 32  # chunk length T without grad
 _LOOP_MIN_STEP = 512  # "auto" without grad: the loop wins once batch*dim*N reaches this (N > 1) ...
-_LOOP_MIN_STEP_N1 = 1536  # ... or this (N == 1)
+_LOOP_MIN_STEP_N1 = 768  # ... or this (N == 1)
 _LOOP_MAX_SHORT = 8  # ... and always for sequences shorter than this
 
 
@@ -188,7 +189,8 @@ def selective_state_update(
 # Chunked two-level scan (training and long no-grad sequences)
 # ----------------------------------------------------------------------------------------------------------
 
-_STEP_BUDGET = 1 << 22  # elements of one (batch, dim, block, N) temporary in the no-grad block loops (16 MB)
+_STEP_BUDGET = 1 << 22  # elements of one (batch, dim, block, N) temporary of no-grad ``chunked`` (16 MB)
+_LOOP_BLOCK = 1 << 16  # elements of each ``loop`` buffer: 256 KB, so they stay in L2 while being stepped
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -367,7 +369,7 @@ def selective_scan_loop(
     Same arguments as :func:`selective_scan_ref`. Per block of time steps it discretises once
     (exp(delta*A) and delta*u*B into reused buffers), then runs one in-place ``addcmul_`` per step on the
     fp32 state (batch, dim, N) and reads y out of the block with one matmul. (batch, dim, L, N) is never
-    materialised; the temporaries hold about ``_STEP_BUDGET`` elements.
+    materialised; each of its two buffers holds about ``_LOOP_BLOCK`` elements (at least one step).
     """
     if _needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state):
         raise RuntimeError("selective_scan 'loop' is inference-only; use 'chunked' when a gradient is needed")
@@ -395,7 +397,7 @@ def _loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, re
     state = uf.new_zeros(batch, G, Dg, N)
     if initial_state is not None:
         state.copy_(initial_state.view(batch, G, Dg, N))
-    block = max(1, min(length, _STEP_BUDGET // 4 // max(1, batch * dim * N)))
+    block = max(1, min(length, _LOOP_BLOCK // max(1, batch * dim * N)))
     dA = uf.new_empty(block, batch, G, Dg, N)
     x = uf.new_empty(block, batch, G, Dg, N)
     y = uf.new_empty(length, batch, G, Dg)
