@@ -239,11 +239,11 @@ def _chunked_block(
         h0 = None if h0 is None else h0.reshape(batch, G, Dg)
     else:  # per-step tensors are (batch, G, nc, Dg, N)
         a1 = A.reshape(G, 1, Dg, N)
-        dA = torch.exp(
-            _time_major(dl, T).transpose(-1, -2).contiguous().unsqueeze(-1) * a1
-        )  # (T, batch, G, nc, Dg, N)
+        dlt = _time_major(dl, T).transpose(-1, -2).contiguous()  # (T, batch, G, nc, Dg): contiguous, so that
+        dut = _time_major(du, T).transpose(-1, -2).contiguous()  # the products below are too
         Bt = _time_major(B, T).transpose(-1, -2).unsqueeze(-2)  # (T, batch, G, nc, 1, N)
-        x = _time_major(du, T).transpose(-1, -2).contiguous().unsqueeze(-1) * Bt  # (T, batch, G, nc, Dg, N)
+        dA = torch.exp(dlt.unsqueeze(-1) * a1)  # (T, batch, G, nc, Dg, N)
+        x = dut.unsqueeze(-1) * Bt  # (T, batch, G, nc, Dg, N)
         Cs = _time_major(C, T).transpose(-1, -2).unsqueeze(-1).contiguous()  # (T, batch, G, nc, N, 1)
         P = torch.exp(dsum.transpose(-1, -2).unsqueeze(-1) * a1)  # (batch, G, nc, Dg, N)
         cdim = 2
