@@ -181,3 +181,13 @@ def test_pipeline_with_the_default_offline_minilm_embedder(tree, tmp_path):
     assert res["embedder"] == "all-MiniLM-L6-v2"
     for name in ("esc50", "dcase17", "tut17"):
         assert res["benchmarks"][name]["value"] == pytest.approx(tree.expected[name]["value"], abs=1e-3), name
+
+
+def test_a_model_that_always_fails_stops_the_run(tree, tmp_path):
+    class Broken:
+        def generate(self, audio, prompts, **kw):
+            raise TypeError("unexpected keyword argument 'max_new_tokenz'")
+
+    bench = load_benchmark("esc50", benchmark_dir("esc50", tree.root))
+    with pytest.raises(RuntimeError, match="max_new_tokenz"):
+        generate_predictions(Broken(), bench, tmp_path / "e.jsonl", batch_size=4, progress=False)

@@ -4,7 +4,8 @@ Generation is batched and resumable: answers are appended to ``<out>/<benchmark>
 clip: ``audio_id``, ``prompt``, ``prediction``, ``references``, ``audio_path``) and flushed as they are made,
 so an interrupted run loses at most the batch in flight; a rerun skips the clips already answered and cuts off
 a truncated last line before appending. A batch that raises is retried clip by clip, so one unreadable file
-costs one clip (logged, left unanswered, retried on the next run), not the run.
+costs one clip (logged, left unanswered, retried on the next run), not the run; but when every one of the
+first clips fails (a broken model or a bad generation argument), the run stops with that error.
 
 The model is anything with the :class:`AudioLanguageModel` interface (``SSLALM`` implements it);
 ``--model DIR`` loads ``sslalm.models.lalm.SSLALM.from_pretrained(DIR)``. Scoring and the report are in
@@ -37,9 +38,12 @@ class AudioLanguageModel(Protocol):
     """What the runner needs from a model: batched answers to (audio, prompt) pairs."""
 
     def generate(
-        self, audio: list[torch.Tensor | str], prompts: list[str], **generation_kwargs: Any
+        self, audio: list[torch.Tensor | str], prompts: list[str], /, **generation_kwargs: Any
     ) -> list[str]:
-        """One answer per (audio, prompt); audio is a mono 16 kHz waveform tensor or a file path."""
+        """One answer per (audio, prompt); audio is a mono 16 kHz waveform tensor or a file path.
+
+        Both lists are passed positionally (``SSLALM.generate`` names the first one ``audios``).
+        """
         ...
 
 
@@ -111,6 +115,12 @@ def generate_predictions(
                 stats.new += 1
             f.flush()
             bar.update(len(batch))
+            if stats.new == 0 and len(stats.failed) >= max(2, min(len(todo), batch_size)):
+                first = next(iter(stats.failed.values()))
+                raise RuntimeError(
+                    f"{benchmark.name}: the model failed on each of the first {len(stats.failed)} clips "
+                    f"({first}); stopping: this looks like a model or generation-argument problem"
+                )
     if stats.failed:
         logger.warning(
             "%s: %d clips failed (first: %s)",
