@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages sslalm uses: espeak-ng, sox, FluidSynth + a General MIDI soundfont and Debian's sound
-# themes build the local corpus; Java runs the caption metrics (pycocoevalcap). Idempotent; needs root.
+# themes build the local corpus; ffmpeg decodes MP3s that libsndfile cuts short; Java runs the caption
+# metrics (pycocoevalcap). Idempotent; needs root (or sudo).
 set -euo pipefail
-pkgs=(espeak-ng sox libsox-fmt-mp3 fluidsynth fluid-soundfont-gm sound-theme-freedesktop alsa-utils
+pkgs=(espeak-ng sox libsox-fmt-mp3 ffmpeg fluidsynth fluid-soundfont-gm sound-theme-freedesktop alsa-utils
       default-jre-headless)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
