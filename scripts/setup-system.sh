@@ -6,10 +6,12 @@ set -euo pipefail
 pkgs=(espeak-ng sox libsox-fmt-mp3 ffmpeg fluidsynth fluid-soundfont-gm sound-theme-freedesktop alsa-utils
       default-jre-headless)
 missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${pkgs[@]}"; do
+  [ "$p" = default-jre-headless ] && command -v java >/dev/null 2>&1 && continue  # any Java will do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  command -v java >/dev/null 2>&1 && missing=("${missing[@]/default-jre-headless}")
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ${missing[@]}
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
