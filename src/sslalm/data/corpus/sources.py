@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS, RECORDINGS
+from .inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS, RECORDINGS, a_or_an
 from .midi import DRUM_CHANNEL, Note, write_midi
 from .tools import (
     SAMPLE_RATE,
@@ -135,7 +135,7 @@ def render_instrument(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np
     audio = trim_silence(read_audio(wav), threshold_db=-45.0)
     audio = peak_normalise(fade(audio[: int(MAX_SECONDS * SAMPLE_RATE)]), spec["peak"])
     what = spec.get("drum") or spec["instrument"]
-    phrase = f"a {what} is played" if drums else f"a {spec['instrument']} plays"
+    phrase = f"{a_or_an(what)} is played" if drums else f"{a_or_an(spec['instrument'])} plays"
     return audio, dict(spec, label=spec["instrument"], phrase=phrase)
 
 
