@@ -253,3 +253,19 @@ def test_auto_rule():
     assert scan_mod._pick_method(u, A, grad=False) == "chunked"  # small state per step, long L
     assert scan_mod._pick_method(torch.zeros(1, 5120, 256), torch.zeros(5120, 16), grad=False) == "loop"
     assert scan_mod._pick_method(torch.zeros(1, 8, 1), torch.zeros(8, 1), grad=False) == "loop"  # decode-size
+
+
+@pytest.mark.parametrize("method", ["chunked", "loop"])
+def test_non_contiguous_inputs(method):
+    """Models pass (batch, L, dim) activations transposed to (batch, dim, L): strided views must work."""
+    g = torch.Generator().manual_seed(11)
+    b, d, L, n = 2, 6, 21, 4
+    u, delta, z = (torch.randn(b, L, d, generator=g).transpose(1, 2) for _ in range(3))
+    B, C = (torch.randn(b, L, 2, n, generator=g).permute(0, 2, 3, 1) for _ in range(2))
+    A = -torch.rand(n, d, generator=g).t() - 0.1
+    kwargs = dict(D=torch.randn(d, generator=g), z=z, delta_softplus=True, return_last_state=True)
+    y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, **kwargs)
+    with torch.no_grad():
+        y, h = FAST[method](u, delta, A, B, C, **kwargs)
+    close(y, y_ref)
+    close(h, h_ref)
