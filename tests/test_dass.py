@@ -183,6 +183,18 @@ def test_auto_scan_matches_reference_scan():
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_direction_by_direction_scan_matches_grouped_scan(grad):
+    grouped = _tiny(grouped_scan_max_elements=1 << 40)
+    by_direction = _tiny(grouped_scan_max_elements=0)
+    by_direction.load_state_dict(grouped.state_dict())
+    fbank = torch.randn(2, 100, 128)
+    with torch.set_grad_enabled(grad):
+        a, b = grouped.forward_features(fbank), by_direction.forward_features(fbank)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert DASSConfig.small().grouped_scan_max_elements < 96 * 32 * 1500  # a 60 s clip's first stage
+
+
 def test_backward_reaches_every_parameter():
     model = DASSModel(DASSConfig.tiny(drop_path_rate=0.0)).train()
     model(torch.randn(2, 64, 128)).logsumexp(-1).sum().backward()

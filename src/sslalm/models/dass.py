@@ -59,6 +59,7 @@ class DASSConfig:
     num_mel_bins: int = 128
     layer_norm_eps: float = 1e-5
     scan_method: str = "auto"
+    grouped_scan_max_elements: int = 1 << 22
 
     model_type = "dass"
 
@@ -181,6 +182,7 @@ class SS2D(nn.Module):
         d_inner = int(config.ssm_ratio * dim)
         self.d_inner, self.d_state, self.dt_rank = d_inner, config.d_state, config.stage_dt_rank(dim)
         self.scan_method = config.scan_method
+        self.grouped_scan_max = config.grouped_scan_max_elements
         k, n, r = K_DIRECTIONS, self.d_state, self.dt_rank
         self.in_proj = nn.Linear(dim, d_inner, bias=False)
         self.conv2d = nn.Conv2d(
@@ -210,7 +212,14 @@ class SS2D(nn.Module):
         self.Ds.fill_(1.0)
 
     def scan_2d(self, x: Tensor) -> Tensor:
-        """Four-direction selective scan of a (B, D, H, W) map, merged to channel-last (B, H, W, D), fp32."""
+        """Four-direction selective scan of a (B, D, H, W) map, merged to channel-last (B, H, W, D), fp32.
+
+        Small maps go through one grouped scan over all four directions (B/C as (B, 4, N, L)); maps of more
+        than ``config.grouped_scan_max_elements`` elements scan one direction at a time, which gives the same
+        result with a quarter of the temporaries (long audio).
+        """
+        if x.numel() > self.grouped_scan_max:
+            return self._scan_2d_by_direction(x)
         b, d, h, w = x.shape
         length, k, n = h * w, K_DIRECTIONS, self.d_state
         xs = cross_scan(x)  # (B, K, D, L)
@@ -229,6 +238,29 @@ class SS2D(nn.Module):
             method=self.scan_method,
         )  # (B, K*D, L) fp32
         return cross_merge(ys.view(b, k, d, length), h, w)
+
+    def _scan_2d_by_direction(self, x: Tensor) -> Tensor:
+        b, d, h, w = x.shape
+        n, r = self.d_state, self.dt_rank
+        A = -torch.exp(self.A_logs.float()).view(K_DIRECTIONS, d, n)
+        Ds, bias = self.Ds.float().view(K_DIRECTIONS, d), self.dt_projs_bias.float()
+        flat = (x.flatten(2), x.transpose(2, 3).flatten(2))  # (B, D, L): row-major, column-major
+        merged = [None, None]
+        for k in range(K_DIRECTIONS):
+            reverse = k >= 2
+            u = flat[k % 2].flip(-1) if reverse else flat[k % 2]
+            dt, B, C = torch.split(torch.matmul(self.x_proj_weight[k], u), [r, n, n], dim=1)  # (B, *, L)
+            dt = torch.matmul(self.dt_projs_weight[k], dt)  # (B, D, L)
+            y = selective_scan(
+                u, dt, A[k], B.contiguous(), C.contiguous(), D=Ds[k], delta_bias=bias[k],
+                delta_softplus=True, method=self.scan_method,
+            )  # fmt: skip
+            del u, dt, B, C
+            y = y.flip(-1) if reverse else y
+            merged[k % 2] = y if merged[k % 2] is None else merged[k % 2].add_(y)
+        rows = merged[0].view(b, d, h, w).permute(0, 2, 3, 1)  # (B, H, W, D) views
+        cols = merged[1].view(b, d, w, h).permute(0, 3, 2, 1)
+        return rows.contiguous().add_(cols)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
