@@ -79,8 +79,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return 1
     state = "reused" if info.reused else f"built in {info.seconds:.0f} s"
     print(f"corpus {state}: {info.out_dir}")
-    print("clips:   " + ", ".join(f"{k} {v}" for k, v in info.clips.items()))
-    print("records: " + ", ".join(f"{k} {v}" for k, v in info.records.items()))
+    print("clips:   " + ", ".join(f"{s} {info.clips.get(s, 0)}" for s in ("train", "val", "test")))
+    print("records: " + ", ".join(f"{s} {info.records.get(s, 0)}" for s in ("train", "val", "test")))
     print(
         "sources: "
         + ", ".join(info.sources)
