@@ -7,7 +7,7 @@ Split scheme (train / val / test share no source recording, voice, note or seed)
 - **notes** (instruments): within every octave, 2 of the 12 pitches are val roots and 2 are test roots
   (shuffled with the seed), the other 8 train roots. A clip is built on one root; its chord, arpeggio or
   scale notes follow from that root. Drum clips have no pitch and are split by seed only.
-- **recordings**: each real recording (or a whole speaker, for the nine ALSA words spoken by one person)
+- **recordings**: each real recording (or a whole speaker, for the eight ALSA words spoken by one person)
   is a group that lives in exactly one split. The classification label of a recording is a category
   (``animal``, ``notification chime``, ``telephone``) wherever single sounds have too few recordings; a
   category with at least 3 groups gets about 20 % of them in val and in test (at least one each), smaller
