@@ -119,7 +119,7 @@ def test_batcher_batches_up_to_max_in_fifo_order():
 
 def test_batcher_waits_for_company_then_goes_alone():
     calls = []
-    batcher = DynamicBatcher(lambda xs, key: calls.append(list(xs)) or xs, max_batch=8, wait_s=0.3)
+    batcher = DynamicBatcher(lambda xs, key: calls.append(list(xs)) or xs, max_batch=8, wait_s=0.5)
     first = batcher.submit("a")
     time.sleep(0.05)
     second = batcher.submit("b")
@@ -127,7 +127,7 @@ def test_batcher_waits_for_company_then_goes_alone():
     assert calls == [["a", "b"]]
     start = time.monotonic()
     batcher.submit("c").result(5)
-    assert time.monotonic() - start >= 0.25  # a lone request pays at most the wait
+    assert time.monotonic() - start >= 0.45  # a lone request waits (at most) wait_s for company
     batcher.close()
 
 
@@ -238,7 +238,7 @@ def test_http_ask_multipart_and_json_equal_model_ask(model):
         assert info["name"] == "tiny-sslalm" and info["lm_type"] == "mamba"
         assert info["parameters"] == model.num_parameters() and info["limits"]["max_batch"] == 8
         metrics = client.get("/metrics").json()
-        assert metrics["requests"] == 2 and metrics["completed"] == 2
+        assert metrics["requests"] == 2 and metrics["completed"] == 2 and metrics["responses"] == {"200": 2}
         assert "/v1/ask" in client.get("/openapi.json").json()["paths"]
 
 
@@ -308,6 +308,7 @@ def test_http_upload_limit_while_reading(model):
         r = client.post("/v1/ask", json={"audio_base64": base64.b64encode(big).decode(), "question": "q"})
         assert r.status_code == 413
         assert service.batcher.stats()["requests"] == 0  # nothing reached the model
+        assert client.get("/metrics").json()["responses"] == {"413": 4}
 
 
 def test_http_bad_input_gets_clear_errors(model, tmp_path):
@@ -441,3 +442,28 @@ def test_cli_parses_serve_and_app_flags():
     args = build_parser().parse_args(["app", "--model", "m", "--share", "false"])
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
     assert build_parser().parse_args(["app", "--model", "m", "--share"]).share is True
+
+
+def test_http_seeded_sampling_runs_alone_and_reproduces(model):
+    audio = _wav_bytes(1.0, seed=2)
+    sampled = {"max_new_tokens": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7}
+    expected = [model.ask(audio, q, **sampled) for q in QUESTIONS[:3]]
+    codes, answers = [], {}
+    with _serving(model, batch_wait_ms=50) as (client, service, _):
+        service.batcher.pause()
+
+        def send(i):
+            r = _ask(client, audio, QUESTIONS[i], **sampled)
+            codes.append(r.status_code)
+            answers[i] = r.json().get("answer")
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        _wait(lambda: service.batcher.stats()["queue_depth"] == 3)
+        service.batcher.resume()
+        for t in threads:
+            t.join(30)
+        metrics = client.get("/metrics").json()
+    assert codes == [200, 200, 200] and [answers[i] for i in range(3)] == expected
+    assert metrics["batch_sizes"] == {"1": 3}  # one random stream per call: seeded requests never share

@@ -22,6 +22,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,7 @@ def make_handler(
         seed: float | None = None,
     ) -> tuple[str, str]:
         if audio is None:
+            service.record_response(400)
             raise error("Upload or record a clip first.")
         try:
             sample_rate, samples = audio
@@ -88,7 +90,12 @@ def make_handler(
             )
             result = service.ask(wave, service.check_question(question), settings)
         except RequestError as err:
+            service.record_response(err.status)
             raise error(err.message) from None
+        except Exception:
+            service.record_response(500)
+            raise
+        service.record_response(200)
         details = (
             f"{result.audio_seconds:.2f} s of audio → {result.audio_tokens} audio tokens; "
             f"answered in a batch of {result.batch_size} "
@@ -211,8 +218,13 @@ def run_cli(args: argparse.Namespace) -> int:
     service = ModelService(load_model(args.model, args.device), limits)
     if args.share:
         logger.warning("--share makes the page public through gradio.live")
+    signal.signal(signal.SIGTERM, _interrupt)  # Gradio stops cleanly on KeyboardInterrupt; make SIGTERM one
     try:
         launch(build_app(service), limits, host=args.host, port=args.port, share=args.share)
     finally:
         service.close()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

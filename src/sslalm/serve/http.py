@@ -20,6 +20,10 @@ worker thread runs ``SSLALM.generate`` on batches of up to ``--max-batch`` reque
 works. Limits and status codes are listed in ``sslalm.serve.service``. The server binds 127.0.0.1 by
 default and has no authentication: put it behind a proxy before exposing it.
 
+Memory is bounded by the limits: queued clips hold at most ``queue_size * max_audio_seconds * 64 kB/s``
+of waveform (16 kHz float32; 2.4 GB at the defaults, worst case), uploads being read at most
+``max_upload_mb`` each, and uvicorn accepts at most ``2 * (queue_size + max_batch) + 32`` connections.
+
 Shutdown (Ctrl-C / SIGTERM): uvicorn stops accepting connections and waits up to ``--shutdown-timeout``
 seconds for open requests; then the batcher finishes what is queued and its thread ends.
 """
@@ -29,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -100,14 +105,23 @@ class BodyTooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: refuse bodies over a limit that depends on the content type, while reading.
 
-    A declared ``Content-Length`` over the limit is answered 413 at once; otherwise the bytes are counted as
-    they arrive and ``BodyTooLarge`` is raised in the application the moment the count passes the limit
-    (chunked uploads included), so a large body is never buffered whole.
+    A declared ``Content-Length`` over the limit is answered 413 without reading the body into memory;
+    otherwise the bytes are counted as they arrive and ``BodyTooLarge`` is raised in the application the
+    moment the count passes the limit (chunked uploads included), so a large body is never buffered whole.
+
+    Whenever a response starts before the body was read to its end (413, or an early 503), the rest is read
+    and thrown away first, up to ``2 * limit + DRAIN_BYTES`` bytes and ``DRAIN_SECONDS``: closing a socket
+    with unread data makes TCP send a reset, and the client would see "connection reset" instead of the
+    answer. Bodies beyond that cap are cut off.
     """
 
-    def __init__(self, app: Any, limits: ServeLimits):
+    DRAIN_BYTES = 16 * MB
+    DRAIN_SECONDS = 10.0
+
+    def __init__(self, app: Any, limits: ServeLimits, on_reject: Any = None):
         self.app = app
         self.limits = limits
+        self.on_reject = on_reject  # called with 413 when a declared length is refused
 
     def limit_for(self, content_type: str) -> int:
         audio = self.limits.max_upload_bytes
@@ -124,29 +138,48 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         limit = self.limit_for(headers.get(b"content-type", b"").decode("latin-1").lower())
         declared = headers.get(b"content-length", b"")
+        seen, done = 0, False
+
+        async def limited_receive() -> dict:
+            nonlocal seen, done
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            else:
+                done = True  # http.disconnect
+            return message
+
+        async def discard() -> None:
+            nonlocal done
+            drained = 0
+            while not done and drained <= 2 * limit + self.DRAIN_BYTES:
+                message = await receive()
+                drained += len(message.get("body", b""))
+                done = message["type"] != "http.request" or not message.get("more_body", False)
+
+        async def draining_send(message: dict) -> None:
+            if message["type"] == "http.response.start" and not done:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(discard(), self.DRAIN_SECONDS)
+            await send(message)
+
         if declared.isdigit() and int(declared) > limit:
             from starlette.responses import JSONResponse
 
             message = f"the request body is {int(declared) / MB:.2f} MB; the limit is {limit / MB:.2f} MB"
-            await JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})(
-                scope, receive, send
-            )
+            logger.info("refused a %s-byte body (limit %d)", declared.decode(), limit)
+            if self.on_reject is not None:
+                self.on_reject(413)
+            response = JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})
+            await response(scope, receive, draining_send)
             return
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, limited_receive, draining_send)
 
 
-async def _read_ask(request: Any, service: ModelService) -> tuple[bytes, Any, dict[str, Any]]:
+async def _read_ask(request: Any) -> tuple[bytes, Any, dict[str, Any]]:
     """(audio bytes, question, generation fields) from a multipart or JSON request."""
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
@@ -210,7 +243,8 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0) -> Any:
         title="sslalm", summary="Ask a state-space audio language model about audio.", lifespan=lifespan
     )
     app.state.service = service
-    app.add_middleware(BodyLimit, limits=service.limits)
+    decoding = asyncio.Semaphore(max(2, os.cpu_count() or 2))  # decodes at once (CPU and memory spikes)
+    app.add_middleware(BodyLimit, limits=service.limits, on_reject=service.record_response)
 
     def error(rid: str, status: int, message: str, headers: dict[str, str] | None = None) -> Any:
         return JSONResponse(
@@ -234,13 +268,15 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0) -> Any:
                     503, f"server busy: queue full; retry in {retry} s", {"Retry-After": str(retry)}
                 )
             try:
-                data, question, fields = await _read_ask(request, service)
+                data, question, fields = await _read_ask(request)
             except BodyTooLarge as err:
                 raise RequestError(413, str(err), {"Connection": "close"}) from None
             question = service.check_question(question)
             settings = service.generation_settings(fields)
             service.check_upload_size(len(data))
-            wave = await run_in_threadpool(service.decode_bytes, data)  # (num_samples,) at 16 kHz
+            async with decoding:
+                wave = await run_in_threadpool(service.decode_bytes, data)  # (num_samples,) at 16 kHz
+            del data
             audio_s = wave.numel() / 16000
             done = await asyncio.wrap_future(service.submit(wave, question, settings))
             result = service.result(wave, done)
@@ -267,6 +303,7 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0) -> Any:
             logger.exception("ask id=%s failed", rid)
             return error(rid, 500, f"internal error: {type(err).__name__}: {err}")
         finally:
+            service.record_response(status)
             if status != 200:
                 logger.info(
                     "ask id=%s status=%d audio_s=%.2f latency_ms=%.1f",

@@ -21,10 +21,12 @@ stream per call, so a seeded request always runs alone (its answer is reproducib
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Hashable, Mapping
 from concurrent.futures import Future
@@ -172,6 +174,8 @@ class ModelService:
             self.default_generation["max_new_tokens"], self.limits.max_new_tokens_limit
         )
         self._solo = itertools.count()
+        self._responses: collections.Counter[int] = collections.Counter()
+        self._responses_lock = threading.Lock()
         self.started = time.time()
         self.batcher = DynamicBatcher(
             self._run_batch,
@@ -346,9 +350,20 @@ class ModelService:
             "limits": asdict(self.limits),
         }
 
+    def record_response(self, status: int) -> None:
+        """Count one answered request by status code (front ends call this once per request)."""
+        with self._responses_lock:
+            self._responses[status] += 1
+
     def metrics(self) -> dict[str, Any]:
-        """Batcher counters plus uptime (``GET /metrics``)."""
-        return {**self.batcher.stats(), "uptime_s": round(time.time() - self.started, 3)}
+        """Batcher counters, responses by status code and uptime (``GET /metrics``)."""
+        with self._responses_lock:
+            responses = {str(k): v for k, v in sorted(self._responses.items())}
+        return {
+            **self.batcher.stats(),
+            "responses": responses,
+            "uptime_s": round(time.time() - self.started, 3),
+        }
 
     def close(self, drain: bool = True, timeout: float | None = 60.0) -> None:
         self.batcher.close(drain=drain, timeout=timeout)
