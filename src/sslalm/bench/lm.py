@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf-repeats", type=int, default=1, help="timed prefills for transformers' Mamba")
     parser.add_argument("--no-bf16", action="store_true", help="skip our bf16-weights row")
     parser.add_argument("--skip-hf-mamba", action="store_true")
+    parser.add_argument("--hf-bf16", action="store_true", help="also run transformers' Mamba in bf16 on CPU")
     parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--train", action="store_true", help="also compare training forward + backward")
     parser.add_argument("--train-only", action="store_true", help="only the training comparison")
@@ -140,10 +141,10 @@ def inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_gra
         "params": params,
         "weight_bytes": weight_bytes,
         "prefill_s": {},
-        "decode_ms": {},
     }
     with torch.inference_mode():
         runner.prefill(ids[:, :16])  # warm-up (allocator, lazy initialisation)
+        live = {}  # context length -> (next-token logits, state or cache)
         for length in sorted(prefill_set | contexts):
             prompt = ids[:, :length]
             box: dict = {}
@@ -159,23 +160,27 @@ def inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_gra
             logits, cache = box["out"]
             if length == min(spec["prefill"]):
                 result["check_logits"] = logits[0].float().cpu().tolist()
-            if length not in contexts:
-                continue
-            token = logits.argmax(-1)
-            logits, cache = runner.step(token, cache)  # warm-up step
-            times = []
-            for _ in range(spec["decode_tokens"]):
+            if length in contexts:
+                live[length] = runner.step(logits.argmax(-1), cache)  # one warm-up step per context
+        # Decode round-robin over the contexts, so a change in the machine's load hits them all alike.
+        times: dict[int, list[float]] = {n: [] for n in live}
+        for _ in range(spec["decode_tokens"]):
+            for n, (logits, cache) in live.items():
                 token = logits.argmax(-1)
                 if cuda:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                logits, cache = runner.step(token, cache)
+                live[n] = runner.step(token, cache)
                 if cuda:
                     torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-            result["decode_ms"][length] = 1000 * statistics.median(times)
-            if cuda_graph and kind == MAMBA:
-                result.setdefault("graph_decode_ms", {})[length] = _graph_decode_ms(model, cache, token, spec)
+                times[n].append(time.perf_counter() - t0)
+        result["decode_ms"] = {n: 1000 * statistics.median(ts) for n, ts in sorted(times.items())}
+        if cuda_graph and kind == MAMBA:
+            graph = {
+                n: _graph_decode_ms(model, cache, logits.argmax(-1), spec)
+                for n, (logits, cache) in live.items()
+            }
+            result["graph_decode_ms"] = graph
     if cuda:
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -246,10 +251,13 @@ def _rel_err(a: list[float], b: list[float]) -> float:
 
 def _inference_rows(spec: dict, args: argparse.Namespace, device: str, dtype: str, results: dict) -> list:
     cases = [(MAMBA, dtype)]
-    if device == "cpu" and not args.no_bf16:
+    bf16 = device == "cpu" and not args.no_bf16
+    if bf16:
         cases.append((MAMBA, "bfloat16"))
     if not args.skip_hf_mamba:
         cases.append((HF_MAMBA, dtype))
+        if bf16 and args.hf_bf16:
+            cases.append((HF_MAMBA, "bfloat16"))
     if not args.skip_llama:
         cases.append((LLAMA, dtype))
     rows = []
@@ -276,22 +284,27 @@ def _inference_rows(spec: dict, args: argparse.Namespace, device: str, dtype: st
     return rows
 
 
-def _summary(results: dict, spec: dict, device: str, dtype: str) -> dict:
-    ours = results.get(f"{MAMBA} {dtype} {device}")
+def _summary(results: dict, spec: dict, device: str) -> dict:
+    """Speed-ups of every row of ours against every transformers row, logits check, decode growth."""
     out: dict[str, Any] = {}
-    if ours is None:
-        return out
-    for kind in (HF_MAMBA, LLAMA):
-        other = results.get(f"{kind} {dtype} {device}")
-        if other is None:
+    for name, ours in results.items():
+        if not (name.startswith(MAMBA) and name.endswith(device)):
             continue
-        for n, s in other["prefill_s"].items():
-            out[f"{device}_prefill{n}_speedup_vs_{kind}"] = s / ours["prefill_s"][n]
-        if kind == HF_MAMBA and "check_logits" in other:
-            out[f"{device}_logits_rel_err_vs_{kind}"] = _rel_err(ours["check_logits"], other["check_logits"])
+        ours_dt = name.split()[1]
+        for other_name, other in results.items():
+            if not other_name.endswith(device) or other_name.startswith(MAMBA) or "prefill_s" not in other:
+                continue
+            kind, other_dt = other_name.split()[:2]
+            for n, s in other["prefill_s"].items():
+                out[f"{device}_prefill{n}_speedup[ours {ours_dt} vs {kind} {other_dt}]"] = (
+                    s / ours["prefill_s"][n]
+                )
+            if kind == HF_MAMBA and other_dt == ours_dt and "check_logits" in other:
+                err = _rel_err(ours["check_logits"], other["check_logits"])
+                out[f"{device}_logits_rel_err[ours vs {kind} {ours_dt}]"] = err
     lo, hi = min(spec["contexts"]), max(spec["contexts"])
     for name, res in results.items():
-        if name.endswith(device) and lo in res["decode_ms"] and hi in res["decode_ms"]:
+        if name.endswith(device) and lo in res.get("decode_ms", {}) and hi in res["decode_ms"]:
             out[f"decode_growth_{lo}_to_{hi}[{name}]"] = res["decode_ms"][hi] / res["decode_ms"][lo]
     return out
 
@@ -324,7 +337,7 @@ def run(args: argparse.Namespace) -> dict:
         rows = _inference_rows(spec, args, "cpu", "float32", out["results"])
         print(f"\nCPU, {args.threads} thread(s), batch 1 (prefill in s, decode in ms/token):")
         print(format_table(rows, list(dict.fromkeys(k for r in rows for k in r))))
-        out.update(_summary(out["results"], spec, "cpu", "float32"))
+        out.update(_summary(out["results"], spec, "cpu"))
         if torch.cuda.is_available() and not args.no_gpu:
             out["gpu"] = torch.cuda.get_device_name()
             out["gpu_bandwidth_GBs"] = bw = _gpu_bandwidth_gbs()
@@ -334,7 +347,7 @@ def run(args: argparse.Namespace) -> dict:
                 row["floor_ms"] = res["weight_bytes"] / (bw * 1e9) * 1e3
             print(f"\n{out['gpu']} (copy {bw:.0f} GB/s), bf16, batch 1; floor = weight bytes / bandwidth:")
             print(format_table(rows, list(dict.fromkeys(k for r in rows for k in r))))
-            out.update(_summary(out["results"], spec, "cuda", "bfloat16"))
+            out.update(_summary(out["results"], spec, "cuda"))
     if args.train or args.train_only:
         rows = []
         for kind in (MAMBA, HF_MAMBA):
