@@ -8,10 +8,11 @@ DeepSpeed go through ``training_args`` (the Trainer's own options).
 
 What we add to the stock ``Trainer`` and why (``StageTrainer``):
 
-- Checkpoints hold only the trainable weights (``model.save_pretrained``, as LTU kept only LoRA + audio
-  weights) plus ``trainable.safetensors`` for resuming, instead of the Trainer's full state dict: the frozen
-  language model would make every checkpoint gigabytes, and its tied embeddings cannot go into safetensors.
-  Optimizer, scheduler, RNG and trainer state are the Trainer's own, so ``--resume`` continues exactly.
+- Checkpoints are ``model.save_pretrained`` folders (config + encoder, projector and LoRA weights, as LTU kept
+  only LoRA + audio weights), instead of the Trainer's full state dict: the frozen language model would make
+  every checkpoint gigabytes, and its tied embeddings cannot go into safetensors. A checkpoint is therefore
+  also a model folder (``init_from`` or ``sslalm ask`` can use it). Optimizer, scheduler, RNG and trainer
+  state are the Trainer's own, so ``--resume`` continues exactly.
 - The loss of a micro-batch is rescaled from the model's per-token mean to a share of the whole effective
   batch's token count (the Trainer's ``num_items_in_batch``), so that two processes with batch b give the same
   update as one process with batch 2b, and gradient accumulation is exact.
@@ -35,7 +36,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TRAINABLE_FILE = "trainable.safetensors"
+WEIGHTS_FILE = "model.safetensors"  # what the model's save_pretrained writes: its trainable parts
 STAGE_CONFIG_FILE = "stage_config.yaml"
 PARTS = ("projector", "encoder", "lora")
 
@@ -187,18 +188,33 @@ def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
 
 
 def build_model(cfg: StageConfig) -> torch.nn.Module:
-    """The stage's starting model: the previous stage's output, or a preset (with overrides)."""
+    """The stage's starting model: the previous stage's output, or a preset with ``model_overrides``.
+
+    A preset's random parts (projector, LoRA, tiny test LMs) are initialised from ``cfg.seed``, so every
+    process of a DDP run, and a resumed run, builds the same model.
+
+    An override whose current value is a mapping (``encoder_config``, ``lm_config``) is merged into it, so
+    ``{encoder_config: {drop_path_rate: 0}}`` changes one entry.
+    """
+    from transformers import set_seed
+
     from sslalm.models.lalm import SSLALM, SSLALMConfig
 
+    set_seed(cfg.seed)
     if cfg.init_from:
         if not os.path.isdir(cfg.init_from):
             raise FileNotFoundError(f"init_from {cfg.init_from} is not a folder; train that stage first")
+        if cfg.model_overrides:
+            logger.warning("model_overrides are ignored: the model comes from init_from %s", cfg.init_from)
         logger.info("starting from %s", cfg.init_from)
         return SSLALM.from_pretrained(cfg.init_from)
     config = SSLALMConfig.preset(cfg.model)
     for key, value in cfg.model_overrides.items():
         if not hasattr(config, key):
-            raise ValueError(f"model_overrides: {type(config).__name__} has no attribute {key!r}")
+            raise ValueError(f"model_overrides: {type(config).__name__} has no field {key!r}")
+        current = getattr(config, key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            value = {**current, **value}
         setattr(config, key, value)
     return SSLALM(config)
 
@@ -266,28 +282,25 @@ def training_arguments(cfg: StageConfig):
     return args
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def load_trainable(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load ``trainable.safetensors`` into ``model``; every trainable parameter must be in the file."""
+    """Load a checkpoint's weights file into ``model``; every trainable parameter must be in it."""
     from safetensors.torch import load_file
 
     state = load_file(os.fspath(path))
-    params = dict(model.named_parameters())
-    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
-    unknown = sorted(set(state) - set(params))
+    own = model.state_dict(keep_vars=True)
+    missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in state)
+    unknown = sorted(set(state) - set(own))
     if missing or unknown:
         raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unknown[:5]}")
     with torch.no_grad():
         for name, tensor in state.items():
-            params[name].copy_(tensor)
+            own[name].copy_(tensor)
 
 
 def _make_trainer_class():
     """``StageTrainer`` (a ``transformers.Trainer`` subclass), built on first use to keep imports lazy."""
     from transformers import Trainer, TrainerCallback
+    from transformers.integrations import TensorBoardCallback
 
     class EpochCallback(TrainerCallback):
         """Tell the dataset which epoch starts, for its seeded random crops."""
@@ -299,6 +312,13 @@ def _make_trainer_class():
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
 
+    class TensorBoardLog(TensorBoardCallback):
+        """TensorBoard logging without the model-config text, which assumes a transformers config."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            kwargs.pop("model", None)
+            super().on_train_begin(args, state, control, **kwargs)
+
     class StageTrainer(Trainer):
         """``Trainer`` that saves trainable weights only and normalises the loss over the effective batch."""
 
@@ -309,6 +329,8 @@ def _make_trainer_class():
             self.model_accepts_loss_kwargs = True
             if self.train_dataset is not None:
                 self.add_callback(EpochCallback(self.train_dataset))
+            if self.pop_callback(TensorBoardCallback) is not None:
+                self.add_callback(TensorBoardLog)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)
@@ -320,28 +342,39 @@ def _make_trainer_class():
                 loss = loss * local / total * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
 
+        def floating_point_ops(self, inputs) -> int:
+            """6 x parameters x (audio + text tokens): a rough count, only for the ``total_flos`` log."""
+            model = self.accelerator.unwrap_model(self.model)
+            if not hasattr(self, "_num_params"):
+                self._num_params = sum(p.numel() for p in model.parameters())
+            ids = inputs.get("input_ids")
+            if ids is None:
+                return 0
+            tokens = ids.numel()
+            if "fbank" in inputs and hasattr(model, "num_audio_tokens"):
+                tokens += ids.shape[0] * model.num_audio_tokens(inputs["fbank"].shape[1])
+            return 6 * tokens * self._num_params
+
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             output_dir = output_dir if output_dir is not None else self.args.output_dir
             if not self.args.should_save:
                 return
-            from safetensors.torch import save_file
-
             os.makedirs(output_dir, exist_ok=True)
             model = self.accelerator.unwrap_model(self.model)
             if state_dict is None:  # plain / DDP: the parameters are whole on every process
                 model.save_pretrained(output_dir)
-                state = _trainable_state(model)
-            else:  # FSDP / DeepSpeed hand us a gathered state dict
+            else:  # FSDP / DeepSpeed hand over a gathered state dict: keep what trains
+                from safetensors.torch import save_file
+
                 names = {n for n, p in model.named_parameters() if p.requires_grad}
                 state = {k: v.contiguous().cpu() for k, v in state_dict.items() if k in names}
-            if os.path.basename(os.path.normpath(output_dir)).startswith("checkpoint-"):
-                save_file(state, os.path.join(output_dir, TRAINABLE_FILE), metadata={"format": "pt"})
+                save_file(state, os.path.join(output_dir, WEIGHTS_FILE), metadata={"format": "pt"})
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-            path = os.path.join(resume_from_checkpoint, TRAINABLE_FILE)
+            path = os.path.join(resume_from_checkpoint, WEIGHTS_FILE)
             if not os.path.isfile(path):
-                raise ValueError(f"{resume_from_checkpoint} has no {TRAINABLE_FILE} (not ours)")
+                raise ValueError(f"{resume_from_checkpoint} has no {WEIGHTS_FILE}: not a training checkpoint")
             logger.info("resuming weights from %s", path)
             load_trainable(self.accelerator.unwrap_model(model if model is not None else self.model), path)
 
@@ -357,7 +390,6 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
         callbacks: extra ``TrainerCallback`` objects.
     """
     import yaml
-    from transformers import set_seed
 
     resume = cfg.resume
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
@@ -377,7 +409,6 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
         )
 
     args = training_arguments(cfg)
-    set_seed(cfg.seed)  # initialisation of a new model (projector, LoRA) is reproducible
     if model is None:
         model = build_model(cfg)
     model.set_trainable(list(cfg.trainable))
