@@ -211,6 +211,23 @@ def test_curriculum_configs():
         assert gradient_accumulation_steps(s.effective_batch_size, s.per_device_train_batch_size, 4) >= 1
 
 
+def test_tiny_curriculum_configs_follow_the_full_one():
+    from sslalm.data.corpus import CLOSED_TASKS
+
+    full = [load_config(REPO / "configs" / f"stage{k}.yaml") for k in (1, 2, 3, 4)]
+    tiny = [load_config(REPO / "configs" / "tiny" / f"stage{k}.yaml") for k in (1, 2, 3, 4)]
+    assert tiny[0].model == "tiny-sslalm" and tiny[0].init_from is None
+    for prev, nxt in zip(tiny[:-1], tiny[1:], strict=True):
+        assert nxt.init_from == prev.output_dir
+    for f, t in zip(full, tiny, strict=True):
+        assert (t.trainable, t.learning_rate, t.num_train_epochs) == (
+            f.trainable,
+            f.learning_rate,
+            f.num_train_epochs,
+        )
+    assert [t.tasks for t in tiny] == [["cla_label"], ["cla_label"], list(CLOSED_TASKS), None]
+
+
 def test_config_overrides_and_errors(tmp_path):
     cfg = load_config(
         REPO / "configs" / "stage2.yaml",
@@ -258,12 +275,13 @@ def test_cli_maps_flags_to_config(tmp_path, monkeypatch):
             "--output_dir",
             str(tmp_path / "o"),
             "--resume",
+            "--strict",
         ]
     )
     assert train_mod.run_cli(args) == 0
     cfg = seen["cfg"]
     assert cfg.learning_rate == 3e-4 and cfg.output_dir == str(tmp_path / "o") and cfg.resume is True
-    assert cfg.trainable == ["projector"]
+    assert cfg.trainable == ["projector"] and cfg.strict_data is True
 
 
 # ---- training with the test double ------------------------------------------------------------------------
@@ -530,3 +548,49 @@ def test_tiny_model_overfits_real_clips_and_answers(tmp_path):
     print(f"overfit: loss {losses[0]:.3f} -> {losses[-1]:.3f}; answers {answers}")
     assert losses[-1] < 0.1 * losses[0]
     assert answers == [a for _, a in clips]
+
+
+@pytest.mark.slow
+def test_tiny_curriculum_runs_on_the_local_corpus(tmp_path):
+    """The four tiny stage configs, chained through the CLI entry point, on a small local corpus."""
+    import argparse
+
+    from sslalm import train as train_mod
+    from sslalm.data.corpus import build_corpus
+    from sslalm.models.lalm import SSLALM
+
+    info = build_corpus(tmp_path / "corpus", size=24, seed=0, workers=1, allow_download=False, progress=False)
+    parser = argparse.ArgumentParser()
+    train_mod.add_arguments(parser)
+    for k in (1, 2, 3, 4):
+        argv = [
+            "--config",
+            str(REPO / "configs" / "tiny" / f"stage{k}.yaml"),
+            "--train_files",
+            str(info.out_dir / "train.json"),
+            "--output_dir",
+            str(tmp_path / f"stage{k}"),
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--effective_batch_size",
+            "8",
+            "--dataloader_num_workers",
+            "0",
+            "--report_to",
+            "none",
+        ]
+        if k > 1:
+            argv += ["--init_from", str(tmp_path / f"stage{k - 1}")]
+        assert train_mod.run_cli(parser.parse_args(argv)) == 0
+    model = SSLALM.from_pretrained(tmp_path / "stage4")
+    assert isinstance(
+        model.ask(
+            str(info.out_dir / json.loads((info.out_dir / "train.json").read_text())[0]["audio_id"]),
+            "What is it?",
+            do_sample=False,
+            max_new_tokens=5,
+        ),
+        str,
+    )

@@ -464,6 +464,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="continue from the last checkpoint in output_dir (or from the given checkpoint folder)",
     )
+    parser.add_argument(
+        "--strict", action="store_true", help="fail on the first bad record or clip, naming it (strict_data)"
+    )
     group = parser.add_argument_group("stage config overrides (any key of the YAML file)")
     for f in dataclasses.fields(StageConfig):
         if f.name == "resume":
@@ -481,6 +484,8 @@ def run_cli(args: argparse.Namespace) -> int:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     if args.resume is not None:
         overrides["resume"] = args.resume
+    if args.strict:
+        overrides["strict_data"] = True
     cfg = load_config(args.config, overrides)
     metrics = train(cfg)
     logger.info("stage finished: %s", metrics)
