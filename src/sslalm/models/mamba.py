@@ -573,6 +573,12 @@ class MambaLM(nn.Module):
             h = layer.step(h, state.conv[i], state.ssm[i])
         return self._logits(self.backbone.norm_f(h))
 
+    def generate(self, *args: Any, **kwargs: Any):
+        """``sslalm.generate.generate(self, ...)``: sampling with the constant-size state."""
+        from sslalm.generate import generate
+
+        return generate(self, *args, **kwargs)
+
     # ------------------------------------------------------------------ checkpoints
     @classmethod
     def from_pretrained(
