@@ -233,6 +233,13 @@ def test_bad_inputs_raise(pair):
         model(ids, inputs_embeds=model.embed(ids))
     with pytest.raises(ValueError, match="lengths"):
         model.prefill(ids, lengths=[0, 5])
+    holes = torch.tensor([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with pytest.raises(ValueError, match="contiguous"):
+        model(ids, attention_mask=holes)
+    with torch.no_grad():
+        _, state = model.prefill(ids)
+    with pytest.raises(ValueError, match="left padding"):
+        model(ids, attention_mask=torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]), state=state)
     with pytest.raises(TypeError, match="unexpected"):
         model(ids, past_key_values=object())
 

@@ -388,8 +388,14 @@ class MambaBackbone(nn.Module):
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
 
 
-def _mask_and_ends(attention_mask: Tensor | None, lengths: Tensor | None, batch: int, length: int, device):
-    """(mask (B, L) or None, ends (B,) = one past each sequence's last real position)."""
+def _mask_and_ends(
+    attention_mask: Tensor | None, lengths: Tensor | None, batch: int, length: int, device, has_state: bool
+):
+    """(mask (B, L) or None, ends (B,) = one past each sequence's last real position).
+
+    Real tokens must form one run per row: right padding, or left padding when starting from the zero state
+    (a leading pad would otherwise sit inside the conv window of a given state's history).
+    """
     if lengths is not None:
         lengths = torch.as_tensor(lengths, device=device).long()
         if lengths.shape != (batch,) or (lengths < 1).any() or (lengths > length).any():
@@ -402,6 +408,11 @@ def _mask_and_ends(attention_mask: Tensor | None, lengths: Tensor | None, batch:
         raise ValueError(f"attention_mask must be {(batch, length)}, got {tuple(mask.shape)}")
     if not mask.any(-1).all():
         raise ValueError("every sequence needs at least one real token")
+    m = mask.int()
+    if ((m[:, 1:] > m[:, :-1]).sum(-1) + m[:, 0] > 1).any():
+        raise ValueError("attention_mask: real tokens must be contiguous (left or right padding only)")
+    if has_state and not bool(mask[:, 0].all()):
+        raise ValueError("attention_mask: left padding is only exact from the zero state; pad on the right")
     ends = length - mask.flip(-1).int().argmax(-1)
     if bool(mask.all()):
         return None, ends
@@ -525,7 +536,7 @@ class MambaLM(nn.Module):
         if unknown:
             raise TypeError(f"MambaLM.forward got unexpected arguments {unknown}")
         h = self._inputs(input_ids, inputs_embeds)
-        mask, ends = _mask_and_ends(attention_mask, None, h.shape[0], h.shape[1], h.device)
+        mask, ends = _mask_and_ends(attention_mask, None, h.shape[0], h.shape[1], h.device, state is not None)
         h, new_state = self._run(h, mask, ends, state, return_state or state is not None)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
@@ -556,7 +567,7 @@ class MambaLM(nn.Module):
         """
         h = self._inputs(input_ids, inputs_embeds)
         batch, length = h.shape[:2]
-        mask, ends = _mask_and_ends(None, lengths, batch, length, h.device)
+        mask, ends = _mask_and_ends(None, lengths, batch, length, h.device, state is not None)
         h, new_state = self._run(h, mask, ends, state, True)
         last = h[torch.arange(batch, device=h.device), ends - 1]  # (B, d_model)
         return self._logits(last), new_state
