@@ -374,6 +374,17 @@ def test_accumulation_equals_a_large_batch(tmp_path):
     assert_close_weights(runs["accumulate"], runs["batch"])
 
 
+def test_data_workers_give_the_same_run(tmp_path):
+    """Loader processes get the dataset (tokenizer, extractor) and the epoch's crops: same result as none."""
+    data = write_clips(tmp_path / "data", n=8, seconds=12.0)  # longer than 10.24 s: random crops
+    runs = {}
+    for workers in (0, 2):
+        model = make_double()
+        train(tiny_stage(tmp_path / f"w{workers}", data, dataloader_num_workers=workers), model=model)
+        runs[workers] = trainable_weights(model)
+    assert assert_close_weights(runs[2], runs[0], rel=0.0) == (0.0, 0.0)
+
+
 class _Interrupt(Exception):
     pass
 
@@ -420,7 +431,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
-    """torchrun + ``sslalm train``: 2 processes (gloo), micro-batch 2 == 1 process, micro-batch 4."""
+    """torchrun -m sslalm.train: 2 processes (gloo) with micro-batch 2 == 1 process with micro-batch 4."""
     from safetensors.torch import load_file
 
     data = write_clips(tmp_path / "data", n=8)
@@ -446,8 +457,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
             "--master_port",
             str(port),
             "-m",
-            "sslalm.cli",
-            "train",
+            "sslalm.train",
             "--config",
             str(cfg_path),
         ]

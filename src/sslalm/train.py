@@ -273,7 +273,7 @@ def training_arguments(cfg: StageConfig):
     if args.n_gpu > 1:
         raise RuntimeError(
             f"{args.n_gpu} GPUs are visible to one process; launch one process per GPU with "
-            f"torchrun --nproc_per_node {args.n_gpu} -m sslalm.cli train ... (DDP)"
+            f"torchrun --nproc_per_node {args.n_gpu} -m sslalm.train ... (DDP)"
         )
     if "gradient_accumulation_steps" not in extra:
         args.gradient_accumulation_steps = gradient_accumulation_steps(
@@ -475,7 +475,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata.get("help")
         group.add_argument(*flags, dest=f"cfg_{f.name}", default=None, metavar="V", help=help_text)
     parser.epilog = (
-        "Several GPUs: torchrun --nproc_per_node N -m sslalm.cli train --config ... "
+        "Several GPUs: torchrun --nproc_per_node N -m sslalm.train --config ... "
         "(gradient accumulation is recomputed to keep the effective batch)."
     )
 
@@ -490,3 +490,16 @@ def run_cli(args: argparse.Namespace) -> int:
     metrics = train(cfg)
     logger.info("stage finished: %s", metrics)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sslalm.train ...``: the same as ``sslalm train ...`` (e.g. under torchrun)."""
+    parser = argparse.ArgumentParser(prog="python -m sslalm.train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
