@@ -26,6 +26,7 @@ from sslalm.train import (
     StageConfig,
     build_model,
     gradient_accumulation_steps,
+    last_checkpoint,
     load_config,
     train,
 )
@@ -412,6 +413,10 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     with pytest.raises(_Interrupt):
         train(cfg, callbacks=[StopAfter()])
     assert sorted(p.name for p in Path(cfg.output_dir).glob("checkpoint-*")) == ["checkpoint-2"]
+    partial = Path(cfg.output_dir) / "checkpoint-4"  # as if killed while writing the next checkpoint
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half a file")
+    assert last_checkpoint(cfg.output_dir) == str(Path(cfg.output_dir) / "checkpoint-2")
     cfg.resume = True
     train(cfg)
     a = SSLALM.from_pretrained(straight.output_dir).trainable_state_dict()

@@ -12,7 +12,8 @@ What we add to the stock ``Trainer`` and why (``StageTrainer``):
   only LoRA + audio weights), instead of the Trainer's full state dict: the frozen language model would make
   every checkpoint gigabytes, and its tied embeddings cannot go into safetensors. A checkpoint is therefore
   also a model folder (``init_from`` or ``sslalm ask`` can use it). Optimizer, scheduler, RNG and trainer
-  state are the Trainer's own, so ``--resume`` continues exactly.
+  state are the Trainer's own, so ``--resume`` continues exactly. The Trainer writes checkpoints in place,
+  so ``--resume`` takes the newest *complete* one (``last_checkpoint``), skipping a half-written folder.
 - The loss of a micro-batch is rescaled from the model's per-token mean to a share of the whole effective
   batch's token count (the Trainer's ``num_items_in_batch``), so that two processes with batch b give the same
   update as one process with batch 2b, and gradient accumulation is exact.
@@ -176,12 +177,33 @@ def resolve_bf16(value: Any) -> bool:
 
 
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` folder that holds a complete trainer state, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-N`` folder in ``output_dir``, or None.
+
+    The Trainer writes a checkpoint in place (weights, optimizer, scheduler, RNG, then ``trainer_state.json``
+    last), so a run killed while saving leaves a partial folder with the highest number. A checkpoint counts
+    as complete only when its ``trainer_state.json`` reads back; partial ones are skipped with a warning.
+    """
+    import json
+    import re
 
     if not os.path.isdir(output_dir):
         return None
-    return get_last_checkpoint(os.fspath(output_dir))
+    found = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(r"checkpoint-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, path in sorted(found, reverse=True):
+        try:
+            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as fh:
+                json.load(fh)
+        except (OSError, ValueError):
+            logger.warning("skipping incomplete checkpoint %s (no readable trainer_state.json)", path)
+            continue
+        if os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
+            return path
+        logger.warning("skipping checkpoint %s: it has no %s", path, WEIGHTS_FILE)
+    return None
 
 
 # ---- model, data and trainer -----------------------------------------------------------------------------
