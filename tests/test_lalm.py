@@ -184,3 +184,33 @@ def test_ast_encoder_windows_long_inputs():
     assert short.shape == (1, 64, 12, 101)
     assert long.shape == (1, 64, 12, 303)
     assert model.num_audio_tokens(2500) == 101
+
+
+@pytest.mark.parametrize("name", ["tiny-sslalm", "tiny-ltu"])
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    config = SSLALMConfig.preset(name, lora_dropout=0.0)
+    config.encoder_config["drop_path_rate"] = 0.0  # stochastic depth would differ between the two passes
+    model = SSLALM(config)
+    model.train()
+    fbank, ids, mask, labels = _batch(model)
+
+    def grads():
+        model.zero_grad()
+        model(fbank, ids, mask, labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    checkpointed = grads()
+    model.gradient_checkpointing_disable()
+    assert plain.keys() == checkpointed.keys()
+    for n in plain:
+        torch.testing.assert_close(checkpointed[n], plain[n], rtol=1e-4, atol=1e-6)
+
+
+def test_trainer_facing_helpers():
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm"))
+    embed = model.lm.get_input_embeddings().weight.numel()
+    assert model.num_parameters(exclude_embeddings=True) == model.num_parameters() - embed
+    assert model.num_parameters(only_trainable=True) == model.num_trainable_parameters()
+    assert json.loads(model.config.to_json_string())["name"] == "tiny-sslalm"

@@ -109,6 +109,10 @@ class SSLALMConfig:
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(dataclasses.asdict(self))
 
+    def to_json_string(self) -> str:
+        """JSON text of the config (the name transformers' loggers call)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SSLALMConfig:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -409,8 +413,35 @@ class SSLALM(nn.Module):
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameter count (transformers' signature, which the Trainer calls)."""
+        skip = set()
+        if exclude_embeddings:
+            skip = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        return sum(
+            p.numel()
+            for p in self.parameters()
+            if id(p) not in skip and (p.requires_grad or not only_trainable)
+        )
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute encoder and LM blocks in the backward pass (less memory for long audio / big LMs)."""
+        if isinstance(self.encoder, ASTEncoder):
+            self.encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+        else:
+            self.encoder.gradient_checkpointing = True
+        base = self.lm.get_base_model()
+        if hasattr(base, "gradient_checkpointing_enable"):
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        if isinstance(self.encoder, ASTEncoder):
+            self.encoder.model.gradient_checkpointing_disable()
+        else:
+            self.encoder.gradient_checkpointing = False
+        base = self.lm.get_base_model()
+        if hasattr(base, "gradient_checkpointing_disable"):
+            base.gradient_checkpointing_disable()
 
     # ------------------------------------------------------------------ forward
     def num_audio_tokens(self, num_frames: int) -> int:
