@@ -69,6 +69,23 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _timed_with_os_split(step: Any, repeats: int) -> dict[str, float]:
+    """``timed`` plus the mean user/system CPU split and minor page faults per run.
+
+    System time is mostly the kernel zero-filling fresh pages: glibc hands buffers above its mmap threshold
+    (at most 32 MB) back to the OS on free, so every large temporary faults its pages in again.
+    """
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), os.times()
+    timing = timed(step, repeats=repeats, warmup=0)
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), os.times()
+    return {
+        **timing,
+        "user_s": (t1.user - t0.user) / repeats,
+        "sys_s": (t1.system - t0.system) / repeats,
+        "minor_faults": (r1.ru_minflt - r0.ru_minflt) / repeats,
+    }
+
+
 def _dass_case(frames: int, threads: int, repeats: int, size: str) -> dict[str, Any]:
     import torch
 
@@ -85,7 +102,7 @@ def _dass_case(frames: int, threads: int, repeats: int, size: str) -> dict[str, 
         def step() -> None:
             shape[:] = model.forward_features(fbank).shape
 
-        timing = timed(step, repeats=repeats, warmup=0)
+        timing = _timed_with_os_split(step, repeats)
     return {**timing, "model_rss_mb": model_rss, "output": shape}
 
 
@@ -108,7 +125,7 @@ def _ast_case(frames: int, threads: int, repeats: int) -> dict[str, Any]:
         def step() -> None:
             shape[:] = model(fbank).last_hidden_state.shape
 
-        timing = timed(step, repeats=repeats, warmup=0)
+        timing = _timed_with_os_split(step, repeats)
     return {
         **timing,
         "model_rss_mb": model_rss,
@@ -172,15 +189,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             measured = row
     _add_linearity(rows)
     load_after = os.getloadavg()
-    columns = ["model", "audio_s", "frames", "wall_s", "cpu_s", "cpu_per_audio_s", "rel_cost_per_s",
+    columns = ["model", "audio_s", "frames", "wall_s", "cpu_s", "sys_s", "cpu_per_audio_s", "rel_cost_per_s",
                "peak_rss_mb", "activations_mb", "status"]  # fmt: skip
     print()
     print(format_table(rows, columns))
     print(
         f"\nthreads={args.threads} repeats={args.repeats}; load average before {load_before[0]:.2f}, "
-        f"after {load_after[0]:.2f} (a shared CPU inflates wall time; cpu_s is less affected). "
-        "rel_cost_per_s: CPU seconds per audio second relative to the shortest measured case of the model "
-        "(1.0 = linear)."
+        f"after {load_after[0]:.2f}. A shared CPU inflates wall time and, with several threads, cpu_s too "
+        "(OpenMP threads spin while they wait); --threads 1 gives the steadiest cpu_s. sys_s: kernel time, "
+        "mostly page faults of large temporaries. rel_cost_per_s: CPU seconds per audio second relative to "
+        "the shortest measured case of the model (1.0 = linear)."
     )
     return {
         "benchmark": "encoder",

@@ -2,9 +2,11 @@
 
 DASS (Bhati et al., arXiv 2407.04082) is VMamba-v2 (``VSSM`` with ``forward_type="v05_noz"``) on a 1-channel
 log-mel spectrogram: a two-conv stem (stride 4), four stages of VSS blocks (SS2D + MLP, pre-norm) separated by
-strided 3x3 convs, and a 527-way AudioSet head on a globally mean-pooled map. Everything is channel-first,
-(B, C, H=freq, W=time). The SS2D mixer scans the map in four directions (time-major rows, frequency-major
-columns and both reversed) with a d_state=1 selective scan; ``reference/dass.md`` has the full description.
+strided 3x3 convs, and a 527-way AudioSet head on a globally mean-pooled map, H = frequency, W = time. The
+SS2D mixer scans the map in four directions (time-major rows, frequency-major columns and both reversed)
+with a d_state=1 selective scan; ``reference/dass.md`` has the full description. DASS runs VMamba
+channel-first; we keep the blocks channel-last (B, H, W, C) inside (VMamba's other layout, same parameters,
+faster on CPU) and return the channel-first (B, C, H, W) map.
 
 We write it ourselves because the original code needs CUDA (Triton cross-scan, a compiled selective-scan
 kernel) and the transformers port is remote code that is not in ``transformers``. Here cross-scan and merge
