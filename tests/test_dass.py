@@ -304,6 +304,7 @@ def test_load_original_release_layout(tmp_path):
     path = tmp_path / "DASS_tiny.pth"
     torch.save({"module.v." + k: v for k, v in model.state_dict().items()}, path)
     loaded = DASSModel.from_checkpoint(path)  # architecture inferred from the keys
+    assert not loaded.training
     assert loaded.config.depths == model.config.depths and loaded.config.dims == model.config.dims
     assert loaded.config.num_classes == 10
     _assert_same_outputs(model, loaded, fbank)

@@ -433,7 +433,8 @@ class DASSModel(nn.Module):
         (``.safetensors`` or ``pytorch_model.bin``, keys ``dass.*``/``head.*``), or a folder holding one. With
         ``config=None`` the architecture (small, medium, or any other) is inferred from the keys and shapes.
         Raises :class:`DASSCheckpointError` naming missing/unexpected/mis-shaped keys; ``strict=False`` only
-        tolerates a missing classifier head (encoder-only files), which keeps its random init.
+        tolerates a missing classifier head (encoder-only files), which keeps its random init. The model is
+        returned in eval mode, as transformers' ``from_pretrained`` does.
         """
         state = convert_to_native(load_state_dict(path))
         config = config or infer_config(state)
@@ -443,7 +444,7 @@ class DASSModel(nn.Module):
         _check_keys(state, expected, strict, path)
         model = cls(config)  # real tensors; init only matters for keys a non-strict load leaves out
         model.load_state_dict(state, strict=False)
-        return model
+        return model.eval()
 
 
 # ----------------------------------------------------------------------------------------------------------
