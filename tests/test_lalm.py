@@ -153,8 +153,11 @@ def test_batched_generation_equals_one_by_one(name):
     batched = model.generate(audios, prompts, do_sample=False, max_new_tokens=6)
     single = [model.generate([a], [p], do_sample=False, max_new_tokens=6)[0] for a, p in zip(audios, prompts)]
     assert batched == single
-    sampled = model.generate(audios, prompts, max_new_tokens=6, seed=1)
-    assert sampled == model.generate(audios, prompts, max_new_tokens=6, seed=1)
+    sampled = model.generate(audios, prompts, max_new_tokens=6, seed=1, temperature=1.0)
+    assert sampled == [
+        model.generate([a], [p], max_new_tokens=6, seed=1, temperature=1.0)[0]
+        for a, p in zip(audios, prompts)
+    ]
     assert model.ask(audios[0], prompts[0], do_sample=False, max_new_tokens=6) == batched[0]
 
 

@@ -4,7 +4,8 @@ A prompt batch (token ids or embeddings, e.g. audio tokens followed by the quest
 per-sequence lengths) is read in one ``prefill`` call that returns each sequence's state at its own last real
 token. Decoding then feeds one token per sequence through ``step``, which updates that state in place: the
 memory per sequence never grows, unlike a transformer's KV cache. Rows never interact, so a batch returns
-exactly what one-by-one generation returns (up to floating-point summation order in the matrix products).
+exactly what one-by-one generation returns (up to floating-point summation order in the matrix products);
+with a seed, every sequence draws from its own generator seeded alike, so seeded sampling batches too.
 
 Sampling follows the paper (temperature 0.1, top-k 500, top-p 0.95, repetition penalty 1.1; LTU's 400 new
 tokens). Temperature, top-k and top-p are transformers' own logits warpers; the repetition penalty is applied
@@ -97,7 +98,7 @@ def apply_repetition_penalty(scores: Tensor, seen: Tensor, penalty: float) -> Te
 class Sampler:
     """Next-token logits → tokens: repetition penalty, then greedy or temperature/top-k/top-p sampling."""
 
-    def __init__(self, config: GenerationConfig, vocab_size: int, device: torch.device | str):
+    def __init__(self, config: GenerationConfig, vocab_size: int, device: torch.device | str, batch: int = 1):
         from transformers.generation.logits_process import (
             LogitsProcessorList,
             TemperatureLogitsWarper,
@@ -114,9 +115,11 @@ class Sampler:
                 self.warpers.append(TopKLogitsWarper(config.top_k))
             if config.top_p < 1.0:
                 self.warpers.append(TopPLogitsWarper(config.top_p))
-        self.generator = None
+        # one generator per sequence, each seeded alike: a seeded batch samples exactly what each of its
+        # sequences samples alone
+        self.generators = None
         if config.seed is not None:
-            self.generator = torch.Generator(device=device).manual_seed(config.seed)
+            self.generators = [torch.Generator(device=device).manual_seed(config.seed) for _ in range(batch)]
 
     def __call__(self, logits: Tensor, seen: Tensor) -> Tensor:
         """logits (B, V), seen (B, V) bool → tokens (B,)."""
@@ -125,7 +128,10 @@ class Sampler:
             return scores.argmax(-1)
         scores = self.warpers(None, scores)
         probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+        if self.generators is None:
+            return torch.multinomial(probs, 1)[:, 0]
+        rows = [torch.multinomial(probs[i : i + 1], 1, generator=g) for i, g in enumerate(self.generators)]
+        return torch.cat(rows)[:, 0]
 
 
 class CUDAGraphStep:
@@ -183,7 +189,7 @@ def generate(
     )
     batch, vocab = logits.shape
     device = logits.device
-    sampler = Sampler(config, vocab, device)
+    sampler = Sampler(config, vocab, device, batch)
     seen = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
     if input_ids is not None:
         n = input_ids.shape[1] if lengths is None else torch.as_tensor(lengths, device=device)[:, None]

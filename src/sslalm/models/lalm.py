@@ -542,6 +542,8 @@ class SSLALM(nn.Module):
 
     def _generate_hf(self, seqs: list[Tensor], lengths: list[int], gen: Any) -> list[list[int]]:
         if gen.seed is not None:
+            if not gen.greedy and len(seqs) > 1:  # transformers samples from one global RNG: go row by row
+                return [self._generate_hf([s], [n], gen)[0] for s, n in zip(seqs, lengths)]
             torch.manual_seed(gen.seed)
         longest = max(lengths)
         d = seqs[0].shape[1]
