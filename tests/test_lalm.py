@@ -217,3 +217,21 @@ def test_trainer_facing_helpers():
     assert model.num_parameters(exclude_embeddings=True) == model.num_parameters() - embed
     assert model.num_parameters(only_trainable=True) == model.num_trainable_parameters()
     assert json.loads(model.config.to_json_string())["name"] == "tiny-sslalm"
+
+
+def test_ask_command_prints_the_models_answer(tmp_path, capsys):
+    import soundfile as sf
+
+    from sslalm.cli import main
+
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    model.save_pretrained(tmp_path / "model")
+    t = torch.arange(16000 * 2) / 16000
+    sf.write(tmp_path / "tone.wav", (0.3 * torch.sin(2 * torch.pi * 440 * t)).numpy(), 16000)
+    args = ["ask", "--model", str(tmp_path / "model"), "--audio", str(tmp_path / "tone.wav")]
+    assert main([*args, "--question", "What is it?", "--temperature", "0", "--max-new-tokens", "5"]) == 0
+    expected = model.ask(str(tmp_path / "tone.wav"), "What is it?", do_sample=False, max_new_tokens=5)
+    assert capsys.readouterr().out.strip() == expected
+    sf.write(tmp_path / "empty.wav", torch.zeros(0).numpy(), 16000)
+    bad = ["ask", "--model", str(tmp_path / "model"), "--audio", str(tmp_path / "empty.wav")]
+    assert main([*bad, "--question", "What is it?"]) == 1
