@@ -19,18 +19,23 @@ weights (tiny presets) has no checkpoint to point at, so it is written once to `
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from sslalm.models.ast import ASTEncoder
+from sslalm.models.lalm_config import (  # noqa: F401  (re-exported)
+    LLAMA_7B,
+    PRESETS,
+    TINY_AST,
+    TINY_LLAMA,
+    SSLALMConfig,
+)
 from sslalm.models.projector import ConvProjector, PoolProjector
 
 logger = logging.getLogger(__name__)
@@ -42,188 +47,9 @@ TOKENIZER_DIR = "tokenizer"
 BASE_LM_DIR = "base_lm"
 PARTS = ("projector", "encoder", "lora")
 
-# LLaMA-7B / Vicuna-7B shape (Hybrid-LALM and LTU language model)
-LLAMA_7B = dict(
-    model_type="llama",
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32000,
-    max_position_embeddings=2048,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
-)
-TINY_LLAMA = dict(
-    model_type="llama",
-    hidden_size=64,
-    intermediate_size=172,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    vocab_size="auto",
-    max_position_embeddings=4096,
-    tie_word_embeddings=True,
-)
-TINY_AST = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=128,
-    max_length=1024,
-    frequency_stride=10,
-    time_stride=10,
-)
-
-
-@dataclass
-class SSLALMConfig:
-    """Everything needed to rebuild an SSLALM. JSON-serialisable (``to_dict`` / ``from_dict``).
-
-    Paths (``encoder_checkpoint``, ``lm_checkpoint``, ``tokenizer``) may be relative to the model folder.
-    ``lm_config["vocab_size"] == "auto"`` takes the tokenizer's size (rounded up to a multiple of 8).
-    """
-
-    encoder_type: str = "dass"  # "dass" | "ast"
-    encoder_config: dict[str, Any] = field(default_factory=dict)
-    encoder_checkpoint: str | None = None
-    projector_type: str = "conv"  # "conv" (paper) | "pool" (LTU)
-    projector_kernel: int = 3
-    projector_stride: int = 2
-    projector_padding: int = 1
-    projector_time_pool: int = 3
-    lm_type: str = "mamba"  # "mamba" | "hf"
-    lm_config: dict[str, Any] = field(default_factory=dict)
-    lm_checkpoint: str | None = None
-    tokenizer: str | None = None
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["in_proj"])
-    train_frames: int = 1024  # 10.24 s crops for training
-    min_inference_frames: int = 1024  # shorter clips are padded as in training; longer ones kept whole
-    cutoff_len: int = 108
-    name: str = "custom"
-
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(dataclasses.asdict(self))
-
-    def to_json_string(self) -> str:
-        """JSON text of the config (the name transformers' loggers call)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SSLALMConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown SSLALMConfig fields: {sorted(unknown)}")
-        return cls(**copy.deepcopy(data))
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> SSLALMConfig:
-        """A named configuration; see ``PRESETS``. Keyword arguments override fields."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        config = PRESETS[name]()
-        config.name = name
-        for key, value in overrides.items():
-            if not hasattr(config, key):
-                raise ValueError(f"SSLALMConfig has no field {key!r}")
-            setattr(config, key, value)
-        return config
-
-
-def _dass(kind: str) -> dict[str, Any]:
-    from sslalm.models.dass import DASSConfig
-
-    return getattr(DASSConfig, kind)().to_dict()
-
-
-def _mamba(kind: str) -> dict[str, Any]:
-    from sslalm.models.mamba import MambaConfig
-
-    if kind == "tiny":
-        return {**MambaConfig(d_model=64, n_layer=2, vocab_size=8).to_dict(), "vocab_size": "auto"}
-    return MambaConfig.mamba_2_8b().to_dict()
-
-
-def _ssl(encoder: str, lm: str) -> SSLALMConfig:
-    return SSLALMConfig(encoder_config=_dass(encoder), lm_config=_mamba(lm))
-
-
-def _hybrid(encoder: str, llama: dict) -> SSLALMConfig:
-    return SSLALMConfig(
-        encoder_config=_dass(encoder),
-        lm_type="hf",
-        lm_config=dict(llama),
-        lora_target_modules=["q_proj", "k_proj"],
-    )
-
-
-def _ltu(ast: dict, llama: dict) -> SSLALMConfig:
-    return SSLALMConfig(
-        encoder_type="ast",
-        encoder_config=dict(ast),
-        projector_type="pool",
-        lm_type="hf",
-        lm_config=dict(llama),
-        lora_target_modules=["q_proj", "v_proj"],
-    )
-
-
-PRESETS = {
-    "sslalm-small": lambda: _ssl("small", "2.8b"),
-    "sslalm-medium": lambda: _ssl("medium", "2.8b"),
-    "hybrid-small": lambda: _hybrid("small", LLAMA_7B),
-    "hybrid-medium": lambda: _hybrid("medium", LLAMA_7B),
-    "ltu": lambda: _ltu({}, LLAMA_7B),
-    "tiny-sslalm": lambda: _ssl("tiny", "tiny"),
-    "tiny-hybrid": lambda: _hybrid("tiny", TINY_LLAMA),
-    "tiny-ltu": lambda: _ltu(TINY_AST, TINY_LLAMA),
-}
-
 
 # ----------------------------------------------------------------------------------------------------------
 # encoders
-
-
-class ASTEncoder(nn.Module):
-    """transformers' AST as a feature-map encoder: (B, T, 128) fbank -> (B, C, f, t) patch map.
-
-    AST's positional embedding fixes its input to ``max_length`` frames, so longer inputs are cut into
-    windows of that size (the last one padded), encoded separately and joined along time.
-    """
-
-    def __init__(self, config: dict[str, Any]):
-        super().__init__()
-        from transformers import ASTConfig, ASTModel
-
-        self.config = ASTConfig(**config)
-        self.model = ASTModel(self.config)
-        c = self.config
-        self.freq_patches = (c.num_mel_bins - c.patch_size) // c.frequency_stride + 1
-        self.time_patches = (c.max_length - c.patch_size) // c.time_stride + 1
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    def output_size(self, frames: int) -> tuple[int, int]:
-        windows = max(1, math.ceil(frames / self.config.max_length))
-        return self.freq_patches, windows * self.time_patches
-
-    def forward_features(self, fbank: Tensor) -> Tensor:
-        batch, frames, _ = fbank.shape
-        window = self.config.max_length
-        n = max(1, math.ceil(frames / window))
-        if frames < n * window:
-            fbank = nn.functional.pad(fbank, (0, 0, 0, n * window - frames))
-        x = fbank.reshape(batch * n, window, -1)  # (B * n, window, 128)
-        h = self.model(x).last_hidden_state[:, 2:]  # drop the cls and distillation tokens
-        h = h.reshape(batch, n, self.freq_patches, self.time_patches, -1)  # freq-major patches
-        return h.permute(0, 4, 2, 1, 3).reshape(batch, h.shape[-1], self.freq_patches, -1)  # (B, C, f, n*t)
 
 
 def build_encoder(config: SSLALMConfig) -> nn.Module:
