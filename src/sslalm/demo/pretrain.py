@@ -1,0 +1,298 @@
+"""Stage 0 of the demo: stand-ins for the pretrained weights the paper starts from.
+
+The paper's ssLALM starts from an AudioSet-pretrained DASS and a Pile-pretrained Mamba-2.8B; LTU-style
+baselines from an AudioSet-pretrained encoder and Vicuna. No weights can be downloaded here, and a random
+language model that stays frozen (only rank-8 LoRA trains, as in the paper) never learns to write English.
+So the demo pretrains its tiny parts on the corpus's training split first, then runs the paper's four
+curriculum stages with the language model frozen:
+
+- ``pretrain_language_model``: the LM (Mamba or LLaMA) learns the text of the training records (question
+  template + answer, no audio) as a causal LM: what "Pile pretraining" gives the paper's LM, scaled down
+  to the corpus's vocabulary. It never sees audio, so it can only learn the answers' marginal distribution.
+- ``pretrain_encoder``: the audio encoder (DASS or AST) learns the training clips' sound-class labels
+  (cross-entropy; a mixture's labels share the target mass), as DASS and AST learn AudioSet's 527 classes
+  before the paper uses them.
+
+Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages);
+saving is ours because neither model is a transformers ``PreTrainedModel`` with a safetensors-safe layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- the LM
+
+
+def record_texts(records: Sequence[dict]) -> list[str]:
+    """Training text of OpenAQA records: the alpaca-short prompt followed by the answer."""
+    from sslalm.prompt import build_prompt
+
+    return [build_prompt(r["instruction"], r.get("input", "")) + r["output"] for r in records]
+
+
+class TextDataset(torch.utils.data.Dataset):
+    """OpenAQA records as text-only causal-LM examples (``input_ids``, ``attention_mask``, ``labels``)."""
+
+    def __init__(self, records: Sequence[dict], tokenizer: Any, cutoff_len: int = 108):
+        from sslalm.prompt import tokenize_example
+
+        self.examples = [
+            tokenize_example(tokenizer, r["instruction"], r.get("input", ""), r["output"], cutoff_len)
+            for r in records
+        ]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.examples[i]
+
+
+def build_language_model(lm_type: str, lm_config: dict[str, Any], vocab_size: int) -> nn.Module:
+    """A random Mamba (``lm_type="mamba"``) or transformers (``"hf"``, e.g. LLaMA) causal LM."""
+    cfg = {**lm_config, "vocab_size": -(-vocab_size // 8) * 8}
+    if lm_type == "mamba":
+        from sslalm.models.mamba import MambaConfig, MambaLM
+
+        return MambaLM(MambaConfig.from_dict(cfg))
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+
+
+def save_language_model(model: nn.Module, path: str | os.PathLike) -> None:
+    """A folder ``SSLALMConfig.lm_checkpoint`` can point at (Mamba ``-hf`` layout or transformers')."""
+    if hasattr(model, "backbone"):  # our MambaLM
+        model.save_pretrained(path)
+    else:
+        model.save_pretrained(os.fspath(path))
+
+
+def pretrain_language_model(
+    lm_type: str,
+    lm_config: dict[str, Any],
+    tokenizer: Any,
+    records: Sequence[dict],
+    out_dir: str | os.PathLike,
+    max_steps: int,
+    batch_size: int = 32,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    callbacks: list | None = None,
+    cutoff_len: int = 108,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a random LM on the records' text and save it to ``out_dir``; returns the Trainer's metrics."""
+    from transformers import set_seed
+
+    from sslalm.prompt import Collator
+
+    set_seed(seed)
+    model = build_language_model(lm_type, lm_config, len(tokenizer))
+    dataset = TextDataset(records, tokenizer, cutoff_len)
+    logger.info(
+        "stage 0 (LM): %s with %.3f M parameters on %d text examples, %d steps of %d",
+        lm_type,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        len(dataset),
+        max_steps,
+        batch_size,
+    )
+    metrics = _fit(
+        model,
+        dataset,
+        Collator(tokenizer.pad_token_id),
+        out_dir,
+        max_steps,
+        batch_size,
+        learning_rate,
+        seed,
+        callbacks,
+        progress=progress,
+    )
+    save_language_model(model, out_dir)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- the encoder
+
+
+class ClipLabelDataset(torch.utils.data.Dataset):
+    """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops)."""
+
+    def __init__(
+        self,
+        clips: Sequence[tuple[str, Sequence[str]]],
+        labels: Sequence[str],
+        frames: int,
+        seed: int = 0,
+    ):
+        from sslalm.audio import FbankExtractor
+
+        self.clips = list(clips)
+        self.index = {lab: i for i, lab in enumerate(labels)}
+        self.extractor = FbankExtractor(target_length=frames)
+        self.frames = frames
+        self.seed = seed
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        import numpy as np
+
+        from sslalm.audio import load_audio
+
+        path, names = self.clips[i]
+        wav = load_audio(path)  # (N,)
+        n = self.frames * 160
+        if wav.numel() > n:
+            self.calls += 1
+            start = int(np.random.default_rng([self.seed, i, self.calls]).integers(0, wav.numel() - n + 1))
+            wav = wav[start : start + n]
+        targets = torch.zeros(len(self.index))
+        for name in names:
+            targets[self.index[name]] = 1.0
+        return {"fbank": self.extractor(wav), "targets": targets}
+
+
+class EncoderClassifier(nn.Module):
+    """An LALM's audio encoder with a mean-pooled linear head: (B, T, 128) fbank -> (B, C) logits."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.hidden_size, num_labels)
+
+    def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        feats = self.encoder.forward_features(fbank)  # (B, C, f, t)
+        logits = self.head(feats.mean(dim=(2, 3)))  # (B, num_labels)
+        out = {"logits": logits}
+        if targets is not None:  # soft-target cross-entropy: a clip's labels share its probability mass
+            dist = targets / targets.sum(dim=1, keepdim=True).clamp(min=1)
+            out["loss"] = nn.functional.cross_entropy(logits, dist)
+        return out
+
+
+def collate_clips(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([ex[k] for ex in batch]) for k in batch[0]}
+
+
+def save_encoder(encoder: nn.Module, encoder_type: str, path: str | os.PathLike) -> str:
+    """Write the encoder where ``SSLALMConfig.encoder_checkpoint`` can load it; returns that path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if encoder_type == "ast":
+        encoder.model.save_pretrained(os.fspath(path))
+        return os.fspath(path)
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, os.fspath(path / "model.safetensors"), metadata={"format": "pt"})
+    return os.fspath(path)
+
+
+def pretrain_encoder(
+    encoder: nn.Module,
+    encoder_type: str,
+    clips: Sequence[tuple[str, Sequence[str]]],
+    labels: Sequence[str],
+    frames: int,
+    out_dir: str | os.PathLike,
+    max_steps: int,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    callbacks: list | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``."""
+    from transformers import set_seed
+
+    set_seed(seed)
+    model = EncoderClassifier(encoder, len(labels))
+    dataset = ClipLabelDataset(clips, labels, frames, seed)
+    logger.info(
+        "stage 0 (encoder): %s with %.3f M parameters on %d clips x %d labels, %d steps of %d",
+        encoder_type,
+        sum(p.numel() for p in encoder.parameters()) / 1e6,
+        len(dataset),
+        len(labels),
+        max_steps,
+        batch_size,
+    )
+    metrics = _fit(
+        model,
+        dataset,
+        collate_clips,
+        out_dir,
+        max_steps,
+        batch_size,
+        learning_rate,
+        seed,
+        callbacks,
+        label_names=["targets"],
+        progress=progress,
+    )
+    save_encoder(encoder, encoder_type, out_dir)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- shared loop
+
+
+def _fit(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    collator: Any,
+    out_dir: str | os.PathLike,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    callbacks: list | None,
+    label_names: Sequence[str] = ("labels",),
+    progress: bool = True,
+) -> dict[str, Any]:
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=os.fspath(out_dir),
+        per_device_train_batch_size=batch_size,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        warmup_steps=max(1, max_steps // 20),
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        logging_steps=max(1, max_steps // 50),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=list(label_names),
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress,
+    )
+
+    class PlainTrainer(Trainer):
+        def floating_point_ops(self, inputs) -> int:  # transformers' count assumes a PreTrainedModel
+            return 0
+
+    trainer = PlainTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks
+    )
+    result = trainer.train()
+    return dict(result.metrics)

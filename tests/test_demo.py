@@ -1,0 +1,431 @@
+"""``sslalm demo``: helpers (fast) and the quick pipeline end to end (slow: the CI check that it learns)."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from sslalm.demo.pipeline import chance_levels, fingerprint, pick_questions
+from sslalm.demo.recipe import CLA_TASKS, FULL, QUICK, curriculum, sslalm_recipe, transformer_recipe
+from sslalm.eval.local import LABEL_PROMPT, load_local, share_answers
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def test_chance_levels_count_every_label_of_a_clip():
+    entries = [
+        {"labels": ["a"]},
+        {"labels": ["a", "b"]},
+        {"labels": ["b"]},
+        {"labels": ["c"]},
+    ]
+    ch = chance_levels(entries, ["a", "b", "c", "d"])
+    assert ch["uniform"] == pytest.approx(25.0)
+    # answering "b" always is right on 2 of 4 clips, as is "a"; ties go to the later name
+    assert ch["majority"] == pytest.approx(50.0)
+    assert ch["majority_label"] == "b"
+    assert ch["num_clips"] == 4 and ch["num_labels"] == 4
+
+
+def test_pick_questions_takes_one_record_per_task_in_order_and_is_seeded():
+    records = [
+        {"task": t, "audio_id": f"{t}{i}", "instruction": "q", "output": "a"}
+        for t in ("open_speed", "caption", "cla_label", "count")
+        for i in range(5)
+    ]
+    picked = pick_questions(records, 3, seed=1)
+    assert [r["task"] for r in picked] == ["cla_label", "caption", "count"]
+    assert picked == pick_questions(records, 3, seed=1)
+    assert len(pick_questions(records, 10, seed=1)) == 4  # only four tasks exist
+
+
+def test_fingerprint_changes_with_any_part():
+    a = fingerprint("corpus", {"x": 1}, 0)
+    assert a == fingerprint("corpus", {"x": 1}, 0)
+    assert a != fingerprint("corpus", {"x": 2}, 0)
+    assert a != fingerprint("corpus", {"x": 1}, 1)
+
+
+def test_stages_mirror_the_paper_configs():
+    """Trainable parts, data groups and the stage-1 / later learning-rate order follow configs/stage*.yaml."""
+    from sslalm.data.corpus import CLOSED_TASKS
+
+    data_groups = {"combine_cla.json": CLA_TASKS, "all_closed_qa.json": tuple(CLOSED_TASKS)}
+    stages = curriculum()
+    lrs = []
+    for spec in stages:
+        cfg = yaml.safe_load((REPO / spec.config).read_text())
+        assert tuple(cfg["trainable"]) == spec.trainable
+        name = Path(cfg["train_files"][0]).name
+        assert spec.tasks == data_groups.get(name), (spec.number, name)
+        lrs.append(cfg["learning_rate"])
+    assert [s.number for s in stages] == [1, 2, 3, 4]
+    assert lrs[0] > lrs[1] == lrs[2] == lrs[3]
+    assert stages[0].lr_factor > stages[1].lr_factor == stages[2].lr_factor == stages[3].lr_factor
+
+
+def test_quick_schedule_is_smaller_than_full():
+    assert QUICK.corpus_size < FULL.corpus_size
+    assert sum(QUICK.stage_steps) < sum(FULL.stage_steps)
+    assert QUICK.lm_steps <= FULL.lm_steps and QUICK.encoder_steps <= FULL.encoder_steps
+
+
+def test_the_two_models_have_comparable_sizes(tmp_path):
+    """Built as the demo builds them (with the demo's vocabulary), the transformer LALM is within 15 % of
+    the ssLALM in total parameters, and their language models within 2 %."""
+    from sslalm.demo.pretrain import record_texts
+    from sslalm.models.lalm import SSLALM, SSLALMConfig
+    from sslalm.tokenizer import build_byte_tokenizer
+
+    texts = record_texts([{"instruction": "Classify the sound.", "output": "a dog barks"}] * 20)
+    tok = build_byte_tokenizer(texts, vocab_size=FULL.vocab_size)
+    sizes, lms = {}, {}
+    for r in (sslalm_recipe(), transformer_recipe(FULL.frames)):
+        lm_config = {**r.lm_config, "vocab_size": "auto"}
+        config = SSLALMConfig.preset(
+            r.preset,
+            encoder_config=r.encoder_config,
+            lm_type=r.lm_type,
+            lm_config=lm_config,
+            train_frames=FULL.frames,
+        )
+        model = SSLALM(config, tokenizer=tok)
+        # the demo's tokenizer has FULL.vocab_size entries; this one is smaller, so count the LM's embedding
+        # as the demo's vocabulary would make it
+        emb = model.lm.get_input_embeddings().weight
+        extra = (FULL.vocab_size - emb.shape[0]) * emb.shape[1]
+        sizes[r.key] = model.num_parameters() + extra
+        lms[r.key] = sum(p.numel() for _, p in model.parameter_groups()["base"]) + extra
+    assert 0.85 < sizes["transformer"] / sizes["sslalm"] < 1.15, sizes
+    assert 0.98 < lms["transformer"] / lms["sslalm"] < 1.02, lms
+
+
+# ------------------------------------------------------------------------------------------- local corpus
+
+
+def _fake_corpus(root: Path) -> Path:
+    (root / "audio" / "test").mkdir(parents=True)
+    entries = []
+    for i, (label, caption) in enumerate([("dog", "A dog barks."), ("piano", "A piano plays a C.")]):
+        path = f"audio/test/clip{i}.wav"
+        sf.write(root / path, np.zeros(1600, dtype=np.float32), 16000)
+        entries.append(
+            {
+                "audio_id": path,
+                "label": label,
+                "labels": [label],
+                "caption": caption,
+                "captions": [caption, caption.lower()],
+                "kind": "x",
+            }
+        )
+    entries.append(
+        {
+            "audio_id": "audio/test/missing.wav",
+            "label": "dog",
+            "labels": ["dog"],
+            "caption": "c",
+            "captions": ["c"],
+            "kind": "x",
+        }
+    )
+    (root / "test_cla.json").write_text(json.dumps(entries))
+    (root / "labels.json").write_text(json.dumps({"cla": {"test": ["dog", "piano", "cat"]}}))
+    return root
+
+
+def test_local_benchmarks_read_labels_captions_and_skip_missing_audio(tmp_path):
+    from sslalm.eval.datasets import CLASSIFICATION_PROMPT
+
+    cla, cap, label = load_local(_fake_corpus(tmp_path), "test")
+    assert (cla.task, cla.metric, cla.prompt) == ("classification", "acc", CLASSIFICATION_PROMPT)
+    assert (cap.task, cap.prompt) == ("captioning", CLASSIFICATION_PROMPT)
+    assert label.prompt == LABEL_PROMPT
+    assert cla.labels == ["dog", "piano", "cat"] and cap.labels == []
+    assert [c.references for c in cla.clips] == [("dog",), ("piano",)]
+    assert cap.clips[1].references == ("A piano plays a C.", "a piano plays a c.")
+    assert cla.skipped == {"audio file not found": 1}
+    assert len({b.name for b in (cla, cap, label)}) == 3
+    with pytest.raises(ValueError, match="unknown"):
+        load_local(tmp_path, "test", kinds=("cla", "nope"))
+
+
+def test_share_answers_copies_predictions_with_the_other_references(tmp_path):
+    src, dst = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    rows = [
+        {"audio_id": i, "prompt": "p", "prediction": f"ans {i}", "references": ["lab"], "audio_path": i}
+        for i in ("x", "y", "z")
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dst.write_text(json.dumps({**rows[0], "prediction": "kept", "references": ["cap x"]}) + "\n")
+    n = share_answers(src, dst, {"x": ("cap x",), "y": ("cap y", "cap y2")})
+    assert n == 1  # x was already there, z is not in this benchmark
+    got = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [(g["audio_id"], g["prediction"], g["references"]) for g in got] == [
+        ("x", "kept", ["cap x"]),
+        ("y", "ans y", ["cap y", "cap y2"]),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- stage 0
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from sslalm.demo.pretrain import record_texts
+    from sslalm.tokenizer import build_byte_tokenizer
+
+    path = tmp_path_factory.mktemp("tok")
+    texts = record_texts(_records())
+    return build_byte_tokenizer(texts, vocab_size=300, path=path), path
+
+
+def _records():
+    return [
+        {"instruction": q, "input": "", "output": a, "audio_id": "x.wav", "task": "t"}
+        for q, a in [
+            ("Classify the sound.", "dog"),
+            ("What is it?", "a piano note"),
+            ("Describe the audio.", "A dog barks twice."),
+        ]
+    ] * 4
+
+
+@pytest.mark.parametrize("lm_type", ["mamba", "hf"])
+def test_pretrained_language_model_loads_as_the_lalm_base(tmp_path, tokenizer, lm_type):
+    from sslalm.demo.pretrain import pretrain_language_model
+    from sslalm.models.lalm import SSLALM, SSLALMConfig
+
+    tok, tok_dir = tokenizer
+    recipe = sslalm_recipe() if lm_type == "mamba" else transformer_recipe(256)
+    lm_config = {
+        **recipe.lm_config,
+        **({"hidden_size": 16, "intermediate_size": 32} if lm_type == "hf" else {"d_model": 16}),
+    }
+    metrics = pretrain_language_model(
+        lm_type, lm_config, tok, _records(), tmp_path / "lm", max_steps=3, batch_size=4, progress=False
+    )
+    assert math.isfinite(metrics["train_loss"])
+    config = SSLALMConfig.preset(
+        recipe.preset,
+        lm_type=lm_type,
+        lm_config=lm_config,
+        lm_checkpoint=str(tmp_path / "lm"),
+        tokenizer=str(tok_dir),
+    )
+    model = SSLALM(config)
+    base = model.lm.get_base_model()
+    assert base.get_input_embeddings().weight.shape[0] % 8 == 0
+    assert base.get_input_embeddings().weight.shape[0] >= len(tok)
+
+
+@pytest.mark.parametrize("kind", ["dass", "ast"])
+def test_pretrained_encoder_is_what_the_lalm_loads(tmp_path, kind):
+    from sslalm.demo.pretrain import pretrain_encoder
+    from sslalm.models.lalm import SSLALM, SSLALMConfig, build_encoder
+
+    recipe = sslalm_recipe() if kind == "dass" else transformer_recipe(128)
+    clips = []
+    for i, labels in enumerate([["dog"], ["piano"], ["dog", "piano"]]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, np.random.default_rng(i).normal(0, 0.1, 16000 * 2).astype(np.float32), 16000)
+        clips.append((str(path), labels))
+    base = SSLALMConfig(encoder_type=recipe.encoder_type, encoder_config=recipe.encoder_config)
+    encoder = build_encoder(base)
+    pretrain_encoder(
+        encoder,
+        kind,
+        clips,
+        ["dog", "piano"],
+        128,
+        tmp_path / "enc",
+        max_steps=2,
+        batch_size=2,
+        progress=False,
+    )
+    config = SSLALMConfig.preset(
+        recipe.preset,
+        encoder_config=recipe.encoder_config,
+        encoder_checkpoint=str(tmp_path / "enc"),
+        train_frames=128,
+    )
+    model = SSLALM(config)
+    fbank = torch.randn(1, 128, 128)
+    encoder.eval()
+    model.encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder.forward_features(fbank), encoder.forward_features(fbank))
+
+
+# ------------------------------------------------------------------------------------------- measurement
+
+
+def test_peak_rss_tracks_allocations_after_the_reset():
+    from sslalm.demo.measure import peak_rss, reset_peak_rss
+
+    start = reset_peak_rss()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB, touched
+    assert peak_rss() >= start + 50
+    del block
+
+
+@pytest.mark.parametrize("preset", ["tiny-sslalm", "tiny-ltu"])
+def test_decode_latency_runs_the_lm_step_and_matches_greedy_generation(preset):
+    """The timed decode loop produces the same tokens as greedy ``generate`` (so it times real decoding)."""
+    from sslalm.demo.measure import decode_latency
+    from sslalm.models.lalm import SSLALM, SSLALMConfig
+
+    torch.manual_seed(0)
+    model = SSLALM(SSLALMConfig.preset(preset, train_frames=128, min_inference_frames=128)).eval()
+    wave = torch.randn(16000)
+    seconds, tokens = decode_latency(model, wave, "What is it?", 6)
+    assert 0 < seconds < 5 and len(tokens) == 7
+    eos = model.tokenizer.eos_token_id
+    if eos in tokens:
+        tokens = tokens[: tokens.index(eos)]
+    text = model.generate([wave], ["What is it?"], max_new_tokens=7, do_sample=False, repetition_penalty=1.0)
+    assert model.tokenizer.decode(tokens, skip_special_tokens=True).strip() == text[0]
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _results(models=("sslalm", "transformer")):
+    def stage(name, n):
+        return {
+            "stage": name,
+            "steps": n,
+            "wall_s": 2.0,
+            "cpu_s": 3.0,
+            "losses": [[1, 2.0], [n, 1.0]],
+            "metrics": {},
+        }
+
+    m = {
+        k: {
+            "title": k.upper(),
+            "training": {
+                "stages": [
+                    stage("0: LM text", 5),
+                    stage("0: encoder labels", 4),
+                    stage("1: p", 3),
+                    stage("2: all", 6),
+                ],
+                "wall_s": 8.0,
+                "cpu_s": 12.0,
+                "num_parameters": 250000,
+                "parameters": {"encoder": 1000, "projector": 200, "lora": 30, "base": 9000},
+                "peak_rss_mb": 900.0,
+                "start_rss_mb": 500.0,
+            },
+            "eval": {
+                "accuracy": 40.0,
+                "label_accuracy": 35.5,
+                "captions": {"CIDEr-D": 80.1, "METEOR": 20.0},
+                "captions_not_run": {"SPICE": "no jars"},
+                "n_clips": 10,
+                "embedder": "minilm",
+            },
+            "latency": {"ttft_ms": 12.0, "per_token_ms": 0.5, "peak_rss_mb": 600.0, "start_rss_mb": 550.0},
+            "answers": ["a dog"],
+        }
+        for k in models
+    }
+    return {
+        "settings": {**QUICK.to_dict(), "seed": 0, "threads": 1, "workers": 1, "compare": len(models) > 1},
+        "corpus": {
+            "dir": "c",
+            "clips": {"train": 8},
+            "records": {"train": 40},
+            "tasks": {},
+            "sources": ["x"],
+            "skipped_sources": {},
+            "reused": False,
+            "seconds": 1.0,
+        },
+        "chance": {
+            "num_labels": 4,
+            "uniform": 25.0,
+            "majority": 30.0,
+            "majority_label": "dog",
+            "num_clips": 10,
+        },
+        "questions": [
+            {
+                "audio_id": "a.wav",
+                "task": "cla_label",
+                "question": "q?",
+                "reference": "dog",
+                "answers": {k: "a dog" for k in models},
+            }
+        ],
+        "models": m,
+        "machine": {"cpus": 2, "threads": 1, "load_before": [1, 1, 1], "load_after": [2, 2, 2], "torch": "x"},
+        "total_s": 60.0,
+    }
+
+
+def test_report_plot_and_table_from_results(tmp_path):
+    from sslalm.demo.report import console_table, write_outputs
+
+    paths = write_outputs(_results(), tmp_path)
+    text = paths["report"].read_text()
+    assert "| accuracy, paper prompt" in text and "SSLALM" in text and "TRANSFORMER" in text
+    assert "![training loss](loss.png)" in text
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths["results"].read_text())["chance"]["majority"] == 30.0
+    table = console_table(_results(("sslalm",)))
+    assert "40.0" in table and "n/r" in table  # SPICE did not run
+    assert "0.250 / 0.001" in table  # total / trainable parameters in millions
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_quick_demo_learns_and_writes_its_report(tmp_path, capsys):
+    """The CI check that the pipeline learns: ``sslalm demo --quick`` beats the best constant answer (and
+    uniform chance) on the test split by a clear margin, and writes its report, plot and results."""
+    from sslalm.cli import main
+
+    out = tmp_path / "demo"
+    rc = main(
+        [
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "a few test questions" in printed and "results on the test split" in printed
+    for name in ("report.md", "loss.png", "results.json"):
+        assert (out / name).is_file()
+    results = json.loads((out / "results.json").read_text())
+    chance = results["chance"]
+    ev = results["models"]["sslalm"]["eval"]
+    assert ev["n_clips"] == chance["num_clips"] > 0
+    assert ev["accuracy"] >= chance["majority"] + QUICK_MARGIN, (ev, chance)
+    assert ev["accuracy"] >= 3 * chance["uniform"]
+    assert set(ev["captions"]) >= {"CIDEr-D", "BLEU-4", "ROUGE-L"}
+    lat = results["models"]["sslalm"]["latency"]
+    assert lat["ttft_ms"] > 0 and lat["per_token_ms"] > 0 and lat["peak_rss_mb"] > 0
+    stages = [s["stage"][:2] for s in results["models"]["sslalm"]["training"]["stages"]]
+    assert stages == ["0:", "0:", "1:", "2:", "3:", "4:"]
+
+
+QUICK_MARGIN = 10.0  # percentage points over always answering the most frequent label
