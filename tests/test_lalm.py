@@ -105,6 +105,35 @@ def test_save_and_load_restore_the_same_outputs(tmp_path, name):
         torch.testing.assert_close(loaded(fbank, ids, mask).logits, model(fbank, ids, mask).logits)
 
 
+@pytest.mark.parametrize("name", ["tiny-sslalm", "tiny-ltu"])
+def test_fine_tuned_lm_weights_are_saved_and_restored(tmp_path, name):
+    """Part ``lm`` trains the base LM's own weights; from then on they travel in the model's file."""
+    model = SSLALM(SSLALMConfig.preset(name))
+    model.set_trainable(["projector", "lora"])
+    assert not model.config.train_lm
+    assert not any(k.startswith("lm.") and "lora_" not in k for k in model.trainable_state_dict())
+    model.set_trainable(["projector", "lm"])
+    assert model.config.train_lm
+    lm_params = dict(model.parameter_groups()["lm"])
+    assert model.num_trainable_parameters() == sum(p.numel() for p in lm_params.values()) + sum(
+        p.numel() for p in model.projector.parameters()
+    )
+    with torch.no_grad():  # what fine-tuning the LM would do: change its weights
+        for p in lm_params.values():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.eval().save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert set(lm_params) <= set(saved)
+    loaded = SSLALM.from_pretrained(tmp_path)
+    assert loaded.config.train_lm
+    fbank, ids, mask, _ = _batch(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(fbank, ids, mask).logits, model(fbank, ids, mask).logits)
+    loaded.set_trainable(["projector"])  # a later stage that freezes the LM still saves the tuned weights
+    loaded.save_pretrained(tmp_path / "next")
+    assert set(lm_params) <= set(load_file(tmp_path / "next" / "model.safetensors"))
+
+
 def test_builds_from_local_dass_and_mamba_checkpoints(tmp_path):
     torch.manual_seed(3)
     dass = DASSModel(DASSConfig.tiny())

@@ -360,7 +360,7 @@ def test_stage_chain_starts_from_previous_output(tmp_path):
     )
     before = dict(after_one.named_parameters())
     assert any(not torch.equal(p, before[n]) for n, p in groups["encoder"])  # stage 2 trains the encoder
-    assert all(torch.equal(p, before[n]) for n, p in groups["base"])  # never the base LM
+    assert all(torch.equal(p, before[n]) for n, p in groups["lm"])  # never the base LM
     assert (Path(two.output_dir) / "model.safetensors").is_file()
 
 

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"  # what the model's save_pretrained writes: its trainable parts
 STAGE_CONFIG_FILE = "stage_config.yaml"
-PARTS = ("projector", "encoder", "lora")
+PARTS = ("projector", "encoder", "lora", "lm")  # sslalm.models.lalm.PARTS, without importing torch models
 
 
 def _opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:

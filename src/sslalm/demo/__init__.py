@@ -6,7 +6,9 @@ The main job of the README, end to end on a CPU:
 2. a byte-level BPE tokenizer trained on the training split's text;
 3. stage 0, a stand-in for the pretrained weights the paper starts from (none can be downloaded): the Mamba
    LM learns the training text, the DASS encoder the training labels (``sslalm.demo.pretrain``);
-4. curriculum stages 1-4 of ``configs/stage*.yaml`` at toy scale, LM frozen, LoRA on it (``sslalm.train``);
+4. curriculum stages 1-4 of ``configs/stage*.yaml`` at toy scale (``sslalm.train``); the stand-in LM's own
+   weights train too from stage 2 on and stage 2 keeps the stage-0 encoder, the two measured departures
+   that ``sslalm.demo.recipe`` explains;
 5. the test split with the paper's Table I protocol: classification accuracy by caption-embedding
    similarity, caption metrics (``sslalm.eval``), a few test questions answered on screen;
 6. ``report.md``, ``loss.png`` and ``results.json`` in ``--out``.

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sslalm.demo.recipe import ModelRecipe, Schedule, curriculum, sslalm_recipe, transformer_recipe
+from sslalm.demo.recipe import (
+    ModelRecipe,
+    Schedule,
+    curriculum,
+    sslalm_recipe,
+    stage_parts,
+    transformer_recipe,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -237,12 +244,14 @@ def train_model(
         previous = None
         for spec, steps in zip(curriculum(), s.stage_steps, strict=True):
             out = model_dir / f"stage{spec.number}"
-            logger.info("%s: stage %d, %s (%d steps)", r.title, spec.number, spec.title, steps)
+            parts = stage_parts(spec, s)
+            title = f"{' + '.join(parts)} on {spec.title}"
+            logger.info("%s: stage %d, %s (%d steps)", r.title, spec.number, title, steps)
             cfg = StageConfig(
                 output_dir=str(out),
                 train_files=[str(corpus / "train.json")],
                 init_from=previous,
-                trainable=list(spec.trainable),
+                trainable=list(parts),
                 tasks=list(spec.tasks) if spec.tasks else None,
                 learning_rate=s.learning_rate * spec.lr_factor,
                 max_steps=steps,
@@ -261,7 +270,7 @@ def train_model(
             )
             stages.append(
                 _timed_stage(
-                    f"{spec.number}: {spec.title}",
+                    f"{spec.number}: {title}",
                     steps,
                     train,
                     cfg,
@@ -269,6 +278,7 @@ def train_model(
                 )
             )
             previous = str(out)
+        trained_parts = sorted({p for spec in curriculum() for p in stage_parts(spec, s)})
         final = SSLALM.from_pretrained(previous)
         groups = {k: sum(p.numel() for _, p in v) for k, v in final.parameter_groups().items()}
     return {
@@ -277,6 +287,7 @@ def train_model(
         "cpu_s": sum(st["cpu_s"] for st in stages),
         "num_parameters": sum(groups.values()),
         "parameters": groups,
+        "trainable_parts": trained_parts,
         "final_dir": previous,
         "threads": threads,
         "start_rss_mb": start_rss,

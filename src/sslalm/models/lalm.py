@@ -45,7 +45,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 BASE_LM_DIR = "base_lm"
-PARTS = ("projector", "encoder", "lora")
+# trainable parts: the paper trains the first three (the LM stays frozen under LoRA); "lm" fine-tunes the
+# base LM's own weights too, for small LMs trained from scratch (the demo's stand-in), never at paper scale
+PARTS = ("projector", "encoder", "lora", "lm")
+ADAPTER_PARTS = ("projector", "encoder", "lora")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -148,7 +151,7 @@ class SSLALM(nn.Module):
         else:
             raise ValueError(f"unknown projector_type {config.projector_type!r} (use 'conv' or 'pool')")
         self.lm = self._add_lora(base)
-        self.set_trainable(PARTS)
+        self.set_trainable(ADAPTER_PARTS)
 
     # ------------------------------------------------------------------ construction helpers
     def _add_lora(self, base: nn.Module) -> nn.Module:
@@ -213,8 +216,8 @@ class SSLALM(nn.Module):
 
     # ------------------------------------------------------------------ trainable parts
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Parameters by part: ``encoder``, ``projector``, ``lora`` and the frozen ``base`` LM."""
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {p: [] for p in (*PARTS, "base")}
+        """Parameters by part: ``encoder``, ``projector``, ``lora`` and the base LM's own weights (``lm``)."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {p: [] for p in PARTS}
         for name, p in self.named_parameters():
             if name.startswith("encoder."):
                 groups["encoder"].append((name, p))
@@ -223,11 +226,14 @@ class SSLALM(nn.Module):
             elif "lora_" in name:
                 groups["lora"].append((name, p))
             else:
-                groups["base"].append((name, p))
+                groups["lm"].append((name, p))
         return groups
 
     def set_trainable(self, parts: Any) -> None:
-        """Train only ``parts`` (a subset of encoder, projector, lora); freeze everything else."""
+        """Train only ``parts`` (a subset of ``PARTS``); freeze everything else.
+
+        Training ``lm`` sets ``config.train_lm``: from then on the LM's weights are saved with the model.
+        """
         parts = set(parts)
         unknown = parts - set(PARTS)
         if unknown:
@@ -235,6 +241,8 @@ class SSLALM(nn.Module):
         for group, params in self.parameter_groups().items():
             for _, p in params:
                 p.requires_grad_(group in parts)
+        if "lm" in parts:
+            self.config.train_lm = True
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -392,9 +400,11 @@ class SSLALM(nn.Module):
 
     # ------------------------------------------------------------------ save / load
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """Encoder, projector and LoRA weights (what fine-tuning changes), detached and contiguous."""
+        """Encoder, projector and LoRA weights (what fine-tuning changes), detached and contiguous; the base
+        LM's weights too once it was fine-tuned (``config.train_lm``)."""
         groups = self.parameter_groups()
-        out = {n: p for part in PARTS for n, p in groups[part]}
+        parts = PARTS if self.config.train_lm else ADAPTER_PARTS
+        out = {n: p for part in parts for n, p in groups[part]}
         for name, buf in self.named_buffers():
             if name.startswith(("encoder.", "projector.")):
                 out[name] = buf

@@ -69,6 +69,7 @@ class SSLALMConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: ["in_proj"])
+    train_lm: bool = False  # the base LM was fine-tuned (part "lm"): its weights are in the model's file
     train_frames: int = 1024  # 10.24 s crops for training
     min_inference_frames: int = 1024  # shorter clips are padded as in training; longer ones kept whole
     cutoff_len: int = 108
