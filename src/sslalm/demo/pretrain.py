@@ -42,39 +42,15 @@ def record_texts(records: Sequence[dict]) -> list[str]:
 
 
 class TextDataset(torch.utils.data.Dataset):
-    """OpenAQA records as text-only causal-LM examples (``input_ids``, ``attention_mask``, ``labels``).
+    """OpenAQA records as text-only causal-LM examples (``input_ids``, ``attention_mask``, ``labels``)."""
 
-    With ``contexts`` (audio id -> texts about that clip, e.g. its reference captions), each example starts
-    with one of its clip's texts, chosen at random per example, before the prompt, and the loss skips that
-    context. The language model then learns to answer from what precedes the prompt, which is where the
-    LALM later puts the audio tokens.
-    """
+    def __init__(self, records: Sequence[dict], tokenizer: Any, cutoff_len: int = 108):
+        from sslalm.prompt import tokenize_example
 
-    def __init__(
-        self,
-        records: Sequence[dict],
-        tokenizer: Any,
-        cutoff_len: int = 108,
-        contexts: dict[str, Sequence[str]] | None = None,
-        seed: int = 0,
-    ):
-        import random
-
-        from sslalm.prompt import IGNORE_INDEX, tokenize_example
-
-        rng = random.Random(seed)
-        self.examples = []
-        for r in records:
-            ex = tokenize_example(tokenizer, r["instruction"], r.get("input", ""), r["output"], cutoff_len)
-            options = (contexts or {}).get(r["audio_id"])
-            if options:
-                ctx = list(tokenizer(rng.choice(list(options)))["input_ids"])
-                ex = {
-                    "input_ids": ctx + ex["input_ids"],
-                    "attention_mask": [1] * len(ctx) + ex["attention_mask"],
-                    "labels": [IGNORE_INDEX] * len(ctx) + ex["labels"],
-                }
-            self.examples.append(ex)
+        self.examples = [
+            tokenize_example(tokenizer, r["instruction"], r.get("input", ""), r["output"], cutoff_len)
+            for r in records
+        ]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -115,7 +91,6 @@ def pretrain_language_model(
     seed: int = 0,
     callbacks: list | None = None,
     cutoff_len: int = 108,
-    contexts: dict[str, Sequence[str]] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a random LM on the records' text and save it to ``out_dir``; returns the Trainer's metrics."""
@@ -125,7 +100,7 @@ def pretrain_language_model(
 
     set_seed(seed)
     model = build_language_model(lm_type, lm_config, len(tokenizer))
-    dataset = TextDataset(records, tokenizer, cutoff_len, contexts, seed)
+    dataset = TextDataset(records, tokenizer, cutoff_len)
     logger.info(
         "stage 0 (LM): %s with %.3f M parameters on %d text examples, %d steps of %d",
         lm_type,
