@@ -16,9 +16,15 @@ from sslalm.ops import (
     selective_scan_ref,
     selective_state_update,
 )
+from sslalm.ops.scan import selective_scan_recurrent
 
 SETTINGS = settings(max_examples=25, deadline=None)
-FAST = {"chunked": selective_scan_chunked, "loop": selective_scan_loop, "auto": selective_scan}
+FAST = {
+    "chunked": selective_scan_chunked,
+    "recurrent": selective_scan_recurrent,
+    "loop": selective_scan_loop,
+    "auto": selective_scan,
+}
 
 
 @st.composite
@@ -86,7 +92,7 @@ def run_method(method: str, args: list, kwargs: dict, chunk: int | None = None, 
     return FAST[method](*args, **kwargs, **extra)
 
 
-@pytest.mark.parametrize("method", ["chunked", "loop", "auto"])
+@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop", "auto"])
 @SETTINGS
 @given(c=cases())
 def test_forward_and_last_state_match_ref(method, c):
@@ -126,7 +132,95 @@ def test_chunked_gradients_match_ref(c):
             close(got, want, rtol=5e-5)
 
 
-@pytest.mark.parametrize("method", ["chunked", "loop"])
+def grads_vs_ref(fn, c: dict, outputs: str = "both", dtype: torch.dtype = torch.float32, rtol: float = 5e-5):
+    """Every input's gradient of fixed random weights . (y, last state) through ``fn`` equals ``ref``'s;
+    ``outputs`` = "y" or "state" puts the loss on one output only (the other gets no gradient)."""
+    args, kwargs = make_inputs(c, dtype=dtype)
+    tensors = args + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    for t in tensors:
+        t.requires_grad_(True)
+    g = torch.Generator().manual_seed(c["seed"] + 1)
+    wy = torch.randn(c["batch"], c["dim"], c["length"], generator=g)
+    wh = torch.randn(c["batch"], c["dim"], c["n"], generator=g)
+
+    def loss(scan):
+        y, h = scan(*args, **kwargs, return_last_state=True)
+        ly, lh = (y.float() * wy).sum(), (h * wh).sum()
+        return ly if outputs == "y" else lh if outputs == "state" else ly + lh
+
+    opts = dict(allow_unused=True, materialize_grads=True)  # a loss on the state only leaves C, D, z unused
+    grads = torch.autograd.grad(loss(fn), tensors, **opts)
+    grads_ref = torch.autograd.grad(loss(selective_scan_ref), tensors, **opts)
+    for got, want in zip(grads, grads_ref, strict=True):
+        close(got, want, rtol=rtol)
+
+
+@SETTINGS
+@given(c=cases(max_len=24), outputs=st.sampled_from(["both", "y", "state"]))
+def test_recurrent_gradients_match_ref(c, outputs):
+    grads_vs_ref(selective_scan_recurrent, c, outputs)
+
+
+@pytest.mark.parametrize("groups", [0, 4])
+@pytest.mark.parametrize("n", [1, 16])
+@pytest.mark.parametrize("length", [1, 37])
+@pytest.mark.parametrize("full", [False, True])
+def test_recurrent_gradients_model_shapes(groups, n, length, full):
+    """The two real configurations (Mamba LM: N=16 ungrouped; DASS: N=1, G=4), bare or with every option."""
+    c = dict(batch=2, dim=8, groups=groups, n=n, length=length, use_D=full, use_z=full, use_bias=full)
+    c.update(softplus=full, use_h0=full, chunk=None, seed=13 + n + length)
+    grads_vs_ref(selective_scan_recurrent, c)
+
+
+def test_recurrent_bf16_gradients():
+    """bf16 inputs compute in fp32: the gradients are ref's (same bf16 inputs) up to the final bf16 cast."""
+    c = dict(batch=2, dim=6, groups=2, n=4, length=19, use_D=True, use_z=True, use_bias=True)
+    c.update(softplus=True, use_h0=True, chunk=None, seed=17)
+    grads_vs_ref(selective_scan_recurrent, c, dtype=torch.bfloat16, rtol=1e-2)
+
+
+@pytest.mark.parametrize("groups", [0, 2])
+def test_recurrent_gradcheck_float64(groups):
+    """fp64 inputs compute in fp64, so finite differences check the hand-written backward directly."""
+    c = dict(batch=2, dim=4, groups=groups, n=3, length=5, use_D=True, use_z=True, use_bias=True)
+    c.update(softplus=True, use_h0=True, chunk=None, seed=19)
+    args, kwargs = make_inputs(c, dtype=torch.float64)
+    kwargs["initial_state"] = kwargs["initial_state"].double()
+    names = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    inputs = [t.requires_grad_(True) for t in args + [kwargs[k] for k in names]]
+
+    def fn(*xs):
+        kw = dict(kwargs, **dict(zip(names, xs[5:], strict=True)))
+        return selective_scan_recurrent(*xs[:5], **kw, return_last_state=True)
+
+    assert fn(*inputs)[0].dtype == torch.float64
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_recurrent_backward_twice_with_retained_graph():
+    """The backward never writes into what the forward saved, so a retained graph gives the same gradients."""
+    c = dict(batch=2, dim=4, groups=0, n=4, length=9, use_D=False, use_z=False, use_bias=False)
+    c.update(softplus=False, use_h0=True, chunk=None, seed=23)
+    args, kwargs = make_inputs(c)
+    inputs = [t.requires_grad_(True) for t in args + [kwargs["initial_state"]]]
+    y, h = selective_scan_recurrent(*args, initial_state=inputs[-1], return_last_state=True)
+    loss = (y * y).sum() + h.sum()
+    first = torch.autograd.grad(loss, inputs, retain_graph=True)
+    second = torch.autograd.grad(loss, inputs)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_recurrent_empty_sequence():
+    c = dict(batch=2, dim=4, groups=2, n=3, length=0, use_D=True, use_z=True, use_bias=False)
+    c.update(softplus=False, use_h0=True, chunk=None, seed=29)
+    args, kwargs = make_inputs(c)
+    y, h = selective_scan_recurrent(*args, **kwargs, return_last_state=True)
+    assert y.shape == (2, 4, 0)
+    close(h, kwargs["initial_state"])
+
+
+@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop"])
 @SETTINGS
 @given(c=cases(), split=st.floats(0.0, 1.0))
 def test_prefill_in_two_pieces_equals_one_pass(method, c, split):
@@ -218,7 +312,7 @@ def test_long_sequence_in_bounded_blocks(method, monkeypatch):
     close(h, h_ref)
 
 
-@pytest.mark.parametrize("method", ["ref", "chunked", "loop", "auto"])
+@pytest.mark.parametrize("method", ["ref", "chunked", "recurrent", "loop", "auto"])
 def test_bf16_inputs_compute_in_fp32(method):
     c = dict(batch=2, dim=6, groups=2, n=4, length=19, use_D=True, use_z=True, use_bias=True)
     c.update(softplus=True, use_h0=True, chunk=None, seed=5)
@@ -231,7 +325,7 @@ def test_bf16_inputs_compute_in_fp32(method):
     close(h, h_ref)
 
 
-def test_loop_refuses_autograd_and_auto_uses_chunked_for_grad():
+def test_loop_refuses_autograd_and_auto_differentiates():
     c = dict(batch=1, dim=4, groups=0, n=2, length=12, use_D=False, use_z=False, use_bias=False)
     c.update(softplus=False, use_h0=False, chunk=None, seed=7)
     args, kwargs = make_inputs(c)
@@ -249,13 +343,16 @@ def test_loop_refuses_autograd_and_auto_uses_chunked_for_grad():
 
 def test_auto_rule():
     u, A = torch.zeros(1, 384, 8192), torch.zeros(384, 1)
-    assert scan_mod._pick_method(u, A, grad=True) == "chunked"
+    assert scan_mod._pick_method(u, A, grad=True) == "chunked"  # N == 1, small batch*dim
+    assert scan_mod._pick_method(torch.zeros(4, 384, 8192), A, grad=True) == "recurrent"  # N == 1, large
+    assert scan_mod._pick_method(torch.zeros(32, 128, 60), torch.zeros(128, 16), grad=True) == "recurrent"
+    assert scan_mod._pick_method(torch.zeros(1, 8, 64), torch.zeros(8, 2), grad=True) == "recurrent"
     assert scan_mod._pick_method(u, A, grad=False) == "chunked"  # small state per step, long L
     assert scan_mod._pick_method(torch.zeros(1, 5120, 256), torch.zeros(5120, 16), grad=False) == "loop"
     assert scan_mod._pick_method(torch.zeros(1, 8, 1), torch.zeros(8, 1), grad=False) == "loop"  # decode-size
 
 
-@pytest.mark.parametrize("method", ["chunked", "loop"])
+@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop"])
 def test_non_contiguous_inputs(method):
     """Models pass (batch, L, dim) activations transposed to (batch, dim, L): strided views must work."""
     g = torch.Generator().manual_seed(11)
@@ -269,3 +366,16 @@ def test_non_contiguous_inputs(method):
         y, h = FAST[method](u, delta, A, B, C, **kwargs)
     close(y, y_ref)
     close(h, h_ref)
+
+    if method != "loop":  # gradients too, including the strided layouts handed back
+        ins = [t.detach().requires_grad_(True) for t in (u, delta, A, B, C, z)]
+        kw = dict(kwargs, z=ins[5])
+        weights = torch.randn(y.shape, generator=g), torch.randn(h.shape, generator=g)
+
+        def loss(fn):
+            y, h = fn(*ins[:5], **kw)
+            return (y * weights[0]).sum() + (h * weights[1]).sum()
+
+        grads_ref = torch.autograd.grad(loss(selective_scan_ref), ins)
+        for got, want in zip(torch.autograd.grad(loss(FAST[method]), ins), grads_ref, strict=True):
+            close(got, want, rtol=5e-5)

@@ -4,11 +4,14 @@ Cases (batch, dim, L, N):
 
 * ``layer-fwd``: (1, 5120, 256, 16), forward without grad: one mamba-2.8b layer's prefill scan.
 * ``lm-train``: (4, 512, 256, 16), forward + backward: a small LM (d_model 256 -> d_inner 512) training step.
+* ``lm-demo-train``: (32, 128, 60, 16), forward + backward: the tiny demo LM (d_model 64) at batch 32.
+* ``dass-train``: (4, 384, 8192, 1) with G=4 groups, forward + backward: DASS-small stage 0, 4 x 1024 frames.
 * ``dass-fwd``: (1, 384, 8192, 1) with G=4 groups, forward without grad: DASS stage 0 (4 directions x 96).
 
-Rows: our ``ref`` twin, ``chunked``, ``loop`` (inference only), what ``auto`` picks, and transformers'
-pure-PyTorch fallback (``mamba_selective_scan``) as the outside baseline (ungrouped cases only). ``rel_err``
-is the max error of the output against ``ref`` relative to the output's largest magnitude.
+Rows: our ``ref`` twin, ``chunked``, ``recurrent`` (hand-written backward), ``loop`` (inference only), what
+``auto`` picks, and transformers' pure-PyTorch fallback (``mamba_selective_scan``) as the outside baseline
+(ungrouped cases only). ``rel_err`` is the max error of the output against ``ref`` relative to the output's
+largest magnitude. LM cases pass u, delta, B, C as the Mamba LM does: (batch, L, dim) memory, transposed.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from typing import Any
 CASES = {
     "layer-fwd": dict(shape=(1, 5120, 256, 16), groups=None, grad=False),
     "lm-train": dict(shape=(4, 512, 256, 16), groups=None, grad=True),
+    "lm-demo-train": dict(shape=(32, 128, 60, 16), groups=None, grad=True),
+    "dass-train": dict(shape=(4, 384, 8192, 1), groups=4, grad=True),
     "dass-fwd": dict(shape=(1, 384, 8192, 1), groups=4, grad=False),
 }
-METHODS = ("ref", "chunked", "loop", "auto", "transformers")
+METHODS = ("ref", "chunked", "recurrent", "loop", "auto", "transformers")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +49,10 @@ def _inputs(shape: tuple[int, int, int, int], groups: int | None, seed: int = 0)
     u = torch.randn(b, d, L, generator=g)
     delta = torch.nn.functional.softplus(torch.randn(b, d, L, generator=g) - 2.0)
     A = -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1)
-    return u, delta, A, torch.randn(bc, generator=g), torch.randn(bc, generator=g), torch.randn(d)
+    B, C = torch.randn(bc, generator=g), torch.randn(bc, generator=g)
+    if groups is None:  # the Mamba LM's layout: (batch, L, channels) activations, transposed
+        u, delta, B, C = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta, B, C))
+    return u, delta, A, B, C, torch.randn(d)
 
 
 def _runner(method: str, args: tuple, grad: bool):
@@ -64,7 +72,7 @@ def _runner(method: str, args: tuple, grad: bool):
         def scan(*a, **k):
             return selective_scan(*a, **k, method=method)
 
-    inputs = [t.clone().requires_grad_(grad) for t in (u, delta, A, B, C, D)]
+    inputs = [t.clone().requires_grad_(grad) for t in (u, delta, A, B, C, D)]  # clone keeps the strides
 
     def once():
         with torch.set_grad_enabled(grad):

@@ -28,11 +28,30 @@ transformers' fallback loop has an O(L^2) backward (see reference/mamba.md). Met
   block of steps it discretises once into reused buffers, then does one in-place ``addcmul_`` per step on the
   fp32 state (batch, dim, N) and reads y out with one matmul per block; (batch, dim, L, N) is never
   materialised.
-* ``"auto"``: with grad, ``chunked``; without, ``loop`` when the per-step state batch*dim*N is at least 512
-  (N > 1) or 768 (N == 1) or L < 8, else ``chunked``. Those crossovers were measured on this project's CPU
-  with 1 thread (``sslalm bench scan`` and a sweep of widths; the two tie within ~15% near them). Below them
-  the loop's per-step Python overhead dominates. So a Mamba layer's prefill uses the loop and DASS's long
-  N=1 scans at batch 1 (384 channels) use chunked.
+* ``"recurrent"``: the training path. A ``torch.autograd.Function`` whose forward steps the recurrence
+  without an autograd graph (one in-place ``addcmul_`` per step, as ``loop``) in a (batch, L, dim[, N])
+  layout, which the Mamba LM's transposed (batch, L, dim) activations already have (no copy), and keeps
+  every state h_t and decay a_t = exp(delta_t A) for the backward (two (batch, dim, L, N) fp32 buffers; the
+  backward adds two more). The backward is hand-written: one reverse-time loop for the state gradient
+  g_t = C_t dy_t + a_{t+1} g_{t+1}, then vectorised reductions: d(delta*u)_t = B_t.g_t,
+  dB_t / dC_t = channel sums (per group) of delta_t u_t g_t / dy_t h_t, w_t = g_t a_t h_{t-1} gives
+  d delta_t = sum_n w_t A and dA = sum over batch and time of w_t delta_t, d h0 = a_1 g_1. The softplus,
+  delta bias, delta*u, D skip and z gate stay plain autograd ops around it. Peak memory is at most
+  chunked's (143 vs 280 MB at lm-train (4, 512, 256, 16), 495 vs 486 MB at (4, 384, 8192, 1)).
+* ``"auto"``: with grad, ``recurrent`` when N > 1 or batch*dim >= 1024, else ``chunked``; without,
+  ``loop`` when the per-step state batch*dim*N is at least 512 (N > 1) or 768 (N == 1) or L < 8, else
+  ``chunked``. Those crossovers were measured on this project's CPU with 1 thread (``sslalm bench scan``
+  and a sweep of widths; the two tie within ~15% near them). Below them the loop's per-step Python overhead
+  dominates. So a Mamba layer's prefill uses the loop and DASS's long N=1 scans at batch 1 (384 channels)
+  use chunked. Forward + backward, medians in ms, chunked / recurrent (batch, dim, L, N):
+  (32, 128, 60, 16) 104 / 40; (16, 128, 120, 16) 97 / 37; (4, 256, 512, 16) 281 / 97;
+  (4, 512, 256, 16) 288 / 99; (1, 256, 4096, 16) 563 / 216; (1, 32, 1024, 16) 12.8 / 7.5;
+  (2, 8, 64, 2) 1.0 / 0.6. N = 1, G = 4 (DASS stages): (4, 32, 8192) 38 / 72; (1, 256, 1024) 7.1 / 8.6;
+  (16, 32, 2048) 30 / 37; (2, 384, 512) 10.0 / 9.0; (16, 64, 512) 14.1 / 12.3; (2, 512, 1024) 29.5 / 30.3;
+  (4, 384, 8192) 784 / 622; (4, 768, 2048) 229 / 230; (16, 128, 128) 7.7 / 5.1; (16, 384, 2048) 797 / 610;
+  (4, 1536, 512) 120 / 98; (4, 3072, 128) 58 / 45. A whole AdamW step of the 2-layer 64-wide Mamba LM on
+  (32, 60) tokens: 296 ms with chunked, 121 ms with recurrent. With N == 1 both do elementwise work and
+  small per-step slices favour chunked's fewer steps.
 
 Numerics. ``chunked`` is not the log-space closed form (cumsums of delta*A, exp(-S)): that overflows fp32 once
 a chunk's accumulated log-decay passes ~88 and needs a clamp (an O(e^-budget/T) error) or fp64. Ours only
@@ -61,6 +80,7 @@ _CHUNK_NOGRAD = 32  # chunk length T without grad
 _LOOP_MIN_STEP = 512  # "auto" without grad: the loop wins once batch*dim*N reaches this (N > 1) ...
 _LOOP_MIN_STEP_N1 = 768  # ... or this (N == 1)
 _LOOP_MAX_SHORT = 8  # ... and always for sequences shorter than this
+_RECURRENT_MIN_STEP_N1 = 1024  # "auto" with grad: "recurrent" for N > 1, and for N == 1 from this batch*dim
 
 
 def _expand_groups(BC: Tensor, dim: int) -> Tensor:
@@ -79,22 +99,26 @@ def _prepare(
     A: Tensor,
     delta_bias: Tensor | None,
     delta_softplus: bool,
+    work: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Upcast to fp32 and apply the delta bias/softplus. Returns u, delta (batch, dim, L) and A (dim, N)."""
-    u = u.float()
-    delta = delta.float()
+    """Upcast to ``work`` (fp32) and apply the delta bias/softplus.
+
+    Returns u, delta (batch, dim, L) and A (dim, N)."""
+    u = u.to(work)
+    delta = delta.to(work)
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[None, :, None]
+        delta = delta + delta_bias.to(work)[None, :, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    return u, delta, A.float()
+    return u, delta, A.to(work)
 
 
 def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """D skip and z gate in u's (already upcast) precision, then the cast to the output dtype."""
     if D is not None:
-        y = y + u * D.float()[None, :, None]
+        y = y + u * D.to(u.dtype)[None, :, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(u.dtype))
     return y.to(dtype)
 
 
@@ -191,15 +215,16 @@ def selective_state_update(
 
 _STEP_BUDGET = 1 << 22  # elements of one (batch, dim, block, N) temporary of no-grad ``chunked`` (16 MB)
 _LOOP_BLOCK = 1 << 16  # elements of each ``loop`` buffer: 256 KB, so they stay in L2 while being stepped
+_SWAP_BATCHED_MAX = 1 << 18  # ``recurrent``'s layout changes: smaller tensors in one 3-D copy
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _grouped(BC: Tensor) -> Tensor:
-    """(batch, N, L) -> (batch, 1, N, L); grouped (batch, G, N, L) unchanged. Upcast to fp32."""
-    BC = BC.float()
+def _grouped(BC: Tensor, work: torch.dtype = torch.float32) -> Tensor:
+    """(batch, N, L) -> (batch, 1, N, L); grouped (batch, G, N, L) unchanged. Upcast to ``work`` (fp32)."""
+    BC = BC.to(work)
     return BC.unsqueeze(1) if BC.dim() == 3 else BC
 
 
@@ -419,12 +444,180 @@ def _loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, re
     return (y, state.view(batch, dim, N)) if return_last_state else y
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Sequential recurrence with a hand-written backward (training on CPU)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _swap_last_two(x: Tensor) -> Tensor:
+    """(batch, P, Q) -> contiguous (batch, Q, P). Large ones go one batch item at a time: PyTorch copies a
+    2-D transpose blockwise, ~3x faster than the same permuted copy in 3-D (measured at 12M elements)."""
+    if x.numel() < _SWAP_BATCHED_MAX:
+        return x.transpose(1, 2).contiguous()
+    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
+    for i in range(x.shape[0]):
+        out[i].copy_(x[i].t())
+    return out
+
+
+def _batch_time(x: Tensor) -> Tensor:
+    """(batch, ..., L) -> contiguous (batch, L, ...); no copy when the memory is already laid out so (the
+    Mamba LM passes (batch, L, dim) activations transposed)."""
+    moved = x.movedim(-1, 1)
+    if moved.is_contiguous():
+        return moved
+    batch, length = x.shape[0], x.shape[-1]
+    return _swap_last_two(x.reshape(batch, -1, length)).view(moved.shape)
+
+
+def _time_inner(x: Tensor) -> bool:
+    return x.stride(-1) == 1 and x.shape[-1] > 1
+
+
+def _time_last(x: Tensor, time_inner: bool) -> Tensor:
+    """Contiguous (batch, L, ...) -> (batch, ..., L): a view, or a copy with time innermost when the
+    corresponding input was laid out so (then the elementwise ops around the scan see matching strides)."""
+    if not time_inner:
+        return x.movedim(1, -1)
+    batch, length = x.shape[:2]
+    return _swap_last_two(x.view(batch, length, -1)).view(*x.movedim(1, -1).shape)
+
+
+class _Recurrence(torch.autograd.Function):
+    """h_t = exp(dl_t A) h_{t-1} + du_t B_t, y_t = C_t . h_t stepped over time; hand-written backward.
+
+    Inputs (fp32, or fp64 for gradcheck): du = delta*u and dl = delta, (batch, G, Dg, L); A (G, Dg, N);
+    B, C (batch, G, N, L); h0 (batch, G, Dg, N) or None. Outputs y (batch, G, Dg, L) and the last state
+    (batch, G, Dg, N). Internally everything is (batch, L, G, Dg[, N]) (the N axis dropped when N == 1), so
+    one time step is one strided slice and the Mamba LM's (batch, L, dim) activations need no copy.
+
+    The forward keeps two (batch, L, dim, N) buffers for the backward: the decays a_t = exp(dl_t A) and
+    every state h_t. The backward allocates two more of that size (the state gradient g_t, then
+    w_t = g_t a_t h_{t-1} in its place, and one temporary) and never writes into the saved ones.
+    """
+
+    @staticmethod
+    def forward(ctx, du: Tensor, dl: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None):
+        G, Dg, N = A.shape
+        dlt, dut = _batch_time(dl), _batch_time(du)  # (batch, L, G, Dg)
+        Bt, Ct = _batch_time(B), _batch_time(C)  # (batch, L, G, N)
+        if N == 1:
+            a = torch.mul(dlt, A.view(G, Dg)).exp_()  # (batch, L, G, Dg): decay of each step
+            h = torch.mul(dut, Bt)  # input of each step, then (in place) the state
+            h0 = None if h0 is None else h0.squeeze(-1)
+        else:
+            a = torch.mul(dlt.unsqueeze(-1), A).exp_()  # (batch, L, G, Dg, N)
+            h = torch.mul(dut.unsqueeze(-1), Bt.unsqueeze(-2))
+        hs, as_ = h.unbind(1), a.unbind(1)
+        if h0 is not None:
+            hs[0].addcmul_(h0, as_[0])
+        for t in range(1, len(hs)):
+            hs[t].addcmul_(hs[t - 1], as_[t])
+        # y_t = C_t . h_t: (batch, L, G, Dg)
+        y = h * Ct if N == 1 else torch.matmul(h, Ct.unsqueeze(-1)).squeeze(-1)
+        last = hs[-1].unsqueeze(-1) if N == 1 else hs[-1]
+        ctx.save_for_backward(a, h, dlt, dut, Bt, Ct, A, h0)
+        ctx.set_materialize_grads(False)
+        ctx.layouts = tuple(_time_inner(x) for x in (du, dl, B, C))  # for the gradients' memory layouts
+        return _time_last(y, ctx.layouts[0]), last.clone()
+
+    @staticmethod
+    def backward(ctx, dy: Tensor | None, dlast: Tensor | None):
+        a, h, dlt, dut, Bt, Ct, A, h0 = ctx.saved_tensors
+        need_du, need_dl, need_A, need_B, need_C, need_h0 = ctx.needs_input_grad
+        G, Dg, N = A.shape
+        # g_t = dL/dh_t = C_t dy_t + a_{t+1} g_{t+1} (+ dlast at the end), stepped backwards in place
+        dyt = None if dy is None else _batch_time(dy.to(h.dtype))  # (batch, L, G, Dg)
+        if dyt is None:
+            g = torch.zeros_like(h)
+        else:
+            g = dyt * Ct if N == 1 else torch.mul(dyt.unsqueeze(-1), Ct.unsqueeze(-2))
+        gs, as_ = g.unbind(1), a.unbind(1)
+        if dlast is not None:
+            gs[-1].add_(dlast.squeeze(-1) if N == 1 else dlast)
+        for t in range(len(gs) - 2, -1, -1):
+            gs[t].addcmul_(gs[t + 1], as_[t + 1])
+        dh0 = None
+        if need_h0:
+            dh0 = as_[0] * gs[0]
+            dh0 = dh0.unsqueeze(-1) if N == 1 else dh0
+        dC = ddu = dB = ddl = dA = None
+        # N == 1: h, g (batch, L, G, Dg) get a unit state axis so the channel sums below are matmuls
+        # (batched dot products: ~2.5x faster than a product and a sum, which also allocates a temporary)
+        hN, gN = (h.unsqueeze(-1), g.unsqueeze(-1)) if N == 1 else (h, g)
+        if need_C:  # sum over the group's channels of dy_t h_t: (batch, L, G, N)
+            dC = torch.zeros_like(Ct) if dyt is None else torch.matmul(dyt.unsqueeze(-2), hN).squeeze(-2)
+        if need_du:  # B_t . g_t: (batch, L, G, Dg)
+            ddu = g * Bt if N == 1 else torch.matmul(g, Bt.unsqueeze(-1)).squeeze(-1)
+        if need_B:  # sum over the group's channels of du_t g_t: (batch, L, G, N)
+            dB = torch.matmul(dut.unsqueeze(-2), gN).squeeze(-2)
+        if need_dl or need_A:
+            w = g.mul_(a)  # w_t = g_t a_t h_{t-1} = dL/d(dl_t A), in g's buffer (g is not needed any more)
+            w[:, 1:].mul_(h[:, :-1])
+            if h0 is None:
+                w[:, 0].zero_()
+            else:
+                w[:, 0].mul_(h0)
+            if need_dl:  # sum over the states of w_t A: (batch, L, G, Dg)
+                ddl = w * A.view(G, Dg) if N == 1 else torch.mul(w, A).sum(-1)
+            if need_A:  # sum over batch and time of w_t dl_t, in w's buffer
+                dA = w.mul_(dlt if N == 1 else dlt.unsqueeze(-1)).sum((0, 1)).view(G, Dg, N)
+        du, dl, B, C = ctx.layouts
+        return (
+            None if ddu is None else _time_last(ddu, du),
+            None if ddl is None else _time_last(ddl, dl),
+            dA,
+            None if dB is None else _time_last(dB, B),
+            None if dC is None else _time_last(dC, C),
+            dh0,
+        )
+
+
+def selective_scan_recurrent(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Sequential recurrence with a hand-written backward: the CPU training path. Same arguments as
+    :func:`selective_scan_ref`; differentiable w.r.t. every tensor input (last state included).
+
+    Only the core recurrence is a custom autograd Function (see the module docstring); the delta
+    bias/softplus, delta*u, the D skip and the z gate stay plain autograd ops. Computes in fp32, or in fp64
+    when ``u`` is fp64 (so ``torch.autograd.gradcheck`` applies).
+    """
+    dtype = u.dtype
+    batch, dim, length = u.shape
+    if length == 0:
+        args = (D, z, delta_bias, delta_softplus, initial_state, return_last_state)
+        return selective_scan_ref(u, delta, A, B, C, *args)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    uf, df, Af = _prepare(u, delta, A, delta_bias, delta_softplus, work)
+    Bg, Cg = _grouped(B, work), _grouped(C, work)
+    G, N = Bg.shape[1], Af.shape[1]
+    if dim % G:
+        raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
+    Dg = dim // G
+    h0 = None if initial_state is None else initial_state.to(work).reshape(batch, G, Dg, N)
+    du = (df * uf).view(batch, G, Dg, length)
+    y, last = _Recurrence.apply(du, df.view(batch, G, Dg, length), Af.view(G, Dg, N), Bg, Cg, h0)
+    y = _finish(y.reshape(batch, dim, length), uf, D, z, dtype)
+    return (y, last.reshape(batch, dim, N)) if return_last_state else y
+
+
 def _pick_method(u: Tensor, A: Tensor, grad: bool) -> str:
     """The ``"auto"`` rule (measured on a 1-thread CPU; see the module docstring)."""
-    if grad:
-        return "chunked"
     batch, dim, length = u.shape
     n = A.shape[1]
+    if grad:
+        return "recurrent" if n > 1 or batch * dim >= _RECURRENT_MIN_STEP_N1 else "chunked"
     if batch * dim * n >= (_LOOP_MIN_STEP_N1 if n == 1 else _LOOP_MIN_STEP) or length < _LOOP_MAX_SHORT:
         return "loop"
     return "chunked"
@@ -446,7 +639,8 @@ def selective_scan(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with mamba_ssm's argument convention; see the module docstring.
 
-    ``method`` picks the algorithm: ``"ref"``, ``"chunked"``, ``"loop"`` or ``"auto"`` (module docstring).
+    ``method`` picks the algorithm: ``"ref"``, ``"chunked"``, ``"recurrent"``, ``"loop"`` or ``"auto"``
+    (module docstring).
     """
     kwargs = dict(
         D=D,
@@ -464,4 +658,6 @@ def selective_scan(
         return selective_scan_chunked(u, delta, A, B, C, **kwargs)
     if method == "loop":
         return selective_scan_loop(u, delta, A, B, C, **kwargs)
+    if method == "recurrent":
+        return selective_scan_recurrent(u, delta, A, B, C, **kwargs)
     raise ValueError(f"unknown selective_scan method {method!r}")
