@@ -16,7 +16,7 @@ from sslalm.ops import (
     selective_scan_ref,
     selective_state_update,
 )
-from sslalm.ops.scan import selective_scan_recurrent
+from sslalm.ops.scan_recurrent import selective_scan_recurrent
 
 SETTINGS = settings(max_examples=25, deadline=None)
 FAST = {

@@ -17,7 +17,10 @@ import json
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "encoder": ("sslalm.bench.encoder", "DASS vs AST: CPU time and peak memory at 10 s, 60 s, 600 s"),
     "lm": ("sslalm.bench.lm", "our Mamba LM vs transformers' Mamba and LLaMA: prefill and decode"),
-    "scan": ("sslalm.bench.scan", "selective-scan methods (ref, chunked, loop, transformers) side by side"),
+    "scan": (
+        "sslalm.bench.scan",
+        "selective-scan methods (ref, chunked, recurrent, loop, transformers) side by side",
+    ),
 }
 
 

@@ -7,11 +7,13 @@ from sslalm.ops.scan import (
     selective_scan_ref,
     selective_state_update,
 )
+from sslalm.ops.scan_recurrent import selective_scan_recurrent
 
 __all__ = [
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_loop",
+    "selective_scan_recurrent",
     "selective_scan_ref",
     "selective_state_update",
 ]
