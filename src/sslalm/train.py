@@ -35,11 +35,12 @@ from typing import Any
 
 import torch
 
+from sslalm.models.lalm_config import PARTS
+
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"  # what the model's save_pretrained writes: its trainable parts
 STAGE_CONFIG_FILE = "stage_config.yaml"
-PARTS = ("projector", "encoder", "lora", "lm")  # sslalm.models.lalm.PARTS, without importing torch models
 
 
 def _opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:

@@ -30,7 +30,9 @@ import torch.nn as nn
 
 from sslalm.models.ast import ASTEncoder
 from sslalm.models.lalm_config import (  # noqa: F401  (re-exported)
+    ADAPTER_PARTS,
     LLAMA_7B,
+    PARTS,
     PRESETS,
     TINY_AST,
     TINY_LLAMA,
@@ -45,10 +47,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 BASE_LM_DIR = "base_lm"
-# trainable parts: the paper trains the first three (the LM stays frozen under LoRA); "lm" fine-tunes the
-# base LM's own weights too, for small LMs trained from scratch (the demo's stand-in), never at paper scale
-PARTS = ("projector", "encoder", "lora", "lm")
-ADAPTER_PARTS = ("projector", "encoder", "lora")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -435,7 +433,7 @@ class SSLALM(nn.Module):
 
     def _save_base_lm(self, path: Path) -> None:
         if path.exists():
-            return  # written by an earlier save of the same model (the base LM never trains)
+            return  # written by an earlier save (fine-tuned LM weights, if any, are in the weights file)
         base = self.lm.get_base_model()
         state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
         if self.config.lm_type == "mamba":

@@ -10,6 +10,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# trainable parts: the paper trains the first three (the LM stays frozen under LoRA); "lm" fine-tunes the
+# base LM's own weights too, for small LMs trained from scratch (the demo's stand-in), never at paper scale
+PARTS = ("projector", "encoder", "lora", "lm")
+ADAPTER_PARTS = ("projector", "encoder", "lora")
+
 # LLaMA-7B / Vicuna-7B shape (Hybrid-LALM and LTU language model)
 LLAMA_7B = dict(
     model_type="llama",
