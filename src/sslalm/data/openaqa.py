@@ -304,12 +304,16 @@ class OpenAQADataset(Dataset):
 
     def crop(self, waveform: torch.Tensor, index: int) -> torch.Tensor:
         """At most ``crop_seconds`` of audio: a seeded random window in training, the centre in evaluation."""
-        n = self.crop_samples
-        if n is None or waveform.shape[-1] <= n:
-            return waveform
-        slack = waveform.shape[-1] - n
-        if self.train:
-            start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, slack + 1))
-        else:
-            start = slack // 2
-        return waveform[..., start : start + n]
+        return crop_window(
+            waveform, self.crop_samples, [self.seed, self.epoch, index] if self.train else None
+        )
+
+
+def crop_window(waveform: torch.Tensor, n: int | None, key: Sequence[int] | None) -> torch.Tensor:
+    """At most ``n`` samples of ``waveform`` (..., N): a random window drawn from
+    ``numpy.random.default_rng(key)``, or the centre when ``key`` is None; shorter input is returned whole."""
+    if n is None or waveform.shape[-1] <= n:
+        return waveform
+    slack = waveform.shape[-1] - n
+    start = slack // 2 if key is None else int(np.random.default_rng(list(key)).integers(0, slack + 1))
+    return waveform[..., start : start + n]

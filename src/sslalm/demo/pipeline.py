@@ -102,28 +102,26 @@ def pick_questions(records: list[dict], n: int, seed: int) -> list[dict]:
     return chosen
 
 
-class LossLog:
-    """A ``TrainerCallback`` (built lazily) that keeps every logged training loss with its step."""
+def loss_log():
+    """A ``TrainerCallback`` that keeps every logged training loss with its step in ``.points``."""
+    from transformers import TrainerCallback
 
-    def __new__(cls):
-        from transformers import TrainerCallback
+    class LossLog(TrainerCallback):
+        def __init__(self):
+            self.points: list[tuple[int, float]] = []
 
-        class _LossLog(TrainerCallback):
-            def __init__(self):
-                self.points: list[tuple[int, float]] = []
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.points.append((int(state.global_step), float(logs["loss"])))
 
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs:
-                    self.points.append((int(state.global_step), float(logs["loss"])))
-
-        return _LossLog()
+    return LossLog()
 
 
 # ---------------------------------------------------------------------------------------------- training
 
 
 def _timed_stage(name: str, steps: int, fn, *args, **kwargs) -> dict[str, Any]:
-    log = LossLog()
+    log = loss_log()
     kwargs["callbacks"] = [log]
     wall, cpu = time.perf_counter(), time.process_time()
     metrics = fn(*args, **kwargs)
@@ -310,20 +308,30 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The test split with the Table I protocol (``sslalm.eval.local``); returns the runner's results."""
     from sslalm.eval.local import load_local, share_answers
-    from sslalm.eval.runner import evaluate
+    from sslalm.eval.runner import evaluate, generate_predictions
     from sslalm.eval.scoring import predictions_path
 
     cla, cap, label = load_local(corpus_dir, "test")
     gen = {"max_new_tokens": schedule.max_new_tokens, "seed": seed}  # the paper's sampling otherwise
-    common = dict(batch_size=schedule.eval_batch, generation_kwargs=gen, embedder=embedder, progress=progress)
     # one caption per clip answers the classification prompt and is scored as a caption too
-    evaluate(model, [cla], eval_dir, caption_metrics=[], model_name=model_name, **common)
+    generate_predictions(
+        model, cla, predictions_path(eval_dir, cla.name), schedule.eval_batch, gen, progress=progress
+    )
     share_answers(
         predictions_path(eval_dir, cla.name),
         predictions_path(eval_dir, cap.name),
         {c.audio_id: c.references for c in cap.clips},
     )
-    return evaluate(model, [cla, cap, label], eval_dir, model_name=model_name, **common)
+    return evaluate(
+        model,
+        [cla, cap, label],
+        eval_dir,
+        batch_size=schedule.eval_batch,
+        generation_kwargs=gen,
+        embedder=embedder,
+        model_name=model_name,
+        progress=progress,
+    )
 
 
 def summarize_eval(results: dict) -> dict[str, Any]:

@@ -4,7 +4,7 @@ The paper's ssLALM starts from an AudioSet-pretrained DASS and a Pile-pretrained
 baselines from an AudioSet-pretrained encoder and Vicuna. No weights can be downloaded here, and a random
 language model that stays frozen (only rank-8 LoRA trains, as in the paper) never learns to write English.
 So the demo pretrains its tiny parts on the corpus's training split first, then runs the paper's four
-curriculum stages with the language model frozen:
+curriculum stages (with the departures ``sslalm.demo.recipe`` explains):
 
 - ``pretrain_language_model``: the LM (Mamba or LLaMA) learns the text of the training records (question
   template + answer, no audio) as a causal LM: what "Pile pretraining" gives the paper's LM, scaled down
@@ -13,8 +13,9 @@ curriculum stages with the language model frozen:
   (cross-entropy; a mixture's labels share the target mass), as DASS and AST learn AudioSet's 527 classes
   before the paper uses them.
 
-Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages);
-saving is ours because neither model is a transformers ``PreTrainedModel`` with a safetensors-safe layout.
+Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages). The
+language model is built by ``sslalm.models.lalm.build_language_model`` and saved with its own
+``save_pretrained``; the DASS encoder is saved here (it is not a transformers ``PreTrainedModel``).
 """
 
 from __future__ import annotations
@@ -59,26 +60,6 @@ class TextDataset(torch.utils.data.Dataset):
         return self.examples[i]
 
 
-def build_language_model(lm_type: str, lm_config: dict[str, Any], vocab_size: int) -> nn.Module:
-    """A random Mamba (``lm_type="mamba"``) or transformers (``"hf"``, e.g. LLaMA) causal LM."""
-    cfg = {**lm_config, "vocab_size": -(-vocab_size // 8) * 8}
-    if lm_type == "mamba":
-        from sslalm.models.mamba import MambaConfig, MambaLM
-
-        return MambaLM(MambaConfig.from_dict(cfg))
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
-
-
-def save_language_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """A folder ``SSLALMConfig.lm_checkpoint`` can point at (Mamba ``-hf`` layout or transformers')."""
-    if hasattr(model, "backbone"):  # our MambaLM
-        model.save_pretrained(path)
-    else:
-        model.save_pretrained(os.fspath(path))
-
-
 def pretrain_language_model(
     lm_type: str,
     lm_config: dict[str, Any],
@@ -96,10 +77,12 @@ def pretrain_language_model(
     """Train a random LM on the records' text and save it to ``out_dir``; returns the Trainer's metrics."""
     from transformers import set_seed
 
+    from sslalm.models.lalm import SSLALMConfig, build_language_model
     from sslalm.prompt import Collator
 
     set_seed(seed)
-    model = build_language_model(lm_type, lm_config, len(tokenizer))
+    config = SSLALMConfig(lm_type=lm_type, lm_config={**lm_config, "vocab_size": "auto"})
+    model = build_language_model(config, len(tokenizer), None)
     dataset = TextDataset(records, tokenizer, cutoff_len)
     logger.info(
         "stage 0 (LM): %s with %.3f M parameters on %d text examples, %d steps of %d",
@@ -121,7 +104,7 @@ def pretrain_language_model(
         callbacks,
         progress=progress,
     )
-    save_language_model(model, out_dir)
+    model.save_pretrained(os.fspath(out_dir))  # a folder SSLALMConfig.lm_checkpoint can name
     return metrics
 
 
@@ -151,17 +134,15 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        import numpy as np
-
         from sslalm.audio import load_audio
+        from sslalm.data.openaqa import crop_window
 
         path, names = self.clips[i]
         wav = load_audio(path)  # (N,)
         n = self.frames * 160
         if wav.numel() > n:
-            self.calls += 1
-            start = int(np.random.default_rng([self.seed, i, self.calls]).integers(0, wav.numel() - n + 1))
-            wav = wav[start : start + n]
+            self.calls += 1  # a new window each time the clip is drawn
+            wav = crop_window(wav, n, [self.seed, i, self.calls])
         targets = torch.zeros(len(self.index))
         for name in names:
             targets[self.index[name]] = 1.0

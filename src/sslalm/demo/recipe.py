@@ -106,20 +106,14 @@ FULL = Schedule(
     learning_rate=4e-3,
 )
 
-QUICK = Schedule(
+QUICK = dataclasses.replace(  # the same pipeline at CI size
+    FULL,
     name="quick",
     corpus_size=600,
-    frames=256,
     vocab_size=512,
     lm_steps=150,
-    lm_batch=32,
-    lm_lr=5e-3,
     encoder_steps=300,
-    encoder_batch=16,
-    encoder_lr=3e-3,
     stage_steps=(30, 400, 60, 60),
-    batch_size=16,
-    learning_rate=4e-3,
     qa_examples=4,
     latency_clips=3,
     latency_tokens=16,
@@ -174,7 +168,7 @@ def transformer_recipe(frames: int) -> ModelRecipe:
     within 1 % of the Mamba LM; LTU's pooling projector is smaller than the paper's convolutional one. The
     AST's window is the training crop (``frames``), so both models see the same audio per example.
     """
-    from sslalm.models.lalm import TINY_AST
+    from sslalm.models.lalm_config import TINY_AST, TINY_LLAMA
 
     return ModelRecipe(
         key="transformer",
@@ -183,17 +177,11 @@ def transformer_recipe(frames: int) -> ModelRecipe:
         encoder_type="ast",
         encoder_config={**TINY_AST, "max_length": frames},
         lm_type="hf",
-        lm_config=dict(
-            model_type="llama",
-            hidden_size=64,
-            intermediate_size=88,  # base LM parameters within 1 % of the Mamba's
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=4096,
-            tie_word_embeddings=True,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=1,
-        ),
+        lm_config={
+            **TINY_LLAMA,
+            "intermediate_size": 88,  # base LM parameters within 1 % of the Mamba's
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "pad_token_id": 1,
+        },
     )
