@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from sslalm.demo.pipeline import chance_levels, fingerprint, pick_questions
 from sslalm.demo.recipe import (
@@ -249,6 +250,9 @@ def test_pretrained_language_model_loads_as_the_lalm_base(tmp_path, tokenizer, l
     base = model.lm.get_base_model()
     assert base.get_input_embeddings().weight.shape[0] % 8 == 0
     assert base.get_input_embeddings().weight.shape[0] >= len(tok)
+    saved = load_file(tmp_path / "lm" / "model.safetensors")  # the trained weights are what the LALM uses
+    key = next(k for k in saved if k.endswith(("embed_tokens.weight", "embeddings.weight")))
+    assert torch.equal(base.get_input_embeddings().weight, saved[key])
 
 
 @pytest.mark.parametrize("kind", ["dass", "ast"])
