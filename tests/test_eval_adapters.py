@@ -1,4 +1,4 @@
-"""Benchmark adapters on small fake trees in each official layout (sslalm.eval.synthetic builds them)."""
+"""Benchmark adapters on small fake trees in each official layout (built by tests/synthetic_benchmarks.py)."""
 
 import logging
 import shutil
@@ -15,7 +15,7 @@ from sslalm.eval.datasets import (
     load_benchmark,
     resolve_names,
 )
-from sslalm.eval.synthetic import build_synthetic_benchmarks, write_tone
+from synthetic_benchmarks import build_synthetic_benchmarks, write_tone
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from sslalm.cli import build_parser
 from sslalm.eval.datasets import benchmark_dir, find_benchmarks, load_benchmark
 from sslalm.eval.runner import AudioLanguageModel, generate_predictions, run_cli
 from sslalm.eval.scoring import read_predictions
-from sslalm.eval.synthetic import SAMPLE_RATE, ToneModel, build_synthetic_benchmarks, dominant_frequency
+from synthetic_benchmarks import SAMPLE_RATE, ToneModel, build_synthetic_benchmarks, dominant_frequency
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,12 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from sslalm.audio import SAMPLE_RATE
 from sslalm.prompt import CUTOFF_LEN, tokenize_example
 
 logger = logging.getLogger(__name__)
 
 FIELDS = ("instruction", "input", "audio_id", "dataset", "task", "output")
-SAMPLE_RATE = 16000
 CROP_SECONDS = 10.24
 MAX_REASONS = 5  # how many skip reasons are logged in full
 

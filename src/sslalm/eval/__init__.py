@@ -9,7 +9,6 @@
 - :mod:`~sslalm.eval.scoring`: a run folder's answers -> ``results.json``.
 - :mod:`~sslalm.eval.report`: ``report.md`` / ``report.csv`` beside the paper's rows
   (:mod:`~sslalm.eval.paper_table`).
-- :mod:`~sslalm.eval.synthetic`: tiny generated benchmark trees and a tone-reading stand-in model.
 
 Names are imported lazily so ``import sslalm.eval`` (and ``sslalm --help``) stays cheap.
 """
@@ -36,8 +35,6 @@ _EXPORTS = {
     "write_report": "sslalm.eval.report",
     "render_markdown": "sslalm.eval.report",
     "PAPER_ROWS": "sslalm.eval.paper_table",
-    "build_synthetic_benchmarks": "sslalm.eval.synthetic",
-    "ToneModel": "sslalm.eval.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)
