@@ -24,14 +24,13 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
 class TextEmbedder(Protocol):
     """Anything that maps texts to fixed-size vectors. ``name`` identifies the model in caches and reports."""
 
