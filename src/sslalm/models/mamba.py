@@ -73,10 +73,6 @@ class MambaState:
     def clone(self) -> MambaState:
         return MambaState(self.conv.clone(), self.ssm.clone())
 
-    def select(self, index: Tensor | list[int] | slice) -> MambaState:
-        """The state of some sequences of the batch (a copy)."""
-        return MambaState(self.conv[:, index].clone(), self.ssm[:, index].clone())
-
     def copy_(self, other: MambaState) -> MambaState:
         self.conv.copy_(other.conv)
         self.ssm.copy_(other.ssm)
@@ -351,9 +347,6 @@ class MambaLM(nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         self.gradient_checkpointing = False
 
-    def new_state(self, batch: int) -> MambaState:
-        return MambaState.zeros(self.config, batch, device=self.device, dtype=self.dtype)
-
     # ------------------------------------------------------------------ sequence forward
     def _inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
         if (input_ids is None) == (inputs_embeds is None):
@@ -417,6 +410,7 @@ class MambaLM(nn.Module):
         if labels is not None:
             flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
             flat_labels = labels[:, 1:].reshape(-1).to(logits.device)
+            # transformers' Trainer passes num_items_in_batch when it trains a bare MambaLM (demo stage 0)
             if num_items_in_batch is None:
                 loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
             else:
