@@ -6,10 +6,9 @@ import shutil
 import pytest
 
 from sslalm.eval.adapters import DCASE2017_LABELS, TUT2017_LABELS
+from sslalm.eval.benchmark import MISSING_AUDIO, DatasetNotFound
 from sslalm.eval.datasets import (
     BENCHMARKS,
-    MISSING_AUDIO,
-    DatasetNotFound,
     benchmark_dir,
     find_benchmarks,
     load_benchmark,

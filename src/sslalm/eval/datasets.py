@@ -5,7 +5,7 @@ set (classification), the prompt and metric of Table I, and the counts of metada
 (``malformed``) and of clips left out with a reason (``skipped``, e.g. audio not on disk); neither stops a
 run. :data:`BENCHMARKS` maps each benchmark to its Table I column, task, metric, prompt, usual folder names
 and adapter function (from :mod:`sslalm.eval.adapters`, which documents every official layout). The records
-themselves live in :mod:`sslalm.eval.benchmark` and are re-exported here.
+themselves (:class:`Benchmark`, :class:`EvalClip`, ...) live in :mod:`sslalm.eval.benchmark`.
 :func:`find_benchmarks` loads the ones present under a data root and skips the others with a log message.
 """
 
@@ -16,14 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sslalm.eval import adapters
-from sslalm.eval.benchmark import (  # noqa: F401 (re-exported: the records are part of this module's API)
-    AUDIO_EXTENSIONS,
-    MISSING_AUDIO,
-    Benchmark,
-    BenchmarkSpec,
-    DatasetNotFound,
-    EvalClip,
-)
+from sslalm.eval.benchmark import Benchmark, BenchmarkSpec, DatasetNotFound
 
 logger = logging.getLogger(__name__)
 

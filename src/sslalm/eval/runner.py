@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sslalm.errors import UserError
-from sslalm.eval.datasets import BENCHMARKS, Benchmark
+from sslalm.eval.benchmark import Benchmark
+from sslalm.eval.datasets import BENCHMARKS, find_benchmarks, resolve_names
 from sslalm.eval.scoring import predictions_path, read_predictions
 
 if TYPE_CHECKING:
@@ -299,8 +300,6 @@ class _Plan:
 
 def _dataset_dirs(items: Sequence[str]) -> dict[str, str]:
     """``--dataset-dir NAME=DIR`` items -> {canonical name: DIR}."""
-    from sslalm.eval.datasets import resolve_names
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -324,7 +323,6 @@ def _plan(args: argparse.Namespace, out: Path) -> _Plan:
 
     Raises ``ValueError`` (a ``UserError`` for our own checks) with a one-line message.
     """
-    from sslalm.eval.datasets import find_benchmarks, resolve_names
     from sslalm.eval.scoring import meta_path
 
     names = resolve_names(args.benchmarks)
