@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sslalm.errors import UserError
 from sslalm.eval.benchmark import Benchmark
 from sslalm.eval.datasets import BENCHMARKS, find_benchmarks, resolve_names
-from sslalm.eval.scoring import predictions_path, read_predictions
+from sslalm.eval.scoring import meta_path, predictions_path, read_predictions, score_run, write_meta
 
 if TYPE_CHECKING:
     import torch
@@ -170,7 +170,6 @@ def evaluate(
     from sslalm.eval.captioning import METRICS
     from sslalm.eval.embedders import default_cache_dir, make_embedder
     from sslalm.eval.report import write_report
-    from sslalm.eval.scoring import score_run, write_meta
 
     out_dir = Path(out_dir)
     for bench in benchmarks:
@@ -323,8 +322,6 @@ def _plan(args: argparse.Namespace, out: Path) -> _Plan:
 
     Raises ``ValueError`` (a ``UserError`` for our own checks) with a one-line message.
     """
-    from sslalm.eval.scoring import meta_path
-
     names = resolve_names(args.benchmarks)
     overrides = _dataset_dirs(args.dataset_dir)
     plan = _Plan(names, _parse_gen(args), _caption_metrics(args.caption_metrics), None, set())
@@ -350,7 +347,6 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
     """Entry point of ``sslalm eval``. ``model`` lets Python callers (tests, the demo) pass a model object."""
     from sslalm.eval.embedders import default_cache_dir, make_embedder
     from sslalm.eval.report import render_markdown, write_report
-    from sslalm.eval.scoring import score_run
     from sslalm.models.loading import load_model
 
     out = Path(args.out)
