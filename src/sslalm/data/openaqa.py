@@ -1,7 +1,7 @@
 """OpenAQA-format question-answer datasets: records → (fbank, tokenised prompt + answer) training examples.
 
 A data file is a JSON list of records or JSONL (one record per line). Every record has the six string fields
-``instruction``, ``input``, ``audio_id``, ``dataset``, ``task`` and ``output`` (``reference/ltu.md`` §1.1);
+``instruction``, ``input``, ``audio_id``, ``dataset``, ``task`` and ``output`` (``docs/ltu.md``);
 ``audio_id`` is an absolute path or a path relative to the data file's folder.
 
 Bad data never stops a long run unless asked to: a malformed record (bad JSON line, missing or non-string

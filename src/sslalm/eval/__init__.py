@@ -1,4 +1,4 @@
-"""Evaluation with the paper's Table I protocol (DESIGN.md §6, ``reference/ltu.md`` §5).
+"""Evaluation with the paper's Table I protocol (``docs/paper.md``, ``docs/ltu.md`` "Evaluation protocol").
 
 - :mod:`~sslalm.eval.benchmark`: the records (:class:`Benchmark`, :class:`EvalClip`, :class:`BenchmarkSpec`).
 - :mod:`~sslalm.eval.datasets`: the registry of the ten benchmarks, finding them under a data root.

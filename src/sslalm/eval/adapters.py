@@ -5,7 +5,7 @@ index of every audio file under the benchmark's folder (:class:`AudioIndex`), ke
 YouTube-sourced sets (AudioSet, VGGSound, AudioCaps, DCASE2017) ship no audio and each download tool names
 files its own way; each adapter lists the stems it tries. A malformed row is counted, a row whose audio is not
 on disk is counted as skipped (:data:`~sslalm.eval.benchmark.MISSING_AUDIO`); a missing metadata file raises
-:class:`~sslalm.eval.benchmark.DatasetNotFound`. Where ``ltu.md`` §5.2 says how LTU turned labels into text,
+:class:`~sslalm.eval.benchmark.DatasetNotFound`. Where ``docs/ltu.md`` says how LTU turned labels into text,
 the adapter does the same (underscores to spaces etc.).
 """
 

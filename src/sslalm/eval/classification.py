@@ -1,4 +1,4 @@
-"""Classification by captioning, scored as in LTU and the paper (``ltu.md`` §5.2, DESIGN.md §6).
+"""Classification by captioning, scored as in LTU and the paper (``docs/ltu.md``, ``docs/paper.md``).
 
 The model answers every clip with free text. Each answer and each label is embedded as
 ``"sound of " + text.lower()``; the cosine similarities of an answer to all labels form that clip's score

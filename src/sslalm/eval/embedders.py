@@ -1,7 +1,7 @@
 """Text embedders for classification-by-captioning, and the on-disk cache of label-set embeddings.
 
 LTU (and the paper) score a generated caption against each label by the cosine similarity of their
-``text-embedding-ada-002`` embeddings (``ltu.md`` §5.2). That API is paid and online, so the embedder is an
+``text-embedding-ada-002`` embeddings (``docs/ltu.md``). That API is paid and online, so the embedder is an
 interface (:class:`TextEmbedder`: ``name`` + ``encode(texts) -> (N, D)``) with three backends:
 
 - ``minilm`` (default): sentence-transformers ``all-MiniLM-L6-v2`` shipped inside the PyPI package

@@ -8,7 +8,7 @@ bypasses LoRA wrappers in its fused path. This module builds the same network on
 parity tests line up one to one), and adds what the LALM needs: ``inputs_embeds``, right-padded batches,
 prefill from a given state, and a constant-size recurrent state for decoding.
 
-Layout per block (reference/mamba.md §1): RMSNorm → ``in_proj`` (d_model → 2·d_inner: x, gate z) → causal
+Layout per block (docs/mamba.md): RMSNorm → ``in_proj`` (d_model → 2·d_inner: x, gate z) → causal
 depthwise conv on x → SiLU → ``x_proj`` (→ dt, B, C) → ``dt_proj`` + softplus → selective scan with
 A = -exp(A_log) and skip D, gated by SiLU(z) → ``out_proj`` → residual add (fp32). A final RMSNorm and a head
 tied to the embedding give the logits; the vocabulary is padded to a multiple of 8.
