@@ -1,6 +1,11 @@
 """What a loaded benchmark is: :class:`EvalClip`, :class:`Benchmark`, :class:`BenchmarkSpec` and the error
 for a benchmark that is not on disk.
 
+:class:`Benchmark` holds the clips to answer (:class:`EvalClip`: audio id, audio path, references), the label
+set (classification), the prompt and metric of Table I, and the counts of metadata rows that could not be used
+(``malformed``) and of clips left out with a reason (``skipped``, e.g. audio not on disk); neither stops a
+run. :class:`BenchmarkSpec` holds a benchmark's static facts and its adapter.
+
 These records are shared by the adapters (:mod:`sslalm.eval.adapters`, which build them) and the registry
 (:mod:`sslalm.eval.datasets`, which names every benchmark and its adapter); keeping them apart from both lets
 the registry import the adapters without the adapters importing the registry back.

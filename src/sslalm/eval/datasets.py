@@ -1,12 +1,10 @@
-"""Benchmark records and registry: what a loaded benchmark is, which benchmarks exist, how to find them.
+"""The benchmark registry: which benchmarks exist, how each is read and scored, and how to find them.
 
-:class:`Benchmark` holds the clips to answer (:class:`EvalClip`: audio id, audio path, references), the label
-set (classification), the prompt and metric of Table I, and the counts of metadata rows that could not be used
-(``malformed``) and of clips left out with a reason (``skipped``, e.g. audio not on disk); neither stops a
-run. :data:`BENCHMARKS` maps each benchmark to its Table I column, task, metric, prompt, usual folder names
-and adapter function (from :mod:`sslalm.eval.adapters`, which documents every official layout). The records
-themselves (:class:`Benchmark`, :class:`EvalClip`, ...) live in :mod:`sslalm.eval.benchmark`.
-:func:`find_benchmarks` loads the ones present under a data root and skips the others with a log message.
+:data:`BENCHMARKS` maps each benchmark to its Table I column, task, metric, prompt, usual folder names and
+adapter function (from :mod:`sslalm.eval.adapters`, which documents every official layout); ``ALIASES``
+accepts the usual short names. :func:`load_benchmark` reads one folder into a
+:class:`~sslalm.eval.benchmark.Benchmark`; :func:`find_benchmarks` loads the ones present under a data root
+and skips the others with a log message.
 """
 
 from __future__ import annotations
