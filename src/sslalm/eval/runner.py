@@ -359,6 +359,13 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
         print(f"error: {exc}")
         return 2
     row_name = args.name or (Path(args.model).name if args.model else _earlier_name(out) or out.name)
+    scoring = dict(
+        embedder=embedder,
+        cache_dir=args.embedding_cache or default_cache_dir(),
+        caption_metrics=plan.caption_metrics,
+        spice_corenlp_dir=args.spice_corenlp,
+        model_name=row_name,
+    )
     if plan.benchmarks is not None:
         if model is None:
             print("no --model given: scoring the answers already in --out")
@@ -368,24 +375,12 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
             out,
             batch_size=args.batch_size,
             generation_kwargs=plan.generation,
-            embedder=embedder,
-            cache_dir=args.embedding_cache,
-            caption_metrics=plan.caption_metrics,
-            spice_corenlp_dir=args.spice_corenlp,
-            model_name=row_name,
             report=args.report,
             progress=not args.no_progress,
+            **scoring,
         )
     else:
-        results = score_run(
-            out,
-            plan.names,
-            embedder=embedder,
-            cache_dir=args.embedding_cache or default_cache_dir(),
-            caption_metrics=plan.caption_metrics,
-            spice_corenlp_dir=args.spice_corenlp,
-            model_name=row_name,
-        )
+        results = score_run(out, plan.names, **scoring)
         if args.report:
             write_report(results, out)
     print(render_markdown([results]))
