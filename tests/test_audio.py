@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,6 +292,21 @@ def test_public_names_are_exported():
     assert sslalm.load_audio is load_audio
     assert sslalm.AudioError is AudioError
     assert sslalm.FbankExtractor is FbankExtractor
+
+
+def test_sample_rate_is_defined_once_and_imports_without_torch():
+    """``SAMPLE_RATE`` has one definition (``sslalm.audio``); numpy-only modules import it without torch."""
+    root = Path(sslalm.__file__).parent
+    defining = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if any(isinstance(t, ast.Name) and t.id == "SAMPLE_RATE" for t in targets):
+                defining.append(path.relative_to(root).as_posix())
+    assert defining == ["audio/__init__.py"]
+    code = "import sys; from sslalm.audio import SAMPLE_RATE; print(SAMPLE_RATE, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["16000", "False"]
 
 
 # -------------------------------------------------------------------------------------------------- fbank
