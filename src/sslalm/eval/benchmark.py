@@ -76,14 +76,6 @@ class BenchmarkSpec:
     loader: Callable[[Path, BenchmarkSpec], Benchmark]  # reads the official layout (sslalm.eval.adapters)
 
     def new(self, root: Path, clips: list[EvalClip], labels: Sequence[str] = (), **kw) -> Benchmark:
-        return Benchmark(
-            name=self.name,
-            column=self.column,
-            task=self.task,
-            metric=self.metric,
-            prompt=self.prompt,
-            clips=clips,
-            labels=list(labels),
-            root=str(root),
-            **kw,
-        )
+        """A loaded benchmark with this spec's facts; ``kw``: ``skipped``, ``malformed``."""
+        facts = {name: getattr(self, name) for name in ("name", "column", "task", "metric", "prompt")}
+        return Benchmark(**facts, clips=clips, labels=list(labels), root=str(root), **kw)
