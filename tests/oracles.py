@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sslalm.audio.features import FLOAT_EPS
+KALDI_LOG_FLOOR = float(np.finfo(np.float32).eps)  # kaldi's std::numeric_limits<float>::epsilon()
 
 
 def kaldi_fbank_reference(
@@ -60,7 +60,7 @@ def kaldi_fbank_reference(
         emphasised = [frame[i] - preemphasis * frame[max(i - 1, 0)] for i in range(size)]
         windowed = np.array(emphasised) * np.array(window)
         power = np.abs(np.fft.rfft(windowed, n=n_fft)) ** 2
-        out.append([math.log(max(float(filters[m] @ power), FLOAT_EPS)) for m in range(num_mel_bins)])
+        out.append([math.log(max(float(filters[m] @ power), KALDI_LOG_FLOOR)) for m in range(num_mel_bins)])
     return np.array(out).reshape(-1, num_mel_bins)
 
 
