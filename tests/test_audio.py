@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +17,8 @@ import soundfile as sf
 import torch
 
 import sslalm
-from sslalm import audio
-from sslalm.audio import AudioError, FbankExtractor, kaldi_fbank_reference, kaldi_mel_banks, load_audio
+from oracles import kaldi_fbank_reference
+from sslalm.audio import AudioError, FbankExtractor, decode, kaldi_mel_banks, load_audio
 
 SR = 16000
 
@@ -172,7 +176,7 @@ def test_truncated_wav_is_rejected(tmp_path):
 def test_unknown_length_is_read_block_by_block(monkeypatch):
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 70000).astype(np.float32)  # more than one 65536 block
     data = _encode(x, SR, "FLAC", "PCM_24")
-    monkeypatch.setattr(audio, "_SF_COUNT_MAX", len(x))  # as if libsndfile reported an unknown length
+    monkeypatch.setattr(decode, "_SF_COUNT_MAX", len(x))  # as if libsndfile reported an unknown length
     np.testing.assert_allclose(load_audio(data).numpy(), x, atol=1e-6)
 
 
@@ -279,7 +283,7 @@ def test_vbr_mp3_without_xing_header_and_no_ffmpeg_raises(monkeypatch):
         decoded = len(f.read())
     if decoded / SR > seconds - 0.2:
         pytest.skip("this libsndfile decodes Xing-less VBR MP3 fully; nothing to guard against")
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(decode.shutil, "which", lambda name: None)
     with pytest.raises(AudioError, match=r"without a Xing/Info header\)\. Install ffmpeg"):
         load_audio(data)
 
@@ -288,6 +292,21 @@ def test_public_names_are_exported():
     assert sslalm.load_audio is load_audio
     assert sslalm.AudioError is AudioError
     assert sslalm.FbankExtractor is FbankExtractor
+
+
+def test_sample_rate_is_defined_once_and_imports_without_torch():
+    """``SAMPLE_RATE`` has one definition (``sslalm.audio``); numpy-only modules import it without torch."""
+    root = Path(sslalm.__file__).parent
+    defining = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if any(isinstance(t, ast.Name) and t.id == "SAMPLE_RATE" for t in targets):
+                defining.append(path.relative_to(root).as_posix())
+    assert defining == ["audio/__init__.py"]
+    code = "import sys; from sslalm.audio import SAMPLE_RATE; print(SAMPLE_RATE, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["16000", "False"]
 
 
 # -------------------------------------------------------------------------------------------------- fbank
@@ -403,7 +422,7 @@ def test_a_pure_tone_peaks_in_the_mel_bin_centred_nearest_to_it(freq):
 def test_other_sample_rates_are_resampled_first():
     ex = FbankExtractor(target_length=None)
     x = _sine(1000, 44100, 1.0)
-    expected = ex(audio.resample(torch.from_numpy(x), 44100, SR))
+    expected = ex(decode.resample(torch.from_numpy(x), 44100, SR))
     torch.testing.assert_close(ex(x, sample_rate=44100), expected, rtol=0, atol=0)
     assert expected.shape == (98, 128)
     torch.testing.assert_close(ex(x[:16000], sample_rate=SR), ex(x[:16000]), rtol=0, atol=0)

@@ -1,4 +1,4 @@
-"""Benchmark adapters on small fake trees in each official layout (sslalm.eval.synthetic builds them)."""
+"""Benchmark adapters on small fake trees in each official layout (built by tests/synthetic_benchmarks.py)."""
 
 import logging
 import shutil
@@ -6,16 +6,15 @@ import shutil
 import pytest
 
 from sslalm.eval.adapters import DCASE2017_LABELS, TUT2017_LABELS
+from sslalm.eval.benchmark import MISSING_AUDIO, DatasetNotFound
 from sslalm.eval.datasets import (
     BENCHMARKS,
-    MISSING_AUDIO,
-    DatasetNotFound,
     benchmark_dir,
     find_benchmarks,
     load_benchmark,
     resolve_names,
 )
-from sslalm.eval.synthetic import build_synthetic_benchmarks, write_tone
+from synthetic_benchmarks import build_synthetic_benchmarks, write_tone
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from sslalm.eval.embedders import (
     LabelEmbeddingCache,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
-    TextEmbedder,
     make_embedder,
 )
 
@@ -24,7 +23,11 @@ def test_hashing_embedder_is_deterministic_and_lexical():
     np.testing.assert_array_equal(a[0], a[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert float(a[0] @ a[2]) == 0.0
-    assert isinstance(e, TextEmbedder)
+    assert e.name == "hashing-4096" and e.encode([]).shape == (0, 4096)
+    # it serves as the scorer's embedder: an answer that is a label's name scores that label
+    labels = ["dog barks", "rain"]
+    s = score_classification(["a dog barks", "rain"], [["dog barks"], ["rain"]], labels, "acc", e)
+    assert s.value == pytest.approx(100.0)
 
 
 def test_label_cache_memory_and_disk(tmp_path):
@@ -120,7 +123,8 @@ def test_openai_missing_package_gives_an_install_hint(monkeypatch):
 
 def test_make_embedder_names(tmp_path):
     assert make_embedder("hashing").name == "hashing-4096"
-    assert isinstance(make_embedder("minilm"), SentenceTransformerEmbedder)  # lazy: nothing loaded yet
+    minilm = make_embedder("minilm")
+    assert minilm.name == "all-MiniLM-L6-v2" and minilm._model is None  # lazy: nothing loaded yet
     assert make_embedder(str(tmp_path)).name == tmp_path.name
     with pytest.raises(ValueError, match="unknown embedder"):
         make_embedder("word2vec")

@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 
+from oracles import (
+    average_precision_reference,
+    cosine_similarity_reference,
+    mean_average_precision_reference,
+    micro_f1_reference,
+)
 from sslalm.eval.classification import (
     accuracy,
-    average_precision_reference,
     clean_prediction,
     cosine_similarity,
-    cosine_similarity_reference,
     label_sentence,
     mean_average_precision,
-    mean_average_precision_reference,
     micro_f1,
-    micro_f1_reference,
     score_classification,
     similarity_scores,
     truth_matrix,

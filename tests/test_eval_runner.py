@@ -10,9 +10,9 @@ import torch
 
 from sslalm.cli import build_parser
 from sslalm.eval.datasets import benchmark_dir, find_benchmarks, load_benchmark
-from sslalm.eval.runner import AudioLanguageModel, generate_predictions, run_cli
+from sslalm.eval.runner import generate_predictions, run_cli
 from sslalm.eval.scoring import read_predictions
-from sslalm.eval.synthetic import SAMPLE_RATE, ToneModel, build_synthetic_benchmarks, dominant_frequency
+from synthetic_benchmarks import SAMPLE_RATE, ToneModel, build_synthetic_benchmarks, dominant_frequency
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,14 @@ class Interrupting:
 
 def test_tone_model_reads_the_audio_not_the_file_name(tree):
     model = ToneModel(tree.answers)
-    assert isinstance(model, AudioLanguageModel)
-    f = sorted(tree.answers)[3]
+    f, g = sorted(tree.answers)[3], sorted(tree.answers)[7]
     t = torch.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
     wave = torch.sin(2 * torch.pi * (f + 20) * t)
+    other = torch.sin(2 * torch.pi * (g - 20) * t)
     assert model.generate([wave], ["q"]) == [tree.answers[f]]
+    assert model.generate([other, wave], ["q", "q"]) == [tree.answers[g], tree.answers[f]]  # in order
+    with pytest.raises(ValueError, match="one prompt per audio clip"):
+        model.generate([wave, other], ["q"])
     assert dominant_frequency(np.asarray(wave), SAMPLE_RATE) == pytest.approx(f + 20, abs=2)
 
 
@@ -155,6 +158,21 @@ def test_cli_limit_and_errors(tree, tmp_path, capsys):
     assert run_cli(_args(["--out", str(out), "--caption-metrics", "WER"])) == 2
     assert run_cli(_args(["--model", "m", "--out", str(out)])) == 2
     assert "error" in capsys.readouterr().out
+
+
+def test_cli_model_path_that_is_not_a_model_folder_names_the_ones_below(tree, tmp_path, capsys):
+    """``--model`` goes through the shared loader: a run folder is refused before any clip is answered."""
+    stage = tmp_path / "runs" / "stage2"
+    stage.mkdir(parents=True)
+    (stage / "config.json").write_text("{}")
+    (stage / "model.safetensors").write_bytes(b"")
+    out = tmp_path / "run"
+    argv = ["--model", str(tmp_path / "runs"), "--data-root", str(tree.root), "--benchmarks", "bjo",
+            "--out", str(out), "--embedder", "hashing", "--no-progress"]  # fmt: skip
+    assert run_cli(_args(argv)) == 2
+    printed = capsys.readouterr().out
+    assert printed.startswith("error: ") and "is not a model folder" in printed and str(stage) in printed
+    assert not (out / "bjo.jsonl").exists()
 
 
 def test_find_benchmarks_feeds_the_runner(tree):

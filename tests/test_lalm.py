@@ -13,7 +13,7 @@ from sslalm.models.lalm import PRESETS, SSLALM, SSLALMConfig
 from sslalm.models.mamba import MambaConfig, MambaLM
 from sslalm.models.projector import ConvProjector, PoolProjector
 
-# DESIGN.md §3 (paper §III.E): trainable and total parameters, in millions / billions
+# paper §III.E (docs/paper.md): trainable and total parameters, in millions / billions
 TABLE = {
     "sslalm-small": (43.3, 2.8),
     "sslalm-medium": (62.1, 2.8),

@@ -42,7 +42,7 @@ def test_config_presets_and_padding():
     assert (cfg.d_inner, cfg.time_step_rank, cfg.padded_vocab_size) == (5120, 160, 50280)
     with torch.device("meta"):
         big = MambaLM(cfg)
-    assert big.num_parameters() == 2_768_345_600  # reference/mamba.md §1.1, the hub's "2.77B"
+    assert big.num_parameters() == 2_768_345_600  # docs/mamba.md, the hub's "2.77B"
     assert tiny().backbone.embeddings.weight.shape == (1008, 32)
     assert MambaConfig.from_dict(cfg.to_dict()) == cfg
     assert MambaConfig.from_dict(cfg.to_hf_dict()).to_hf_dict() == cfg.to_hf_dict()

@@ -567,7 +567,12 @@ def test_tiny_model_overfits_real_clips_and_answers(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_curriculum_runs_on_the_local_corpus(tmp_path):
-    """The four tiny stage configs, chained through the CLI entry point, on a small local corpus."""
+    """The four tiny stage configs, chained through the CLI entry point, on a small local corpus.
+
+    Each stage takes one optimizer step (no warm-up, so the step moves the weights): stages 2-4 must each
+    change the parts they train (projector, encoder, LoRA) from the previous stage's saved model and keep the
+    base LM's weights, and the final model's ``ask`` must give the answer its batched ``generate`` gives.
+    """
     import argparse
 
     from sslalm import train as train_mod
@@ -587,6 +592,8 @@ def test_tiny_curriculum_runs_on_the_local_corpus(tmp_path):
             str(tmp_path / f"stage{k}"),
             "--max_steps",
             "1",
+            "--warmup_steps",
+            "0",
             "--per_device_train_batch_size",
             "4",
             "--effective_batch_size",
@@ -599,13 +606,13 @@ def test_tiny_curriculum_runs_on_the_local_corpus(tmp_path):
         if k > 1:
             argv += ["--init_from", str(tmp_path / f"stage{k - 1}")]
         assert train_mod.run_cli(parser.parse_args(argv)) == 0
-    model = SSLALM.from_pretrained(tmp_path / "stage4")
-    assert isinstance(
-        model.ask(
-            str(info.out_dir / json.loads((info.out_dir / "train.json").read_text())[0]["audio_id"]),
-            "What is it?",
-            do_sample=False,
-            max_new_tokens=5,
-        ),
-        str,
-    )
+    stages = [SSLALM.from_pretrained(tmp_path / f"stage{k}") for k in (1, 2, 3, 4)]
+    for k in (2, 3, 4):  # each trains projector, encoder and LoRA from the previous stage's output
+        before, now = dict(stages[k - 2].named_parameters()), stages[k - 1].parameter_groups()
+        for part in ("projector", "encoder", "lora"):
+            assert any(not torch.equal(p, before[n]) for n, p in now[part]), (k, part)
+        assert all(torch.equal(p, before[n]) for n, p in now["lm"]), k  # the base LM never trains
+    clip = str(info.out_dir / json.loads((info.out_dir / "train.json").read_text())[0]["audio_id"])
+    model, question, greedy = stages[-1], "What is it?", {"do_sample": False, "max_new_tokens": 5}
+    answer = model.ask(clip, question, **greedy)
+    assert model.generate([clip, clip], [question, question], **greedy) == [answer, answer]

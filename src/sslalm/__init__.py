@@ -1,7 +1,7 @@
 """sslalm: state-space large audio language models.
 
 A DASS (Mamba-based) audio encoder feeds a Mamba language model through a small projector; LoRA adapters
-make the language model trainable at a fraction of its size. See ``DESIGN.md`` for the data flow.
+make the language model trainable at a fraction of its size. ``docs/architecture.md`` has the data flow.
 
 The public names below are imported lazily so that ``import sslalm`` stays fast (no transformers import).
 """

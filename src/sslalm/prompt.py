@@ -1,6 +1,6 @@
 """Prompt template, tokenisation, loss masking and batch collation for training (LTU's recipe).
 
-The text side follows LTU (``reference/ltu.md`` §3) with the changes a state-space language model needs:
+The text side follows LTU (``docs/ltu.md``, "Prompt template") with the changes a state-space LM needs:
 
 - Template: Alpaca "short" (``### Instruction:`` / ``### Response:``; an ``### Input:`` block only when the
   record has an input, e.g. a transcript). The answer follows the response header directly.
@@ -9,7 +9,7 @@ The text side follows LTU (``reference/ltu.md`` §3) with the changes a state-sp
 - Loss on every text token by default (LTU's ``train_on_inputs=True``); ``train_on_inputs=False`` masks the
   prompt (instruction + template) with -100 so only the answer (and EOS) is learnt.
 - Audio tokens are prepended by the model, not here; text is **right**-padded, because Mamba has no attention
-  mask and pads between the audio and the text would leak into the recurrent state (``ltu.md`` §10).
+  mask and pads between the audio and the text would leak into the recurrent state (``docs/mamba.md``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train one curriculum stage (``sslalm train --config configs/stageN.yaml [--key value ...]``).
 
-LTU's four-stage curriculum (``reference/ltu.md`` §1.3, DESIGN §5) on the Hugging Face ``Trainer``, as LTU
+LTU's four-stage curriculum (``docs/ltu.md``, "The four-stage curriculum") on the Hugging Face Trainer, as LTU
 did: each stage is a YAML file of ``StageConfig`` fields (which parts train, data, learning rate, epochs,
 warm-up, effective batch 256 reached by gradient accumulation), and stage k starts from stage k-1's output
 folder (``init_from``). Several GPUs or machines: launch the same command under ``torchrun`` (DDP); FSDP or

@@ -8,7 +8,8 @@ Measured side by side in one run, random weights (cost does not depend on their 
   ``--decode-tokens`` steps). Our state and transformers' Mamba cache have a fixed size; LLaMA's KV cache
   grows with the context, so its time per token is expected to grow while ours stays flat;
 * ``--train``: forward + backward of a small model (default d_model 256, 4 layers, batch 4, length 256), ours
-  (chunked scan) against transformers' pure-PyTorch fallback, i.e. the training path.
+  (the "auto" scan, which picks the recurrent scan under autograd) against transformers' pure-PyTorch
+  fallback, i.e. the training path.
 
 transformers' ``MambaForCausalLM`` gets exactly our weights (``load_state_dict``) and the logits of both are
 compared as a sanity check. Each model runs in a fresh process (``run_isolated``), so the peak resident

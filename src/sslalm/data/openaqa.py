@@ -1,7 +1,7 @@
 """OpenAQA-format question-answer datasets: records → (fbank, tokenised prompt + answer) training examples.
 
 A data file is a JSON list of records or JSONL (one record per line). Every record has the six string fields
-``instruction``, ``input``, ``audio_id``, ``dataset``, ``task`` and ``output`` (``reference/ltu.md`` §1.1);
+``instruction``, ``input``, ``audio_id``, ``dataset``, ``task`` and ``output`` (``docs/ltu.md``);
 ``audio_id`` is an absolute path or a path relative to the data file's folder.
 
 Bad data never stops a long run unless asked to: a malformed record (bad JSON line, missing or non-string
@@ -31,12 +31,12 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from sslalm.audio import SAMPLE_RATE
 from sslalm.prompt import CUTOFF_LEN, tokenize_example
 
 logger = logging.getLogger(__name__)
 
 FIELDS = ("instruction", "input", "audio_id", "dataset", "task", "output")
-SAMPLE_RATE = 16000
 CROP_SECONDS = 10.24
 MAX_REASONS = 5  # how many skip reasons are logged in full
 

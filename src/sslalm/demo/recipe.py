@@ -1,6 +1,6 @@
 """What the demo trains: the two tiny models, the curriculum stages and the full / quick schedules.
 
-The stages mirror ``configs/stage1..4.yaml`` (LTU's curriculum, DESIGN §5): which parts train, which tasks
+The stages mirror ``configs/stage1..4.yaml`` (LTU's curriculum, docs/ltu.md): which parts train, which tasks
 they see and how their learning rates relate, scaled down to minutes on a CPU (a test checks that the
 trainable parts and task groups agree with the YAML files). The schedules set the sizes; every number in
 them was chosen from measurements on the corpus (see the demo's report for what they give).

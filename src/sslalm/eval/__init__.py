@@ -1,6 +1,7 @@
-"""Evaluation with the paper's Table I protocol (DESIGN.md §6, ``reference/ltu.md`` §5).
+"""Evaluation with the paper's Table I protocol (``docs/paper.md``, ``docs/ltu.md`` "Evaluation protocol").
 
-- :mod:`~sslalm.eval.datasets`: :class:`Benchmark` records, the registry, finding benchmarks under a root.
+- :mod:`~sslalm.eval.benchmark`: the records (:class:`Benchmark`, :class:`EvalClip`, :class:`BenchmarkSpec`).
+- :mod:`~sslalm.eval.datasets`: the registry of the ten benchmarks, finding them under a data root.
 - :mod:`~sslalm.eval.adapters`: one adapter per benchmark, reading its official on-disk layout.
 - :mod:`~sslalm.eval.runner`: batched, resumable answer generation; the ``sslalm eval`` command.
 - :mod:`~sslalm.eval.classification`: classification by captioning + text-embedding similarity.
@@ -9,7 +10,6 @@
 - :mod:`~sslalm.eval.scoring`: a run folder's answers -> ``results.json``.
 - :mod:`~sslalm.eval.report`: ``report.md`` / ``report.csv`` beside the paper's rows
   (:mod:`~sslalm.eval.paper_table`).
-- :mod:`~sslalm.eval.synthetic`: tiny generated benchmark trees and a tone-reading stand-in model.
 
 Names are imported lazily so ``import sslalm.eval`` (and ``sslalm --help``) stays cheap.
 """
@@ -23,8 +23,8 @@ _EXPORTS = {
     "AudioLanguageModel": "sslalm.eval.runner",
     "generate_predictions": "sslalm.eval.runner",
     "evaluate": "sslalm.eval.runner",
-    "Benchmark": "sslalm.eval.datasets",
-    "EvalClip": "sslalm.eval.datasets",
+    "Benchmark": "sslalm.eval.benchmark",
+    "EvalClip": "sslalm.eval.benchmark",
     "BENCHMARKS": "sslalm.eval.datasets",
     "find_benchmarks": "sslalm.eval.datasets",
     "load_benchmark": "sslalm.eval.datasets",
@@ -36,8 +36,6 @@ _EXPORTS = {
     "write_report": "sslalm.eval.report",
     "render_markdown": "sslalm.eval.report",
     "PAPER_ROWS": "sslalm.eval.paper_table",
-    "build_synthetic_benchmarks": "sslalm.eval.synthetic",
-    "ToneModel": "sslalm.eval.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,8 +4,8 @@ Every ``load_<name>(root, spec) -> Benchmark`` documents the layout it reads. Au
 index of every audio file under the benchmark's folder (:class:`AudioIndex`), keyed by file stem, because the
 YouTube-sourced sets (AudioSet, VGGSound, AudioCaps, DCASE2017) ship no audio and each download tool names
 files its own way; each adapter lists the stems it tries. A malformed row is counted, a row whose audio is not
-on disk is counted as skipped (:data:`~sslalm.eval.datasets.MISSING_AUDIO`); a missing metadata file raises
-:class:`~sslalm.eval.datasets.DatasetNotFound`. Where ``ltu.md`` §5.2 says how LTU turned labels into text,
+on disk is counted as skipped (:data:`~sslalm.eval.benchmark.MISSING_AUDIO`); a missing metadata file raises
+:class:`~sslalm.eval.benchmark.DatasetNotFound`. Where ``docs/ltu.md`` says how LTU turned labels into text,
 the adapter does the same (underscores to spaces etc.).
 """
 
@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sslalm.eval.datasets import (
+from sslalm.eval.benchmark import (
     AUDIO_EXTENSIONS,
     MISSING_AUDIO,
     Benchmark,

@@ -1,7 +1,7 @@
 """Caption metrics (AudioCaps, Clotho) through pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE,
 SPIDEr.
 
-The paper (after LTU, ``ltu.md`` §5.3) reports SPICE; the other metrics are what audio captioning papers
+The paper (after LTU, ``docs/ltu.md``) reports SPICE; the other metrics are what audio captioning papers
 usually print. As in coco-caption, every caption (prediction and references) is first PTB-tokenised
 (lower-cased, punctuation dropped) and all scorers see the tokenised text; several references per clip are
 used as they are (AudioCaps and Clotho have five).

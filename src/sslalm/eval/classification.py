@@ -1,4 +1,4 @@
-"""Classification by captioning, scored as in LTU and the paper (``ltu.md`` §5.2, DESIGN.md §6).
+"""Classification by captioning, scored as in LTU and the paper (``docs/ltu.md``, ``docs/paper.md``).
 
 The model answers every clip with free text. Each answer and each label is embedded as
 ``"sound of " + text.lower()``; the cosine similarities of an answer to all labels form that clip's score
@@ -12,8 +12,8 @@ vector. Then:
   against the truth column. Classes with no positive clip are left out (AP is undefined there); the full
   AudioSet and FSD50K evaluation sets have positives for every class.
 
-All values are returned in percent. The matrix code has slow, loop-based twins (``*_reference``) that the
-tests compare on random inputs.
+All values are returned in percent. The matrix code has slow, loop-based twins (``*_reference`` in the test
+suite's ``tests/oracles.py``) that the tests compare on random inputs.
 """
 
 from __future__ import annotations
@@ -54,16 +54,6 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T  # (N, C)
 
 
-def cosine_similarity_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Loop twin of :func:`cosine_similarity`."""
-    out = np.zeros((len(a), len(b)))
-    for i, x in enumerate(a):
-        for j, y in enumerate(b):
-            nx, ny = float(np.sqrt(np.dot(x, x))), float(np.sqrt(np.dot(y, y)))
-            out[i, j] = 0.0 if nx == 0 or ny == 0 else float(np.dot(x, y)) / (nx * ny)
-    return out
-
-
 def truth_matrix(references: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
     """Multi-hot (N, C) truth from each clip's label names. A name outside ``labels`` is an error."""
     pos = {lab: j for j, lab in enumerate(labels)}
@@ -91,19 +81,6 @@ def micro_f1(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(f1_score(truth, pred, average="micro", zero_division=0))
 
 
-def micro_f1_reference(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Counting twin of :func:`micro_f1`."""
-    tp = fp = fn = 0
-    for s, t in zip(scores, truth, strict=True):
-        top = int(np.argmax(s))
-        for j in range(len(t)):
-            predicted, true = j == top, bool(t[j])
-            tp += int(predicted and true)
-            fp += int(predicted and not true)
-            fn += int(true and not predicted)
-    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 def mean_average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
     """Mean over classes with at least one positive of sklearn's ``average_precision_score``."""
     from sklearn.metrics import average_precision_score
@@ -112,30 +89,6 @@ def mean_average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
     if len(cols) == 0:
         return float("nan")
     return float(np.mean([average_precision_score(truth[:, c], scores[:, c]) for c in cols]))
-
-
-def average_precision_reference(y_true: Sequence[int], y_score: Sequence[float]) -> float:
-    """AP = sum over distinct thresholds (descending) of (recall gain) x precision, counted by hand."""
-    y_true = [int(t) for t in y_true]
-    n_pos = sum(y_true)
-    ap, prev_recall = 0.0, 0.0
-    for thr in sorted(set(float(s) for s in y_score), reverse=True):
-        tp = sum(1 for t, s in zip(y_true, y_score, strict=True) if s >= thr and t)
-        fp = sum(1 for t, s in zip(y_true, y_score, strict=True) if s >= thr and not t)
-        recall = tp / n_pos
-        ap += (recall - prev_recall) * (tp / (tp + fp))
-        prev_recall = recall
-    return ap
-
-
-def mean_average_precision_reference(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Loop twin of :func:`mean_average_precision`."""
-    aps = [
-        average_precision_reference(truth[:, c], scores[:, c])
-        for c in range(truth.shape[1])
-        if truth[:, c].any()
-    ]
-    return float(np.mean(aps)) if aps else float("nan")
 
 
 _METRIC_FNS = {"acc": accuracy, "mi-f1": micro_f1, "map": mean_average_precision}

@@ -1,98 +1,26 @@
-"""Benchmark records and registry: what a loaded benchmark is, which benchmarks exist, how to find them.
+"""The benchmark registry: which benchmarks exist, how each is read and scored, and how to find them.
 
-:class:`Benchmark` holds the clips to answer (:class:`EvalClip`: audio id, audio path, references), the label
-set (classification), the prompt and metric of Table I, and the counts of metadata rows that could not be used
-(``malformed``) and of clips left out with a reason (``skipped``, e.g. audio not on disk); neither stops a
-run. :data:`BENCHMARKS` maps each benchmark to its Table I column, task, metric, prompt, usual folder names
-and adapter (in :mod:`sslalm.eval.adapters`, which documents every official layout).
-:func:`find_benchmarks` loads the ones present under a data root and skips the others with a log message.
+:data:`BENCHMARKS` maps each benchmark to its Table I column, task, metric, prompt, usual folder names and
+adapter function (from :mod:`sslalm.eval.adapters`, which documents every official layout); ``ALIASES``
+accepts the usual short names. :func:`load_benchmark` reads one folder into a
+:class:`~sslalm.eval.benchmark.Benchmark`; :func:`find_benchmarks` loads the ones present under a data root
+and skips the others with a log message.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from sslalm.eval import adapters
+from sslalm.eval.benchmark import Benchmark, BenchmarkSpec, DatasetNotFound
 
 logger = logging.getLogger(__name__)
 
 CLASSIFICATION_PROMPT = "Close-ended question: Write an audio caption describing the sound."
 AUDIOCAPS_PROMPT = "Close-ended question: Write an audio caption describing the sound, in AudioCaps style."
 CLOTHO_PROMPT = "Close-ended question: Create a caption for audio, in Clotho style."
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-MISSING_AUDIO = "audio file not found"
-
-
-class DatasetNotFound(FileNotFoundError):
-    """The benchmark's metadata is not under the given folder."""
-
-
-@dataclass(frozen=True)
-class EvalClip:
-    """One clip to answer: its id (unique in the benchmark), audio path, and references.
-
-    References are label display names for classification (several for multi-label sets) and the reference
-    captions for captioning.
-    """
-
-    audio_id: str
-    audio_path: str
-    references: tuple[str, ...]
-
-
-@dataclass
-class Benchmark:
-    """A loaded benchmark: what to ask, about which clips, and how to score the answers."""
-
-    name: str
-    column: str  # Table I column
-    task: str  # "classification" | "captioning"
-    metric: str  # "acc" | "mi-f1" | "map" | "spice"
-    prompt: str
-    clips: list[EvalClip]
-    labels: list[str] = field(default_factory=list)  # label set (classification)
-    skipped: Counter = field(default_factory=Counter)  # reason -> clips not used
-    malformed: int = 0  # metadata rows that could not be parsed
-    root: str = ""
-
-    def summary(self) -> str:
-        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
-        return (
-            f"{self.name}: {len(self.clips)} clips, {len(self.labels)} labels, "
-            f"{self.malformed} malformed rows, skipped: {skipped} ({self.root})"
-        )
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """Static facts about a benchmark: Table I column, task, metric, prompt, folder names, loader."""
-
-    name: str
-    column: str
-    task: str
-    metric: str
-    prompt: str
-    dir_names: tuple[str, ...]
-    loader: str  # name of the adapter function in sslalm.eval.adapters
-
-    def new(self, root: Path, clips: list[EvalClip], labels: Sequence[str] = (), **kw) -> Benchmark:
-        return Benchmark(
-            name=self.name,
-            column=self.column,
-            task=self.task,
-            metric=self.metric,
-            prompt=self.prompt,
-            clips=clips,
-            labels=list(labels),
-            root=str(root),
-            **kw,
-        )
-
 
 # --------------------------------------------------------------------------------------------------------
 # Registry
@@ -109,7 +37,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "acc",
             CLASSIFICATION_PROMPT,
             ("ESC-50-master", "ESC-50", "esc50"),
-            "load_esc50",
+            adapters.load_esc50,
         ),
         BenchmarkSpec(
             "dcase17",
@@ -118,7 +46,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "mi-f1",
             CLASSIFICATION_PROMPT,
             ("DCASE2017-task4", "dcase2017_task4", "dcase17", "DCASE2017_eval"),
-            "load_dcase2017",
+            adapters.load_dcase2017,
         ),
         BenchmarkSpec(
             "vocalsound",
@@ -127,7 +55,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "acc",
             CLASSIFICATION_PROMPT,
             ("vs_release_16k", "vocalsound", "VocalSound"),
-            "load_vocalsound",
+            adapters.load_vocalsound,
         ),
         BenchmarkSpec(
             "tut17",
@@ -136,7 +64,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "acc",
             CLASSIFICATION_PROMPT,
             ("TUT-acoustic-scenes-2017-evaluation", "tut17", "TUT2017"),
-            "load_tut2017",
+            adapters.load_tut2017,
         ),
         BenchmarkSpec(
             "bjo",
@@ -145,12 +73,20 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "acc",
             CLASSIFICATION_PROMPT,
             ("beijing_opera", "BeijingOpera", "Beijing-Opera", "bjo"),
-            "load_beijing_opera",
+            adapters.load_beijing_opera,
         ),
         BenchmarkSpec(
-            "vggsound", "VGG", _C, "acc", CLASSIFICATION_PROMPT, ("vggsound", "VGGSound"), "load_vggsound"
+            "vggsound",
+            "VGG",
+            _C,
+            "acc",
+            CLASSIFICATION_PROMPT,
+            ("vggsound", "VGGSound"),
+            adapters.load_vggsound,
         ),
-        BenchmarkSpec("fsd50k", "FSD", _C, "map", CLASSIFICATION_PROMPT, ("FSD50K", "fsd50k"), "load_fsd50k"),
+        BenchmarkSpec(
+            "fsd50k", "FSD", _C, "map", CLASSIFICATION_PROMPT, ("FSD50K", "fsd50k"), adapters.load_fsd50k
+        ),
         BenchmarkSpec(
             "audioset",
             "AudioSet",
@@ -158,7 +94,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "map",
             CLASSIFICATION_PROMPT,
             ("audioset", "AudioSet"),
-            "load_audioset",
+            adapters.load_audioset,
         ),
         BenchmarkSpec(
             "audiocaps",
@@ -167,10 +103,16 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "spice",
             AUDIOCAPS_PROMPT,
             ("audiocaps", "AudioCaps"),
-            "load_audiocaps",
+            adapters.load_audiocaps,
         ),
         BenchmarkSpec(
-            "clotho", "Clotho", _K, "spice", CLOTHO_PROMPT, ("clotho", "Clotho", "clotho_v2"), "load_clotho"
+            "clotho",
+            "Clotho",
+            _K,
+            "spice",
+            CLOTHO_PROMPT,
+            ("clotho", "Clotho", "clotho_v2"),
+            adapters.load_clotho,
         ),
     )
 }
@@ -224,7 +166,7 @@ def load_benchmark(name: str, root: str | Path) -> Benchmark:
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFound(f"{root} is not a folder")
-    bench = getattr(importlib.import_module("sslalm.eval.adapters"), spec.loader)(root, spec)
+    bench = spec.loader(root, spec)
     if bench.malformed:
         logger.warning("%s: %d malformed metadata rows ignored", name, bench.malformed)
     if bench.skipped:

@@ -1,7 +1,7 @@
 """Text embedders for classification-by-captioning, and the on-disk cache of label-set embeddings.
 
 LTU (and the paper) score a generated caption against each label by the cosine similarity of their
-``text-embedding-ada-002`` embeddings (``ltu.md`` §5.2). That API is paid and online, so the embedder is an
+``text-embedding-ada-002`` embeddings (``docs/ltu.md``). That API is paid and online, so the embedder is an
 interface (:class:`TextEmbedder`: ``name`` + ``encode(texts) -> (N, D)``) with three backends:
 
 - ``minilm`` (default): sentence-transformers ``all-MiniLM-L6-v2`` shipped inside the PyPI package
@@ -24,14 +24,13 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
 class TextEmbedder(Protocol):
     """Anything that maps texts to fixed-size vectors. ``name`` identifies the model in caches and reports."""
 

@@ -20,7 +20,8 @@ import logging
 import os
 from pathlib import Path
 
-from sslalm.eval.datasets import CLASSIFICATION_PROMPT, Benchmark, EvalClip
+from sslalm.eval.benchmark import Benchmark, EvalClip
+from sslalm.eval.datasets import CLASSIFICATION_PROMPT
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The paper's Table I ("Performance comparison on closed-ended audio tasks") as data.
 
-Transcribed from ``paper-state-space-lalm.txt`` (arXiv 2411.15685, Table I): the rows the report prints beside
+Transcribed from the paper (arXiv 2411.15685, Table I; ``docs/paper.md``): the rows the report prints beside
 ours. Numbers are percentages as printed (accuracy, micro-F1, mAP, SPICE x 100). ``None`` means the paper
 printed "-". The averages are the paper's own (``test_eval_report.py`` checks them against the columns).
 """

@@ -8,9 +8,10 @@ costs one clip (logged, left unanswered, retried on the next run), not the run; 
 first clips fails (a broken model or a bad generation argument), the run stops with that error.
 
 The model is anything with the :class:`AudioLanguageModel` interface (``SSLALM`` implements it);
-``--model DIR`` loads ``sslalm.models.lalm.SSLALM.from_pretrained(DIR)``. Scoring and the report are in
-:mod:`sslalm.eval.scoring` and :mod:`sslalm.eval.report`; they can be rerun on a finished run folder
-without the model or the data (``sslalm eval --out DIR --report``).
+``--model DIR`` loads it with :func:`sslalm.models.loading.load_model`, the loader that ``ask`` and ``serve``
+use (a wrong path names the model folders below it). Scoring and the report are in :mod:`sslalm.eval.scoring`
+and :mod:`sslalm.eval.report`; they can be rerun on a finished run folder without the model or the data
+(``sslalm eval --out DIR --report``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sslalm.eval.datasets import BENCHMARKS, Benchmark
-from sslalm.eval.scoring import predictions_path, read_predictions
+from sslalm.errors import UserError
+from sslalm.eval.benchmark import Benchmark
+from sslalm.eval.datasets import BENCHMARKS, find_benchmarks, resolve_names
+from sslalm.eval.scoring import meta_path, predictions_path, read_predictions, score_run, write_meta
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
 class AudioLanguageModel(Protocol):
     """What the runner needs from a model: batched answers to (audio, prompt) pairs."""
 
@@ -146,21 +148,6 @@ def _answer(model, batch, prompt: str, kwargs: dict, stats: GenerationStats) -> 
         return [_answer(model, [c], prompt, kwargs, stats)[0] for c in batch]
 
 
-def load_model(model_dir: str, device: str | None = None) -> AudioLanguageModel:
-    """``SSLALM.from_pretrained(model_dir)`` (imported here: the CLI must not import torch to print
-    --help)."""
-    try:
-        from sslalm.models.lalm import SSLALM
-    except ImportError as exc:
-        raise RuntimeError(f"cannot load a model: sslalm.models.lalm is not available ({exc})") from exc
-    model = SSLALM.from_pretrained(model_dir)
-    if device and hasattr(model, "to"):
-        model = model.to(device)
-    if hasattr(model, "eval"):
-        model.eval()
-    return model
-
-
 def evaluate(
     model: AudioLanguageModel | None,
     benchmarks: Sequence[Benchmark],
@@ -183,7 +170,6 @@ def evaluate(
     from sslalm.eval.captioning import METRICS
     from sslalm.eval.embedders import default_cache_dir, make_embedder
     from sslalm.eval.report import write_report
-    from sslalm.eval.scoring import score_run, write_meta
 
     out_dir = Path(out_dir)
     for bench in benchmarks:
@@ -292,7 +278,7 @@ def _parse_gen(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.gen:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--gen expects KEY=VALUE, got {item!r}")
+            raise UserError(f"--gen expects KEY=VALUE, got {item!r}")
         try:
             kw[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -300,89 +286,101 @@ def _parse_gen(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
+@dataclass
+class _Plan:
+    """What one ``sslalm eval`` call will do, checked before any model is loaded."""
+
+    names: list[str]  # canonical benchmark names
+    generation: dict[str, Any]  # generation arguments
+    caption_metrics: list[str]
+    benchmarks: list[Benchmark] | None  # None: rescore the answers already in --out
+    tasks: set[str]  # "classification" and/or "captioning"
+
+
+def _dataset_dirs(items: Sequence[str]) -> dict[str, str]:
+    """``--dataset-dir NAME=DIR`` items -> {canonical name: DIR}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--dataset-dir expects NAME=DIR, got {item!r}")
+        out[resolve_names(key)[0]] = value
+    return out
+
+
+def _caption_metrics(text: str) -> list[str]:
+    from sslalm.eval.captioning import METRICS
+
+    metrics = [m.strip() for m in text.split(",") if m.strip()]
+    if unknown := set(metrics) - set(METRICS):
+        raise UserError(f"unknown caption metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
+    return metrics
+
+
+def _plan(args: argparse.Namespace, out: Path) -> _Plan:
+    """Check the options and find the benchmarks (to answer) or the run folder's answers (to rescore).
+
+    Raises ``ValueError`` (a ``UserError`` for our own checks) with a one-line message.
+    """
+    names = resolve_names(args.benchmarks)
+    overrides = _dataset_dirs(args.dataset_dir)
+    plan = _Plan(names, _parse_gen(args), _caption_metrics(args.caption_metrics), None, set())
+    if args.data_root or overrides:
+        plan.benchmarks = find_benchmarks(args.data_root or ".", names, overrides)
+        if not plan.benchmarks:
+            raise UserError(f"none of {', '.join(names)} found under {args.data_root} (see the log above)")
+        if args.limit is not None:
+            for b in plan.benchmarks:
+                b.clips = b.clips[: args.limit]
+        plan.tasks = {b.task for b in plan.benchmarks}
+        return plan
+    if args.model:
+        raise UserError("--model needs --data-root (or --dataset-dir) to know which clips to answer")
+    plan.names = [n for n in names if meta_path(out, n).is_file()]
+    if not plan.names:
+        raise UserError(f"no answers to score in {out} (give --data-root to generate them)")
+    plan.tasks = {json.loads(meta_path(out, n).read_text(encoding="utf-8"))["task"] for n in plan.names}
+    return plan
+
+
 def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -> int:
     """Entry point of ``sslalm eval``. ``model`` lets Python callers (tests, the demo) pass a model object."""
-    from sslalm.eval.captioning import METRICS
-    from sslalm.eval.datasets import find_benchmarks, resolve_names
     from sslalm.eval.embedders import default_cache_dir, make_embedder
     from sslalm.eval.report import render_markdown, write_report
-    from sslalm.eval.scoring import meta_path, score_run
+    from sslalm.models.loading import load_model
 
     out = Path(args.out)
     try:
-        names = resolve_names(args.benchmarks)
-        overrides = {}
-        for item in args.dataset_dir:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--dataset-dir expects NAME=DIR, got {item!r}")
-            overrides[resolve_names(key)[0]] = value
-        gen_kwargs = _parse_gen(args)
-        caption_metrics = [m.strip() for m in args.caption_metrics.split(",") if m.strip()]
-        if unknown := set(caption_metrics) - set(METRICS):
-            raise ValueError(f"unknown caption metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
-    except ValueError as exc:
+        plan = _plan(args, out)
+        embedder = make_embedder(args.embedder) if "classification" in plan.tasks else None
+        if plan.benchmarks is not None and model is None and args.model:
+            model = load_model(args.model, args.device)
+    except (ValueError, ImportError) as exc:  # a bad option, a missing benchmark or model folder
         print(f"error: {exc}")
         return 2
     row_name = args.name or (Path(args.model).name if args.model else _earlier_name(out) or out.name)
-
-    if args.data_root or overrides:
-        benchmarks = find_benchmarks(args.data_root or ".", names, overrides)
-        if not benchmarks:
-            print(f"error: none of {', '.join(names)} found under {args.data_root} (see the log above)")
-            return 2
-        if args.limit is not None:
-            for b in benchmarks:
-                b.clips = b.clips[: args.limit]
-        tasks = {b.task for b in benchmarks}
-    else:  # rescore a finished run folder
-        if args.model:
-            print("error: --model needs --data-root (or --dataset-dir) to know which clips to answer")
-            return 2
-        benchmarks = None
-        names = [n for n in names if meta_path(out, n).is_file()]
-        if not names:
-            print(f"error: no answers to score in {out} (give --data-root to generate them)")
-            return 2
-        tasks = {json.loads(meta_path(out, n).read_text(encoding="utf-8"))["task"] for n in names}
-
-    embedder = None
-    if "classification" in tasks:
-        try:
-            embedder = make_embedder(args.embedder)
-        except (ValueError, ImportError) as exc:
-            print(f"error: {exc}")
-            return 2
-
-    if benchmarks is not None:
-        if model is None and args.model:
-            model = load_model(args.model, args.device)
+    scoring = dict(
+        embedder=embedder,
+        cache_dir=args.embedding_cache or default_cache_dir(),
+        caption_metrics=plan.caption_metrics,
+        spice_corenlp_dir=args.spice_corenlp,
+        model_name=row_name,
+    )
+    if plan.benchmarks is not None:
         if model is None:
             print("no --model given: scoring the answers already in --out")
         results = evaluate(
             model,
-            benchmarks,
+            plan.benchmarks,
             out,
             batch_size=args.batch_size,
-            generation_kwargs=gen_kwargs,
-            embedder=embedder,
-            cache_dir=args.embedding_cache,
-            caption_metrics=caption_metrics,
-            spice_corenlp_dir=args.spice_corenlp,
-            model_name=row_name,
+            generation_kwargs=plan.generation,
             report=args.report,
             progress=not args.no_progress,
+            **scoring,
         )
     else:
-        results = score_run(
-            out,
-            names,
-            embedder=embedder,
-            cache_dir=args.embedding_cache or default_cache_dir(),
-            caption_metrics=caption_metrics,
-            spice_corenlp_dir=args.spice_corenlp,
-            model_name=row_name,
-        )
+        results = score_run(out, plan.names, **scoring)
         if args.report:
             write_report(results, out)
     print(render_markdown([results]))

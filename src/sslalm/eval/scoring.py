@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sslalm.eval.datasets import BENCHMARKS, Benchmark
+from sslalm.eval.benchmark import Benchmark
+from sslalm.eval.datasets import BENCHMARKS
 
 if TYPE_CHECKING:  # numpy-importing modules load on first use, so ``sslalm --help`` stays fast
     from sslalm.eval.embedders import LabelEmbeddingCache, TextEmbedder

@@ -4,7 +4,7 @@ DASS (Bhati et al., arXiv 2407.04082) is VMamba-v2 (``VSSM`` with ``forward_type
 log-mel spectrogram: a two-conv stem (stride 4), four stages of VSS blocks (SS2D + MLP, pre-norm) separated by
 strided 3x3 convs, and a 527-way AudioSet head on a globally mean-pooled map, H = frequency, W = time. The
 SS2D mixer scans the map in four directions (time-major rows, frequency-major columns and both reversed)
-with a d_state=1 selective scan; ``reference/dass.md`` has the full description. DASS runs VMamba
+with a d_state=1 selective scan; ``docs/dass.md`` has the full description. DASS runs VMamba
 channel-first; we keep the blocks channel-last (B, H, W, C) inside (VMamba's other layout, same parameters,
 faster on CPU) and return the channel-first (B, C, H, W) map.
 

@@ -8,7 +8,7 @@ bypasses LoRA wrappers in its fused path. This module builds the same network on
 parity tests line up one to one), and adds what the LALM needs: ``inputs_embeds``, right-padded batches,
 prefill from a given state, and a constant-size recurrent state for decoding.
 
-Layout per block (reference/mamba.md §1): RMSNorm → ``in_proj`` (d_model → 2·d_inner: x, gate z) → causal
+Layout per block (docs/mamba.md): RMSNorm → ``in_proj`` (d_model → 2·d_inner: x, gate z) → causal
 depthwise conv on x → SiLU → ``x_proj`` (→ dt, B, C) → ``dt_proj`` + softplus → selective scan with
 A = -exp(A_log) and skip D, gated by SiLU(z) → ``out_proj`` → residual add (fp32). A final RMSNorm and a head
 tied to the embedding give the logits; the vocabulary is padded to a multiple of 8.
@@ -72,10 +72,6 @@ class MambaState:
 
     def clone(self) -> MambaState:
         return MambaState(self.conv.clone(), self.ssm.clone())
-
-    def select(self, index: Tensor | list[int] | slice) -> MambaState:
-        """The state of some sequences of the batch (a copy)."""
-        return MambaState(self.conv[:, index].clone(), self.ssm[:, index].clone())
 
     def copy_(self, other: MambaState) -> MambaState:
         self.conv.copy_(other.conv)
@@ -351,9 +347,6 @@ class MambaLM(nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         self.gradient_checkpointing = False
 
-    def new_state(self, batch: int) -> MambaState:
-        return MambaState.zeros(self.config, batch, device=self.device, dtype=self.dtype)
-
     # ------------------------------------------------------------------ sequence forward
     def _inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
         if (input_ids is None) == (inputs_embeds is None):
@@ -417,6 +410,7 @@ class MambaLM(nn.Module):
         if labels is not None:
             flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
             flat_labels = labels[:, 1:].reshape(-1).to(logits.device)
+            # transformers' Trainer passes num_items_in_batch when it trains a bare MambaLM (demo stage 0)
             if num_items_in_batch is None:
                 loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
             else:

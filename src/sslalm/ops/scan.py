@@ -12,7 +12,7 @@ SS2D uses one group per scan direction). Unlike mamba_ssm we also accept an ``in
 which chunked prefill and streaming need.
 
 We write our own rather than depend on mamba_ssm: its kernels are CUDA-only and do not import on CPU, and
-transformers' fallback loop has an O(L^2) backward (see reference/mamba.md). Methods:
+transformers' fallback loop has an O(L^2) backward (``docs/mamba.md``, "Scans"). Methods:
 
 * ``"ref"``: the sequential loop above, in fp32, autograd-friendly. Obviously correct; the twin every fast
   path is tested against.

@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from sslalm.audio import SAMPLE_RATE
 from sslalm.serve.batcher import BatcherClosed, Completed, DynamicBatcher, QueueFull
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 MB = 1 << 20
 
 

@@ -1,6 +1,6 @@
 """Question-answer pairs in OpenAQA format, written from each clip's generating metadata.
 
-Two kinds, as in LTU's OpenAQA (``reference/ltu.md`` §1):
+Two kinds, as in LTU's OpenAQA (``docs/ltu.md``, "OpenAQA records"):
 - closed-ended (``CLOSED_TASKS``): ``cla_label`` (the answer is exactly the label string, which the
   evaluation embeds as "sound of <label>"), ``caption``, ``temporal_order`` (mixtures) and ``count``
   (digits, notes, hits, beeps, clicks, repetitions, events). About half carry the prefix

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from sslalm.audio import SAMPLE_RATE
 
 
 class ToolError(RuntimeError):

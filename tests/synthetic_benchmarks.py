@@ -7,8 +7,8 @@ whose audio is missing and (VGGSound) an unreadable audio file. Each class is a 
 frequency, so :class:`ToneModel` can answer from the audio alone: it finds the clip's dominant frequency
 and returns the text registered for the nearest tone. It is not a language model; it stands in for one so
 that the whole pipeline (adapters -> runner -> scoring -> report) runs in seconds on a CPU and gives
-numbers that can be worked out by hand (``SyntheticTree.expected``). ``sslalm demo`` and the tests use it;
-the lead wires a tiny real ``SSLALM`` through the same trees.
+numbers that can be worked out by hand (``SyntheticTree.expected``). A test fixture: the evaluation tests
+use it; nothing in the package does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from sslalm.audio import SAMPLE_RATE
 
 
 @dataclass
