@@ -193,7 +193,7 @@ def test_batched_generation_equals_one_by_one(name):
 def test_whole_clips_at_inference_give_32_tokens_per_10_24_s():
     model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
     for seconds, frames in ((3, 1024), (60, 5998)):  # short clips are padded to 10.24 s, long ones kept whole
-        fbank = model._inference_fbank(torch.randn(16000 * seconds) * 0.1)
+        fbank = model.processor.inference_features(torch.randn(16000 * seconds) * 0.1)
         assert fbank.shape == (frames, 128)
     assert model.num_audio_tokens(5998) == 2 * 94  # 60 s: 188 tokens, all of the clip
     with torch.no_grad():

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 Tensor = torch.Tensor
 AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, tuple]
 
+#: The one sample rate the model reads (DASS and AST were trained on 16 kHz AudioSet audio).
+SAMPLE_RATE = 16000
+
 #: AudioSet statistics of the un-normalised fbank used by AST and DASS (the std is doubled when applied).
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
