@@ -47,6 +47,8 @@ class SSLALMProcessor:
         cutoff_len, train_on_inputs: text cut and loss masking of training examples
             (``sslalm.prompt.tokenize_example``).
         pad_to_multiple_of: round a batch's text length up to a multiple of this.
+        feature_extractor: the training-crop extractor (waveform -> (train_frames, 128)); by default
+            ``sslalm.audio.FbankExtractor(target_length=train_frames)``.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class SSLALMProcessor:
         cutoff_len: int = CUTOFF_LEN,
         train_on_inputs: bool = True,
         pad_to_multiple_of: int | None = None,
+        feature_extractor: Any = None,
     ):
         from sslalm.audio import SAMPLE_RATE, FbankExtractor
 
@@ -67,7 +70,9 @@ class SSLALMProcessor:
         self.train_on_inputs = train_on_inputs
         self.pad_to_multiple_of = pad_to_multiple_of
         self.sample_rate = SAMPLE_RATE
-        self.feature_extractor = FbankExtractor(target_length=train_frames)  # training crops
+        if feature_extractor is None:
+            feature_extractor = FbankExtractor(target_length=train_frames)
+        self.feature_extractor = feature_extractor  # training crops
         self._whole = FbankExtractor(target_length=None)
         self._padded = FbankExtractor(target_length=min_inference_frames)
 
