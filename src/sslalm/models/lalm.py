@@ -76,12 +76,14 @@ def build_encoder(config: SSLALMConfig) -> AudioEncoder:
     return _build_registered_encoder(config.encoder_type, config.encoder_config)
 
 
-def _resolve_vocab(lm_config: dict[str, Any], tokenizer_size: int | None, key: str) -> dict[str, Any]:
-    cfg = dict(lm_config)
-    if cfg.get(key) == "auto":
+def _base_lm_config(config: SSLALMConfig, tokenizer_size: int | None, checkpoint: str | None) -> dict:
+    """``lm_config`` with ``vocab_size: "auto"`` resolved to the tokenizer's size rounded up to a multiple of
+    8 (a checkpoint brings its own config, so it is left as it is then)."""
+    cfg = dict(config.lm_config)
+    if checkpoint is None and cfg.get("vocab_size") == "auto":
         if tokenizer_size is None:
             raise ValueError("lm_config vocab_size is 'auto' but the model has no tokenizer")
-        cfg[key] = -(-tokenizer_size // 8) * 8
+        cfg["vocab_size"] = -(-tokenizer_size // 8) * 8
     return cfg
 
 
@@ -90,12 +92,7 @@ def build_language_model(
 ) -> nn.Module:
     """The base (un-adapted) language model: from its checkpoint if the config names one, else random."""
     checkpoint = _resolve(config.lm_checkpoint, base_dir)
-    lm_config = (
-        config.lm_config
-        if checkpoint is not None
-        else _resolve_vocab(config.lm_config, tokenizer_size, "vocab_size")
-    )
-    return lm_backend(config.lm_type).build(lm_config, checkpoint)
+    return lm_backend(config.lm_type).build(_base_lm_config(config, tokenizer_size, checkpoint), checkpoint)
 
 
 def _resolve(path: str | None, base_dir: Path | None) -> str | None:
@@ -137,10 +134,7 @@ class SSLALM(nn.Module):
             self.encoder.load_checkpoint(path)
             logger.info("loaded %s encoder weights from %s", config.encoder_type, path)
         checkpoint = _resolve(config.lm_checkpoint, _base_dir)
-        # the LM's config with its vocabulary size resolved: what a random base LM is saved with
-        self._lm_config = dict(config.lm_config)
-        if checkpoint is None:
-            self._lm_config = _resolve_vocab(config.lm_config, tok_size, "vocab_size")
+        self._lm_config = _base_lm_config(config, tok_size, checkpoint)  # what a random base LM is saved with
         base = self.lm_backend.build(self._lm_config, checkpoint)
         d_lm = base.get_input_embeddings().weight.shape[1]
         self.projector = build_projector(config, self.encoder.hidden_size, d_lm)
