@@ -28,6 +28,8 @@ def test_audio_features_for_training_crops_and_whole_clips(model):
     torch.testing.assert_close(proc.inference_features(wave), FbankExtractor(target_length=None)(wave))
     short = torch.randn(16000) * 0.1  # 98 frames: padded to min_inference_frames as in training
     torch.testing.assert_close(proc.inference_features(short), FbankExtractor(target_length=300)(short))
+    for n in (400, 16000, 47_999, 48_160, 80_000):  # around min_inference_frames (300 frames = 48,160)
+        assert proc.inference_frames(n) == proc.inference_features(torch.randn(n) * 0.1).shape[0]
 
 
 def test_text_goes_through_the_template(model):

@@ -97,6 +97,11 @@ class SSLALMProcessor:
             return self._padded(wav)
         return self._whole(wav)
 
+    def inference_frames(self, num_samples: int) -> int:
+        """Frames ``inference_features`` gives for a clip of ``num_samples`` (16 kHz), without computing them
+        (``SSLALM.num_audio_tokens`` of it is the clip's audio-token count)."""
+        return max(self._whole.num_frames(num_samples), self.min_inference_frames)
+
     # ------------------------------------------------------------------ text
     def prompt_ids(self, question: str, input: str = "") -> list[int]:
         """Token ids of the template around ``question`` (what the answer is generated after)."""
