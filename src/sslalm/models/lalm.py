@@ -22,14 +22,14 @@ sequence ``generate`` decodes from; the LM backend does the decoding.
 weights (tiny presets) has no checkpoint to point at, so it is written once to ``base_lm/`` (by its backend).
 
 Why not transformers' ``PreTrainedModel`` / ``PretrainedConfig``: they would supply ``num_parameters``,
-``to_json_string`` and the gradient-checkpointing entry points the Trainer calls (the ~25 lines of shims
-below), but not remove any real code. Their ``save_pretrained``/``from_pretrained`` write and read the whole
-state dict (2.8-6.8 B parameters here, against 43-62 M trained ones) and build models under their own
-empty-weights/init hooks, so both would be overridden whole to keep adapter-only saving and a base LM loaded
-from its own checkpoint inside the constructor; ``PretrainedConfig`` would need a registered ``model_type``
-and adds attributes (``torch_dtype``, ``architectures`` ...) a reader of ``config.json`` has to skip; its
-gradient checkpointing only reaches modules built as transformers layers (DASS and our Mamba are not). A
-larger contract for the same behaviour, so ``SSLALM`` stays a plain ``nn.Module`` with those few shims.
+``to_json_string`` and the gradient-checkpointing entry points the Trainer calls (its flag-setting would
+reach DASS and our Mamba, which carry a ``gradient_checkpointing`` flag): the ~25 lines of shims below. They
+would remove nothing else. Their ``save_pretrained``/``from_pretrained`` write and read the whole state dict
+(2.8-6.8 B parameters here, against 43-62 M trained ones) and build the model under their own meta-device
+and ``_init_weights`` hooks, so both would be overridden whole to keep adapter-only saving and a base LM
+loaded from its own checkpoint inside the constructor; ``PretrainedConfig`` needs a ``model_type`` and writes
+its own keys (``transformers_version``, ``architectures``, ``dtype`` ...) into ``config.json``. A larger
+contract for the same behaviour, so ``SSLALM`` stays a plain ``nn.Module`` with those few shims.
 """
 
 from __future__ import annotations
