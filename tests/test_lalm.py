@@ -193,7 +193,7 @@ def test_batched_generation_equals_one_by_one(name):
 def test_whole_clips_at_inference_give_32_tokens_per_10_24_s():
     model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
     for seconds, frames in ((3, 1024), (60, 5998)):  # short clips are padded to 10.24 s, long ones kept whole
-        fbank = model._inference_fbank(torch.randn(16000 * seconds) * 0.1)
+        fbank = model.processor.inference_features(torch.randn(16000 * seconds) * 0.1)
         assert fbank.shape == (frames, 128)
     assert model.num_audio_tokens(5998) == 2 * 94  # 60 s: 188 tokens, all of the clip
     with torch.no_grad():
@@ -264,3 +264,18 @@ def test_ask_command_prints_the_models_answer(tmp_path, capsys):
     sf.write(tmp_path / "empty.wav", torch.zeros(0).numpy(), 16000)
     bad = ["ask", "--model", str(tmp_path / "model"), "--audio", str(tmp_path / "empty.wav")]
     assert main([*bad, "--question", "What is it?"]) == 1
+
+
+def test_folders_saved_before_the_processor_still_load(tmp_path, caplog):
+    """Older config.json files carry ``cutoff_len`` and no ``byte_tokenizer``: they load, same outputs."""
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["byte_tokenizer"]
+    (tmp_path / "config.json").write_text(json.dumps({**config, "cutoff_len": 108}))
+    with caplog.at_level("WARNING"):
+        loaded = SSLALM.from_pretrained(tmp_path)
+    assert "cutoff_len" in caplog.text and not loaded.config.byte_tokenizer
+    fbank, ids, mask, _ = _batch(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(fbank, ids, mask).logits, model(fbank, ids, mask).logits)

@@ -24,6 +24,7 @@ _EXPORTS = {
     "MambaLM": "sslalm.models.mamba",
     "SSLALMConfig": "sslalm.models.lalm",
     "SSLALM": "sslalm.models.lalm",
+    "SSLALMProcessor": "sslalm.models.processor",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

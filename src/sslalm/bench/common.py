@@ -1,8 +1,16 @@
-"""Shared measurement helpers for the benchmarks: CPU time, wall time, peak memory, tables.
+"""The measurement kit of ``sslalm bench`` and ``sslalm demo``: isolated processes, CPU and wall time, peak
+memory, the greedy decode loop, tables.
 
-Peak memory is measured by running each case in a fresh child process (``run_isolated``) and reading the
-child's peak resident set size, so one case's allocations never hide another's. On CUDA,
-``torch.cuda.max_memory_allocated`` is used instead.
+* Peak memory: each case runs in a fresh child process (``run_isolated``) and reports the child's peak
+  resident set size, so one case's allocations never hide another's. Inside a process, ``reset_peak_rss``
+  starts the count afresh (Linux: the high-water mark ``VmHWM`` is reset through ``/proc/self/clear_refs``,
+  so the imports before it do not count) and ``peak_rss`` reads it. On CUDA,
+  ``torch.cuda.max_memory_allocated`` is used instead.
+* ``timed``: median wall and CPU seconds of a call.
+* ``greedy_decode``: the timed decode loop over any LM backend's ``prefill``/``step``
+  (``sslalm.models.backends``): one new token per step on the backend's cache (Mamba's state,
+  transformers' KV cache), never stopping at EOS.
+* ``format_table``: aligned plain-text or Markdown tables.
 """
 
 from __future__ import annotations
@@ -14,13 +22,48 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak_rss() -> float:
+    """Start peak-memory tracking here; returns the current RSS in MB.
+
+    On Linux the process's high-water mark is reset; elsewhere ``peak_rss`` reports the whole process's
+    peak (``getrusage``), imports included.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    now = _status_mb("VmRSS")
+    return now if now is not None else _maxrss_mb()
+
+
+def peak_rss() -> float:
+    """Peak RSS in MB since the last ``reset_peak_rss`` (Linux), else since the process started."""
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else _maxrss_mb()
+
+
 def _child(conn, fn: Callable[..., dict], args: tuple, kwargs: dict) -> None:
     try:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = peak_rss()
         result = fn(*args, **kwargs)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        result.setdefault("peak_rss_mb", peak / 1024)
-        result.setdefault("baseline_rss_mb", before / 1024)
+        result.setdefault("peak_rss_mb", peak_rss())
+        result.setdefault("baseline_rss_mb", before)
         conn.send(("ok", result))
     except BaseException as exc:  # report, never hang the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -70,8 +113,29 @@ def timed(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, cuda: bool =
     return {"wall_s": walls[len(walls) // 2], "cpu_s": cpus[len(cpus) // 2]}
 
 
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A plain-text table with right-aligned numbers (floats to 3 significant digits)."""
+def greedy_decode(
+    backend: Any, lm: Any, logits: Any, cache: Any, new_tokens: int
+) -> tuple[float, list[list[int]]]:
+    """Seconds per decoded token after a prefill, and the greedy tokens of each row.
+
+    ``logits`` (B, V) and ``cache`` are what ``backend.prefill(lm, ...)`` returned; the first token is the
+    prefill's argmax, then ``new_tokens`` steps of ``backend.step`` are timed (no EOS stop, so models
+    decode alike). Returns (seconds per step, B lists of ``new_tokens + 1`` ids).
+    """
+    token = logits.argmax(-1)  # (B,)
+    tokens = [token]
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        logits, cache = backend.step(lm, token, cache)
+        token = logits.argmax(-1)
+        tokens.append(token)
+    seconds = (time.perf_counter() - start) / max(new_tokens, 1)
+    return seconds, [list(map(int, row)) for row in zip(*(t.tolist() for t in tokens), strict=True)]
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = False) -> str:
+    """A table of ``rows`` (dicts) in ``columns``: aligned plain text with right-aligned values, or a
+    Markdown table; floats to 3 significant digits, missing values empty."""
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -79,6 +143,9 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
         return "" if v is None else str(v)
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))

@@ -23,7 +23,7 @@ import os
 import resource
 from typing import Any
 
-from sslalm.bench.common import format_table, run_isolated, timed
+from sslalm.bench.common import format_table, peak_rss, run_isolated, timed
 
 FRAMES_PER_SECOND = 100
 AST_LAYERS, AST_WIDTH, AST_FFN, AST_HEADS = 12, 768, 3072, 12
@@ -66,7 +66,7 @@ def _eager_attention_gib(frames: int) -> float:
 
 
 def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss()  # this process's own peak (getrusage's also counts the spawning parent's)
 
 
 def _timed_with_os_split(step: Any, repeats: int) -> dict[str, float]:

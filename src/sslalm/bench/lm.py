@@ -102,23 +102,19 @@ def _build(kind: str, spec: dict, device: str, dtype_name: str):
 
 
 class _Runner:
-    """Uniform prefill / decode calls over our model and transformers' models."""
+    """Uniform prefill / decode calls: the LM backends' own (``sslalm.models.backends``)."""
 
     def __init__(self, kind: str, model: Any):
-        self.kind, self.model = kind, model
+        from sslalm.models.backends import lm_backend
+
+        self.model = model
+        self.backend = lm_backend("mamba" if kind == MAMBA else "hf")
 
     def prefill(self, ids):
-        if self.kind == MAMBA:
-            logits, state = self.model.prefill(ids)
-            return logits, state
-        out = self.model(ids, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1], out.cache
+        return self.backend.prefill(self.model, input_ids=ids)
 
     def step(self, token, cache):
-        if self.kind == MAMBA:
-            return self.model.step(token, state=cache), cache
-        out = self.model(token[:, None], cache=cache, use_cache=True)
-        return out.logits[:, -1], out.cache
+        return self.backend.step(self.model, token, cache)
 
 
 def inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_graph: bool = False) -> dict:

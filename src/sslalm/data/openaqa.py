@@ -11,9 +11,10 @@ first few reasons are logged. ``strict=True`` raises ``DatasetError`` at the fir
 file and the record. ``check_audio="decode"`` decodes every clip up front, so that no failure is left for
 training time (fine for small sets; OpenAQA has a million clips).
 
-Audio is loaded with ``sslalm.audio.load_audio`` (mono, 16 kHz), cut to ``crop_seconds`` (10.24 s: a random
+Audio is loaded with ``sslalm.audio.load_audio`` (mono, 16 kHz) and cut to ``crop_seconds`` (10.24 s: a random
 crop in training, deterministic in seed, epoch and index so a resumed run sees the same crops; a centre crop
-for evaluation) and turned into a ``(1024, 128)`` fbank by the model's feature extractor.
+for evaluation); the model's processor (``sslalm.models.processor.SSLALMProcessor``) turns the crop and the
+record's text into a training example (a ``(1024, 128)`` fbank, token ids and labels) and collates batches.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from sslalm.audio import SAMPLE_RATE
-from sslalm.prompt import CUTOFF_LEN, tokenize_example
+from sslalm.models.processor import SSLALMProcessor
+from sslalm.prompt import CUTOFF_LEN
 
 logger = logging.getLogger(__name__)
 
@@ -227,23 +229,28 @@ class OpenAQADataset(Dataset):
 
     Args:
         paths: data file(s), JSON list or JSONL.
-        feature_extractor: waveform (16 kHz) → ``(T, 128)`` fbank, e.g. the model's
-            ``FbankExtractor(target_length=1024)``.
-        tokenizer: Hugging Face tokenizer with EOS (the model's).
+        feature_extractor, tokenizer: the model's training-crop fbank extractor (waveform (16 kHz) →
+            ``(T, 128)``, e.g. ``FbankExtractor(target_length=1024)``) and tokenizer (with EOS), from which
+            the dataset's processor is built; or pass ``processor`` instead.
         tasks: keep only these ``task`` values (None: all).
         strict: fail on the first bad record or clip (``DatasetError`` naming it) instead of skipping it.
         crop_seconds: longest audio kept (10.24 s = 1024 frames); None keeps all of it.
         seed: seed of the random crops.
         train: random crops (training) or centre crops (evaluation).
-        cutoff_len, train_on_inputs: text cut and loss masking, see ``sslalm.prompt.tokenize_example``.
+        cutoff_len, train_on_inputs: text cut and loss masking, see ``sslalm.prompt.tokenize_example``
+            (ignored when a ``processor`` is given: its own settings apply).
         check_audio: ``"exists"`` or ``"decode"`` (decode every clip up front).
+        processor: an ``SSLALMProcessor`` (e.g. ``SSLALMProcessor.from_config(model.config, model.tokenizer,
+            cutoff_len=...)``) instead of ``feature_extractor`` and ``tokenizer``.
+
+    The dataset's ``processor`` is also the collator of its examples (``DataLoader(collate_fn=...)``).
     """
 
     def __init__(
         self,
         paths: str | os.PathLike | Sequence[str | os.PathLike],
-        feature_extractor: Callable[..., torch.Tensor],
-        tokenizer: Any,
+        feature_extractor: Callable[..., torch.Tensor] | None = None,
+        tokenizer: Any = None,
         tasks: Iterable[str] | None = None,
         strict: bool = False,
         crop_seconds: float | None = CROP_SECONDS,
@@ -252,21 +259,28 @@ class OpenAQADataset(Dataset):
         cutoff_len: int = CUTOFF_LEN,
         train_on_inputs: bool = True,
         check_audio: str = "exists",
+        processor: SSLALMProcessor | None = None,
     ):
+        if processor is None:
+            if feature_extractor is None or tokenizer is None:
+                raise ValueError("pass a processor, or a feature_extractor and a tokenizer")
+            processor = SSLALMProcessor(
+                tokenizer,
+                cutoff_len=cutoff_len,
+                train_on_inputs=train_on_inputs,
+                feature_extractor=feature_extractor,
+            )
+        self.processor = processor
         self.skips = SkipLog()
         self.records = load_records(
             paths, tasks=tasks, strict=strict, check_audio=check_audio, skips=self.skips
         )
         if not self.records:
             raise DatasetError(f"no usable records in {paths} (tasks={tasks}); see the warnings above")
-        self.feature_extractor = feature_extractor
-        self.tokenizer = tokenizer
         self.strict = strict
         self.crop_samples = None if crop_seconds is None else round(crop_seconds * SAMPLE_RATE)
         self.seed = seed
         self.train = train
-        self.cutoff_len = cutoff_len
-        self.train_on_inputs = train_on_inputs
         self.epoch = 0
         self.load_failures = 0  # clips that failed to decode at load time (in this process)
 
@@ -296,11 +310,7 @@ class OpenAQADataset(Dataset):
                     )
         else:
             raise DatasetError("no clip of this dataset could be loaded")
-        fbank = self.feature_extractor(self.crop(waveform, i), sample_rate=SAMPLE_RATE)  # (T, 128)
-        text = tokenize_example(
-            self.tokenizer, rec.instruction, rec.input, rec.output, self.cutoff_len, self.train_on_inputs
-        )
-        return {"fbank": fbank, **{k: torch.tensor(v, dtype=torch.long) for k, v in text.items()}}
+        return self.processor.training_example(self.crop(waveform, i), rec.instruction, rec.input, rec.output)
 
     def crop(self, waveform: torch.Tensor, index: int) -> torch.Tensor:
         """At most ``crop_seconds`` of audio: a seeded random window in training, the centre in evaluation."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -173,16 +172,7 @@ def collate_clips(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.T
 
 def save_encoder(encoder: nn.Module, encoder_type: str, path: str | os.PathLike) -> str:
     """Write the encoder where ``SSLALMConfig.encoder_checkpoint`` can load it; returns that path."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    if encoder_type == "ast":
-        encoder.model.save_pretrained(os.fspath(path))
-        return os.fspath(path)
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, os.fspath(path / "model.safetensors"), metadata={"format": "pt"})
-    return os.fspath(path)
+    return encoder.save_checkpoint(path)  # the encoder's own format (sslalm.models.encoders)
 
 
 def pretrain_encoder(

@@ -1,20 +1,35 @@
 """The audio language model: audio encoder -> projector -> language model (+ LoRA through peft).
 
-``SSLALM`` composes the paper's ssLALM (DASS + Mamba-2.8B) and its comparison systems from one config:
+``SSLALM`` composes the paper's ssLALM (DASS + Mamba-2.8B) and its comparison systems from one
+``SSLALMConfig``; it is composition, trainable parts and save/load, nothing model-specific:
 
-* encoder: our DASS (``sslalm.models.dass``) or transformers' AST (LTU-style baseline; long audio is encoded
-  in 1024-frame windows, since AST's positional embedding has a fixed size);
-* projector (``sslalm.models.projector``): the paper's Conv2d + Linear, or LTU's frequency-mean + pooling;
-* language model: our Mamba (``sslalm.models.mamba``) or any transformers causal LM (LLaMA for Hybrid-LALM);
-  LoRA adapters through peft on configurable target modules.
+* encoder: ``sslalm.models.encoders`` (``AudioEncoder``: DASS, or transformers' AST for the LTU-style
+  baseline), chosen by ``encoder_type``;
+* projector: ``sslalm.models.projector`` (the paper's Conv2d + Linear, or LTU's frequency-mean + pooling);
+* language model: ``sslalm.models.backends`` (``LanguageModelBackend``: our Mamba, or any transformers causal
+  LM such as LLaMA for Hybrid-LALM), chosen by ``lm_type``; LoRA adapters through peft on the configured
+  target modules (the backend's default when the config names none);
+* processor: ``sslalm.models.processor.SSLALMProcessor`` (fbank, prompt template, tokenisation, collation),
+  derived from the config and the tokenizer (``SSLALM.processor``).
 
 Audio tokens come first, then the alpaca-short prompt (``sslalm.prompt``). Training batches are right-padded
 (a recurrent LM has no attention mask; pads after the text never reach the state that matters). Labels cover
-the text; audio positions get -100 here.
+the text; audio positions get -100 here. ``prompt_embeddings`` gives, per (audio, question), the exact
+sequence ``generate`` decodes from; the LM backend does the decoding.
 
 ``save_pretrained`` writes ``config.json``, the trainable weights only (encoder, projector, LoRA) in
 ``model.safetensors``, the tokenizer, and a pointer to the base LM checkpoint. A base LM built from random
-weights (tiny presets) has no checkpoint to point at, so it is written once to ``base_lm/``.
+weights (tiny presets) has no checkpoint to point at, so it is written once to ``base_lm/`` (by its backend).
+
+Why not transformers' ``PreTrainedModel`` / ``PretrainedConfig``: they would supply ``num_parameters``,
+``to_json_string`` and the gradient-checkpointing entry points the Trainer calls (its flag-setting would
+reach DASS and our Mamba, which carry a ``gradient_checkpointing`` flag): the ~25 lines of shims below. They
+would remove nothing else. Their ``save_pretrained``/``from_pretrained`` write and read the whole state dict
+(2.8-6.8 B parameters here, against 43-62 M trained ones) and build the model under their own meta-device
+and ``_init_weights`` hooks, so both would be overridden whole to keep adapter-only saving and a base LM
+loaded from its own checkpoint inside the constructor; ``PretrainedConfig`` needs a ``model_type`` and writes
+its own keys (``transformers_version``, ``architectures``, ``dtype`` ...) into ``config.json``. A larger
+contract for the same behaviour, so ``SSLALM`` stays a plain ``nn.Module`` with those few shims.
 """
 
 from __future__ import annotations
@@ -28,7 +43,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from sslalm.models.ast import ASTEncoder
+from sslalm.models.backends import LanguageModelBackend, lm_backend
+from sslalm.models.encoders import AudioEncoder
+from sslalm.models.encoders import build_encoder as _build_registered_encoder
 from sslalm.models.lalm_config import (  # noqa: F401  (re-exported)
     ADAPTER_PARTS,
     LLAMA_7B,
@@ -38,7 +55,8 @@ from sslalm.models.lalm_config import (  # noqa: F401  (re-exported)
     TINY_LLAMA,
     SSLALMConfig,
 )
-from sslalm.models.projector import ConvProjector, PoolProjector
+from sslalm.models.processor import SSLALMProcessor
+from sslalm.models.projector import build_projector
 
 logger = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -50,38 +68,22 @@ BASE_LM_DIR = "base_lm"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# encoders
+# parts
 
 
-def build_encoder(config: SSLALMConfig) -> nn.Module:
-    if config.encoder_type == "dass":
-        from sslalm.models.dass import DASSConfig, DASSModel
-
-        encoder = DASSModel(DASSConfig.from_dict(config.encoder_config))
-        encoder.classifier.head = nn.Identity()  # the LALM reads the map; the AudioSet head is unused
-        return encoder
-    if config.encoder_type == "ast":
-        return ASTEncoder(config.encoder_config)
-    raise ValueError(f"unknown encoder_type {config.encoder_type!r} (use 'dass' or 'ast')")
+def build_encoder(config: SSLALMConfig) -> AudioEncoder:
+    """The config's audio encoder, randomly initialised (its checkpoint is loaded by ``SSLALM``)."""
+    return _build_registered_encoder(config.encoder_type, config.encoder_config)
 
 
-def encoder_output_size(encoder: nn.Module, config: SSLALMConfig, frames: int) -> tuple[int, int]:
-    """(freq, time) size of the encoder map for ``frames`` input frames."""
-    if config.encoder_type == "dass":
-        return encoder.output_size(128), encoder.output_size(frames)
-    return encoder.output_size(frames)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# language models
-
-
-def _resolve_vocab(lm_config: dict[str, Any], tokenizer_size: int | None, key: str) -> dict[str, Any]:
-    cfg = dict(lm_config)
-    if cfg.get(key) == "auto":
+def _base_lm_config(config: SSLALMConfig, tokenizer_size: int | None, checkpoint: str | None) -> dict:
+    """``lm_config`` with ``vocab_size: "auto"`` resolved to the tokenizer's size rounded up to a multiple of
+    8 (a checkpoint brings its own config, so it is left as it is then)."""
+    cfg = dict(config.lm_config)
+    if checkpoint is None and cfg.get("vocab_size") == "auto":
         if tokenizer_size is None:
             raise ValueError("lm_config vocab_size is 'auto' but the model has no tokenizer")
-        cfg[key] = -(-tokenizer_size // 8) * 8
+        cfg["vocab_size"] = -(-tokenizer_size // 8) * 8
     return cfg
 
 
@@ -90,21 +92,7 @@ def build_language_model(
 ) -> nn.Module:
     """The base (un-adapted) language model: from its checkpoint if the config names one, else random."""
     checkpoint = _resolve(config.lm_checkpoint, base_dir)
-    if config.lm_type == "mamba":
-        from sslalm.models.mamba import MambaConfig, MambaLM
-
-        if checkpoint is not None:
-            return MambaLM.from_pretrained(checkpoint)
-        return MambaLM(MambaConfig.from_dict(_resolve_vocab(config.lm_config, tokenizer_size, "vocab_size")))
-    if config.lm_type == "hf":
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        if checkpoint is not None:
-            return AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True)
-        cfg = _resolve_vocab(config.lm_config, tokenizer_size, "vocab_size")
-        hf_config = AutoConfig.for_model(**cfg)
-        return AutoModelForCausalLM.from_config(hf_config)
-    raise ValueError(f"unknown lm_type {config.lm_type!r} (use 'mamba' or 'hf')")
+    return lm_backend(config.lm_type).build(_base_lm_config(config, tokenizer_size, checkpoint), checkpoint)
 
 
 def _resolve(path: str | None, base_dir: Path | None) -> str | None:
@@ -121,37 +109,38 @@ def _resolve(path: str | None, base_dir: Path | None) -> str | None:
 
 
 class SSLALM(nn.Module):
-    """Audio encoder + projector + language model with LoRA. See the module docstring."""
+    """Audio encoder + projector + language model with LoRA. See the module docstring.
+
+    Attributes: ``encoder`` (``AudioEncoder``), ``projector``, ``lm`` (the peft-wrapped base LM),
+    ``lm_backend`` (its ``LanguageModelBackend``), ``config``, ``tokenizer``, ``processor``.
+    """
 
     def __init__(self, config: SSLALMConfig, tokenizer: Any = None, _base_dir: Path | None = None):
         super().__init__()
         self.config = config
         self._tokenizer = tokenizer
         self._base_dir = _base_dir
+        self._processor: SSLALMProcessor | None = None
+        self.lm_backend: LanguageModelBackend = lm_backend(config.lm_type)
+        if config.lora_target_modules is None:
+            config.lora_target_modules = list(self.lm_backend.lora_target_modules)
         meta = torch.empty(0).device.type == "meta"
         tok_size = None
-        if not meta and (
-            tokenizer is not None or config.tokenizer is not None or config.name.startswith("tiny")
-        ):
+        if not meta and (tokenizer is not None or config.tokenizer is not None or config.byte_tokenizer):
             tok_size = len(self.tokenizer)
         self.encoder = build_encoder(config)
         if config.encoder_checkpoint is not None and not meta:
-            self._load_encoder_checkpoint(_resolve(config.encoder_checkpoint, _base_dir))
-        base = build_language_model(config, tok_size, _base_dir)
+            path = _resolve(config.encoder_checkpoint, _base_dir)
+            self.encoder.load_checkpoint(path)
+            logger.info("loaded %s encoder weights from %s", config.encoder_type, path)
+        checkpoint = _resolve(config.lm_checkpoint, _base_dir)
+        self._lm_config = _base_lm_config(config, tok_size, checkpoint)  # what a random base LM is saved with
+        base = self.lm_backend.build(self._lm_config, checkpoint)
         d_lm = base.get_input_embeddings().weight.shape[1]
-        c_enc = self.encoder.hidden_size
-        if config.projector_type == "conv":
-            self.projector = ConvProjector(
-                c_enc, d_lm, config.projector_kernel, config.projector_stride, config.projector_padding
-            )
-        elif config.projector_type == "pool":
-            self.projector = PoolProjector(c_enc, d_lm, config.projector_time_pool)
-        else:
-            raise ValueError(f"unknown projector_type {config.projector_type!r} (use 'conv' or 'pool')")
+        self.projector = build_projector(config, self.encoder.hidden_size, d_lm)
         self.lm = self._add_lora(base)
         self.set_trainable(ADAPTER_PARTS)
 
-    # ------------------------------------------------------------------ construction helpers
     def _add_lora(self, base: nn.Module) -> nn.Module:
         from peft import LoraConfig, get_peft_model
         from peft.tuners.lora import LoraLayer
@@ -170,19 +159,7 @@ class SSLALM(nn.Module):
             raise ValueError(f"LoRA targets {cfg.lora_target_modules} matched {per_target} modules")
         return model
 
-    def _load_encoder_checkpoint(self, path: str) -> None:
-        if self.config.encoder_type == "dass":
-            from sslalm.models.dass import DASSModel
-
-            loaded = DASSModel.from_checkpoint(path, strict=False)
-            state = {k: v for k, v in loaded.state_dict().items() if not k.startswith("classifier.head")}
-            self.encoder.load_state_dict(state, strict=True)
-        else:
-            from transformers import ASTModel
-
-            self.encoder.model = ASTModel.from_pretrained(path, local_files_only=True)
-        logger.info("loaded %s encoder weights from %s", self.config.encoder_type, path)
-
+    # ------------------------------------------------------------------ tokenizer and processor
     @property
     def tokenizer(self) -> Any:
         """The LM's tokenizer: the config's folder, or a byte-level one for tiny presets without one."""
@@ -192,7 +169,7 @@ class SSLALM(nn.Module):
             path = _resolve(self.config.tokenizer, self._base_dir)
             if path is not None:
                 self._tokenizer = load_tokenizer(path)
-            elif self.config.name.startswith("tiny"):
+            elif self.config.byte_tokenizer:
                 self._tokenizer = build_byte_tokenizer([], vocab_size=258)
             else:
                 raise ValueError(
@@ -202,11 +179,22 @@ class SSLALM(nn.Module):
         return self._tokenizer
 
     @property
+    def processor(self) -> SSLALMProcessor:
+        """The processor (fbank, template, tokenisation, collation): ``sslalm.models.processor``."""
+        cfg = self.config
+        p = self._processor
+        if p is None or (p.tokenizer, p.train_frames, p.min_inference_frames) != (
+            self.tokenizer,
+            cfg.train_frames,
+            cfg.min_inference_frames,
+        ):
+            self._processor = p = SSLALMProcessor.from_config(cfg, self.tokenizer)
+        return p
+
+    @property
     def feature_extractor(self) -> Any:
         """The training-crop fbank extractor (``train_frames`` frames, 1024 = 10.24 s)."""
-        from sslalm.audio import FbankExtractor
-
-        return FbankExtractor(target_length=self.config.train_frames)
+        return self.processor.feature_extractor
 
     @property
     def device(self) -> torch.device:
@@ -245,6 +233,7 @@ class SSLALM(nn.Module):
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    # ------------------------------------------------------------------ what transformers' Trainer calls
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameter count (transformers' signature, which the Trainer calls)."""
         skip = set()
@@ -258,27 +247,19 @@ class SSLALM(nn.Module):
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute encoder and LM blocks in the backward pass (less memory for long audio / big LMs)."""
-        if isinstance(self.encoder, ASTEncoder):
-            self.encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
-        else:
-            self.encoder.gradient_checkpointing = True
-        base = self.lm.get_base_model()
-        if hasattr(base, "gradient_checkpointing_enable"):
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        self.encoder.set_gradient_checkpointing(True, gradient_checkpointing_kwargs)
+        self.lm_backend.set_gradient_checkpointing(
+            self.lm.get_base_model(), True, gradient_checkpointing_kwargs
+        )
 
     def gradient_checkpointing_disable(self) -> None:
-        if isinstance(self.encoder, ASTEncoder):
-            self.encoder.model.gradient_checkpointing_disable()
-        else:
-            self.encoder.gradient_checkpointing = False
-        base = self.lm.get_base_model()
-        if hasattr(base, "gradient_checkpointing_disable"):
-            base.gradient_checkpointing_disable()
+        self.encoder.set_gradient_checkpointing(False)
+        self.lm_backend.set_gradient_checkpointing(self.lm.get_base_model(), False)
 
     # ------------------------------------------------------------------ forward
     def num_audio_tokens(self, num_frames: int) -> int:
-        freq, time = encoder_output_size(self.encoder, self.config, num_frames)
-        return self.projector.num_tokens(freq, time)
+        """Audio tokens for an fbank of ``num_frames`` frames (32 per 1024 frames for DASS + conv)."""
+        return self.projector.num_tokens(*self.encoder.feature_map_size(num_frames))
 
     def encode_audio(self, fbank: Tensor) -> Tensor:
         """(B, T, 128) fbank -> (B, N_audio, d_lm) audio tokens (time-major)."""
@@ -316,27 +297,22 @@ class SSLALM(nn.Module):
         return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=full_labels)
 
     # ------------------------------------------------------------------ inference
-    def _inference_fbank(self, audio: Any) -> Tensor:
-        """Whole-clip fbank (frames, 128); clips under ``min_inference_frames`` are padded as in training."""
-        from sslalm.audio import FbankExtractor, load_audio
+    @torch.inference_mode()
+    def prompt_embeddings(self, audios: list[Any], questions: list[str]) -> list[Tensor]:
+        """Per (audio, question): the (N_audio + L_text, d_lm) sequence ``generate`` decodes from.
 
-        wav = audio if isinstance(audio, torch.Tensor) else load_audio(audio)
-        full = FbankExtractor(target_length=None)
-        if full.num_frames(wav.numel()) < self.config.min_inference_frames:
-            return FbankExtractor(target_length=self.config.min_inference_frames)(wav)
-        return full(wav)
-
-    def _prompt_embeddings(self, audios: list[Any], prompts: list[str]) -> tuple[list[Tensor], list[int]]:
-        from sslalm.prompt import build_prompt
-
+        The whole clip's audio tokens (``processor.inference_features``), then the templated question's
+        token embeddings (``processor.prompt_ids``).
+        """
+        processor = self.processor
         seqs = []
-        for audio, prompt in zip(audios, prompts, strict=True):
-            fbank = self._inference_fbank(audio).to(self.device)[None]  # (1, T, 128)
+        for audio, question in zip(audios, questions, strict=True):
+            fbank = processor.inference_features(audio).to(self.device)[None]  # (1, T, 128)
             audio_tokens = self.encode_audio(fbank)[0]  # (Na, d)
-            ids = self.tokenizer(build_prompt(prompt))["input_ids"]
-            text = self.embed_tokens(torch.tensor(ids, device=self.device))  # (Lt, d)
+            ids = torch.tensor(processor.prompt_ids(question), device=self.device)
+            text = self.embed_tokens(ids)  # (Lt, d)
             seqs.append(torch.cat([audio_tokens.to(text.dtype), text]))
-        return seqs, [s.shape[0] for s in seqs]
+        return seqs
 
     @torch.inference_mode()
     def generate(self, audios: list[Any], prompts: list[str], **generation: Any) -> list[str]:
@@ -356,41 +332,10 @@ class SSLALM(nn.Module):
             tok = self.tokenizer
             gen = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
             gen = dataclasses.replace(gen, **generation)
-            seqs, lengths = self._prompt_embeddings(audios, prompts)
-            if self.config.lm_type == "mamba":
-                ids = self._generate_mamba(seqs, lengths, gen)
-            else:
-                ids = self._generate_hf(seqs, lengths, gen)
+            ids = self.lm_backend.generate(self.lm, self.prompt_embeddings(audios, prompts), gen)
         finally:
             self.train(was_training)
-        return [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
-
-    def _generate_mamba(self, seqs: list[Tensor], lengths: list[int], gen: Any) -> list[list[int]]:
-        from sslalm.generate import generate
-
-        embeds = nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # right-padded (B, L, d)
-        out = generate(self.lm, inputs_embeds=embeds, lengths=torch.tensor(lengths), config=gen)
-        return out.tolist()
-
-    def _generate_hf(self, seqs: list[Tensor], lengths: list[int], gen: Any) -> list[list[int]]:
-        if gen.seed is not None:
-            if not gen.greedy and len(seqs) > 1:  # transformers samples from one global RNG: go row by row
-                return [self._generate_hf([s], [n], gen)[0] for s, n in zip(seqs, lengths)]
-            torch.manual_seed(gen.seed)
-        longest = max(lengths)
-        d = seqs[0].shape[1]
-        embeds = seqs[0].new_zeros(len(seqs), longest, d)
-        mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=embeds.device)
-        for i, s in enumerate(seqs):  # left padding: the attention mask hides it
-            embeds[i, longest - s.shape[0] :] = s
-            mask[i, longest - s.shape[0] :] = 1
-        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, **gen.hf_kwargs())
-        rows = []
-        for row in out.tolist():
-            if gen.eos_token_id in row:
-                row = row[: row.index(gen.eos_token_id)]
-            rows.append(row)
-        return rows
+        return [self.processor.decode(row) for row in ids]
 
     def ask(self, audio: Any, question: str, **generation: Any) -> str:
         """The answer to one question about one clip (path, bytes or 16 kHz waveform)."""
@@ -436,16 +381,7 @@ class SSLALM(nn.Module):
             return  # written by an earlier save (fine-tuned LM weights, if any, are in the weights file)
         base = self.lm.get_base_model()
         state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
-        if self.config.lm_type == "mamba":
-            from sslalm.models.mamba import MambaLM
-
-            with torch.device("meta"):
-                clean = MambaLM(base.config)
-            clean.load_state_dict(state, strict=True, assign=True)
-            clean.tie_weights()
-            clean.save_pretrained(path)
-        else:
-            base.save_pretrained(str(path), state_dict=state)
+        self.lm_backend.save_base(base, state, path, self._lm_config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> SSLALM:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # trainable parts: the paper trains the first three (the LM stays frozen under LoRA); "lm" fine-tunes the
 # base LM's own weights too, for small LMs trained from scratch (the demo's stand-in), never at paper scale
@@ -56,6 +59,8 @@ class SSLALMConfig:
 
     Paths (``encoder_checkpoint``, ``lm_checkpoint``, ``tokenizer``) may be relative to the model folder.
     ``lm_config["vocab_size"] == "auto"`` takes the tokenizer's size (rounded up to a multiple of 8).
+    ``encoder_type`` and ``lm_type`` name entries of the registries ``sslalm.models.encoders.ENCODERS`` and
+    ``sslalm.models.backends.LM_BACKENDS``; ``lora_target_modules=None`` takes the LM backend's default.
     """
 
     encoder_type: str = "dass"  # "dass" | "ast"
@@ -73,11 +78,11 @@ class SSLALMConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["in_proj"])
+    lora_target_modules: list[str] | None = None
     train_lm: bool = False  # the base LM was fine-tuned (part "lm"): its weights are in the model's file
     train_frames: int = 1024  # 10.24 s crops for training
     min_inference_frames: int = 1024  # shorter clips are padded as in training; longer ones kept whole
-    cutoff_len: int = 108
+    byte_tokenizer: bool = False  # no tokenizer folder: a fresh 258-id byte-level tokenizer (tiny presets)
     name: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +94,12 @@ class SSLALMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SSLALMConfig:
+        data = dict(data)
+        for old in _REMOVED_FIELDS.keys() & data.keys():
+            logger.warning(
+                "SSLALMConfig field %r is no longer used and is ignored (%s)", old, _REMOVED_FIELDS[old]
+            )
+            del data[old]
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -109,6 +120,10 @@ class SSLALMConfig:
         return config
 
 
+# fields older versions wrote, accepted (and dropped) when reading their configs
+_REMOVED_FIELDS = {"cutoff_len": "the text cut is a training-stage setting: StageConfig.cutoff_len"}
+
+
 def _dass(kind: str) -> dict[str, Any]:
     from sslalm.models.dass import DASSConfig
 
@@ -124,7 +139,7 @@ def _mamba(kind: str) -> dict[str, Any]:
 
 
 def _ssl(encoder: str, lm: str) -> SSLALMConfig:
-    return SSLALMConfig(encoder_config=_dass(encoder), lm_config=_mamba(lm))
+    return SSLALMConfig(encoder_config=_dass(encoder), lm_config=_mamba(lm), lora_target_modules=["in_proj"])
 
 
 def _hybrid(encoder: str, llama: dict) -> SSLALMConfig:
@@ -147,13 +162,18 @@ def _ltu(ast: dict, llama: dict) -> SSLALMConfig:
     )
 
 
+def _tiny(config: SSLALMConfig) -> SSLALMConfig:
+    config.byte_tokenizer = True  # CPU-test size: no tokenizer folder needed
+    return config
+
+
 PRESETS = {
     "sslalm-small": lambda: _ssl("small", "2.8b"),
     "sslalm-medium": lambda: _ssl("medium", "2.8b"),
     "hybrid-small": lambda: _hybrid("small", LLAMA_7B),
     "hybrid-medium": lambda: _hybrid("medium", LLAMA_7B),
     "ltu": lambda: _ltu({}, LLAMA_7B),
-    "tiny-sslalm": lambda: _ssl("tiny", "tiny"),
-    "tiny-hybrid": lambda: _hybrid("tiny", TINY_LLAMA),
-    "tiny-ltu": lambda: _ltu(TINY_AST, TINY_LLAMA),
+    "tiny-sslalm": lambda: _tiny(_ssl("tiny", "tiny")),
+    "tiny-hybrid": lambda: _tiny(_hybrid("tiny", TINY_LLAMA)),
+    "tiny-ltu": lambda: _tiny(_ltu(TINY_AST, TINY_LLAMA)),
 }

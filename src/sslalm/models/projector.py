@@ -12,6 +12,8 @@ of time step t+1), which keeps the audio sequence causal in time for a recurrent
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -74,3 +76,13 @@ class PoolProjector(nn.Module):
         x = features.mean(dim=2)  # (B, C, T)
         x = F.avg_pool1d(x, self.time_pool, self.time_pool, ceil_mode=True)  # (B, C, T')
         return self.linear(self.norm(x.transpose(1, 2)))
+
+
+def build_projector(config: Any, in_channels: int, out_features: int) -> nn.Module:
+    """The projector an ``SSLALMConfig`` names (``projector_type`` "conv" or "pool") between widths."""
+    if config.projector_type == "conv":
+        k, s, p = config.projector_kernel, config.projector_stride, config.projector_padding
+        return ConvProjector(in_channels, out_features, k, s, p)
+    if config.projector_type == "pool":
+        return PoolProjector(in_channels, out_features, config.projector_time_pool)
+    raise ValueError(f"unknown projector_type {config.projector_type!r} (use 'conv' or 'pool')")

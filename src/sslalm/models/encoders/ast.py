@@ -1,22 +1,30 @@
-"""transformers' Audio Spectrogram Transformer as a feature-map encoder (the LTU-style baseline's encoder)."""
+"""transformers' Audio Spectrogram Transformer as an SSLALM audio encoder (the LTU-style baseline's encoder).
+
+``encoder_config`` is an ``ASTConfig`` dict; checkpoints are transformers ``ASTModel`` folders.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from sslalm.models.encoders.base import AudioEncoder
+
 Tensor = torch.Tensor
 
 
-class ASTEncoder(nn.Module):
+class ASTEncoder(AudioEncoder):
     """transformers' AST as a feature-map encoder: (B, T, 128) fbank -> (B, C, f, t) patch map.
 
     AST's positional embedding fixes its input to ``max_length`` frames, so longer inputs are cut into
     windows of that size (the last one padded), encoded separately and joined along time.
     """
+
+    name = "ast"
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
@@ -28,13 +36,33 @@ class ASTEncoder(nn.Module):
         self.freq_patches = (c.num_mel_bins - c.patch_size) // c.frequency_stride + 1
         self.time_patches = (c.max_length - c.patch_size) // c.time_stride + 1
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ASTEncoder:
+        return cls(config)
+
     @property
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
-    def output_size(self, frames: int) -> tuple[int, int]:
+    def feature_map_size(self, frames: int) -> tuple[int, int]:
         windows = max(1, math.ceil(frames / self.config.max_length))
         return self.freq_patches, windows * self.time_patches
+
+    def load_checkpoint(self, path: str) -> None:
+        """A transformers ``ASTModel`` folder (its config replaces ours)."""
+        from transformers import ASTModel
+
+        self.model = ASTModel.from_pretrained(path, local_files_only=True)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> str:
+        self.model.save_pretrained(os.fspath(path))
+        return os.fspath(path)
+
+    def set_gradient_checkpointing(self, enabled: bool, kwargs: dict | None = None) -> None:
+        if enabled:
+            self.model.gradient_checkpointing_enable(kwargs)
+        else:
+            self.model.gradient_checkpointing_disable()
 
     def forward_features(self, fbank: Tensor) -> Tensor:
         batch, frames, _ = fbank.shape
