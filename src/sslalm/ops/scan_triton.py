@@ -1,0 +1,241 @@
+"""Selective scan and its one-step decode update as Triton kernels (the GPU fast path).
+
+Same mathematics, arguments and returns as ``sslalm.ops.scan.selective_scan_ref`` and
+``selective_state_update`` (mamba_ssm's convention): for batch b, channel d, state n::
+
+    h[t] = exp(delta[t] A[d, n]) h[t-1] + delta[t] B[n, t] u[t]
+    y[t] = (sum_n C[n, t] h[t, n] + D[d] u[t]) * silu(z[t])
+
+with ``delta = softplus(delta + delta_bias)`` when asked. Everything is fused into the kernels (bias,
+softplus, D skip and z gate too): one launch per layer for the forward, one for the backward, one per decode
+step. The triton package is only needed when a kernel runs (``sslalm.ops.triton_support``); on CPU tensors the
+kernels run under Triton's interpreter (``TRITON_INTERPRET=1``), which is how CI tests them against
+``selective_scan_ref``.
+
+Forward (``selective_scan_fwd_kernel``). Grid (batch * G, ceil(Dg / BLOCK_D)), Dg = dim / G channels per
+B/C group, so a program's channels share one B and C row. Each program keeps its (BLOCK_D, N) fp32 state in
+registers and walks time in chunks of BLOCK_T steps: it loads (BLOCK_D, BLOCK_T) tiles of u, delta, z and
+(N, BLOCK_T) tiles of B, C (coalesced along time, the contiguous axis of (batch, dim, L) activations; any
+strides are accepted, so transposed inputs are never copied), forms the decays exp(delta A) and inputs
+delta u B as (BLOCK_D, N, BLOCK_T) tiles and runs ``tl.associative_scan`` over time with the composition of
+affine maps (a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2). The chunk's state is then scan + cumulative decay *
+carried state, y is a reduction over N. Like the ``chunked`` torch method this only multiplies decays in
+[0, 1] and adds: nothing can overflow (no log-space cumsum). Padded steps past L get delta = 0 (decay 1, no
+input), so the chunk's last column is the carried state.
+
+Backward (``selective_scan_bwd_kernel``): same grid, chunks in reverse order. Memory kept between forward
+and backward: only the inputs and the state at the start of every chunk, ``ckpt`` (batch, ceil(L/BLOCK_T),
+dim, N) fp32 (1/BLOCK_T of all states: 1/32 for N >= 8, 1/64 below); no (batch, dim, L, N) tensor ever
+exists. Per chunk the kernel recomputes the states from the checkpoint (a forward scan of the steps shifted
+by one gives h[t-1] for every t without division), runs the state-gradient recurrence
+g[t] = C[t] dy[t] + a[t+1] g[t+1] as a reverse ``associative_scan`` (carrying a[t0] g[t0] to the previous
+chunk), and derives every gradient as ``scan_recurrent`` does: d(delta u) = B . g, w = g a h[t-1] gives
+d delta = sum_n w A and dA = sum_t w delta, dB / dC = channel sums of delta u g / dy h, dh0 = a[0] g[0], plus
+the softplus, bias, D and z terms. Per-time gradients (du, ddelta, dz) are written in the inputs' dtype;
+dB, dC (summed over the group's channel blocks) and dA, dD, d delta_bias (summed over batch too) are
+accumulated in fp32 with atomic adds, so they are not bitwise deterministic on a GPU.
+
+Decode (``selective_state_update_kernel``): grid (batch, ceil(dim / BLOCK_D)); each program updates its
+(BLOCK_D, N) state slice in place (any strides, e.g. a slice of a larger cache) and writes y.
+
+Blocks: BLOCK_N = next power of two >= N (padded states have A = 0 and B = C = 0, so they stay zero);
+BLOCK_T = 64 for N <= 4 (DASS's N = 1), 32 otherwise; BLOCK_D fills a (BLOCK_D, BLOCK_N, BLOCK_T) tile of
+about 4096 elements (forward, 4 warps) or 2048 (backward, which holds more tiles at once, 4 warps). Sized for
+N up to ~64; larger N still runs but spills registers. Designed for sm80+ (A100/A6000/H100/H200); not tuned on
+hardware from this repository (no GPU in CI).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sslalm.ops.triton_support import load_kernels
+
+Tensor = torch.Tensor
+
+_KERNELS = "sslalm.ops.scan_triton_kernels"
+_MAX_BLOCK_T = 64  # time steps per chunk for N <= 4 (tests shrink these to exercise many chunks)
+_MAX_BLOCK_T_WIDE = 32  # ... and for N > 4
+_FWD_TILE = 4096  # elements of one (BLOCK_D, BLOCK_N, BLOCK_T) tile in the forward
+_BWD_TILE = 2048  # ... in the backward
+_UPDATE_BLOCK_D = 64  # channels per program of the decode step (times BLOCK_N state elements)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _blocks(Dg: int, N: int, L: int, tile: int) -> tuple[int, int, int]:
+    block_n = _pow2(N)
+    block_t = min(_pow2(L), _MAX_BLOCK_T if block_n <= 4 else _MAX_BLOCK_T_WIDE)
+    block_d = max(1, min(_pow2(Dg), tile // (block_n * block_t)))
+    return block_d, block_n, block_t
+
+
+def _grouped_view(BC: Tensor) -> Tensor:
+    """(batch, N, L) -> (batch, 1, N, L) view; grouped (batch, G, N, L) as is."""
+    return BC.unsqueeze(1) if BC.dim() == 3 else BC
+
+
+def _strides(x: Tensor | None, n: int) -> tuple[int, ...]:
+    return tuple(x.stride()) if x is not None else (0,) * n
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    """The fused forward kernel, and the backward kernel from the chunk checkpoints (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus: bool, need_grad: bool):
+        kernels = load_kernels(_KERNELS, u, delta, A, B, C, D, z, delta_bias, h0)
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        Bg, Cg = _grouped_view(B), _grouped_view(C)
+        G = Bg.shape[1]
+        Dg = dim // G
+        block_d, block_n, block_t = _blocks(Dg, N, L, _FWD_TILE)
+        n_chunks = -(-L // block_t)
+        h0c = None if h0 is None else h0.to(torch.float32).contiguous()
+        out = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
+        last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
+        ckpt = u.new_empty((batch, n_chunks, dim, N) if need_grad else (1,), dtype=torch.float32)
+        grid = (batch * G, triton_cdiv(Dg, block_d))
+        kernels.selective_scan_fwd_kernel[grid](
+            u, delta, A, Bg, Cg, D, z, delta_bias, h0c, out, last, ckpt,
+            dim, L, G, Dg, N, n_chunks,
+            *u.stride(), *delta.stride(), *A.stride(), *Bg.stride(), *Cg.stride(), *_strides(z, 3),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+            HAS_H0=h0 is not None, SAVE_CKPT=need_grad, STORE_LAST=True,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, num_warps=4,
+        )  # fmt: skip
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0, ckpt)
+        ctx.softplus = softplus
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, h0, ckpt = ctx.saved_tensors
+        kernels = load_kernels(_KERNELS, u)
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        Bg, Cg = _grouped_view(B), _grouped_view(C)
+        G = Bg.shape[1]
+        Dg = dim // G
+        _, block_n, block_t = _blocks(Dg, N, L, _FWD_TILE)
+        block_d = max(1, min(_pow2(Dg), _BWD_TILE // (block_n * block_t)))
+        n_chunks = ckpt.shape[1]
+        f32 = dict(device=u.device, dtype=torch.float32)
+        du = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
+        ddelta = torch.empty(batch, dim, L, device=u.device, dtype=delta.dtype)
+        dz = None if z is None else torch.empty(batch, dim, L, device=u.device, dtype=z.dtype)
+        dA = torch.zeros(dim, N, **f32)
+        dB = torch.zeros(batch, G, N, L, **f32)
+        dC = torch.zeros(batch, G, N, L, **f32)
+        dD = None if D is None else torch.zeros(dim, **f32)
+        dbias = None if delta_bias is None else torch.zeros(dim, **f32)
+        dh0 = torch.empty(batch, dim, N, **f32)
+        dlast = None if dlast is None else dlast.to(torch.float32).contiguous()
+        grid = (batch * G, triton_cdiv(Dg, block_d))
+        kernels.selective_scan_bwd_kernel[grid](
+            u, delta, A, Bg, Cg, D, z, delta_bias, ckpt, dout, dlast,
+            du, ddelta, dA, dB, dC, dD, dz, dbias, dh0,
+            dim, L, G, Dg, N, n_chunks,
+            *u.stride(), *delta.stride(), *A.stride(), *Bg.stride(), *Cg.stride(), *_strides(z, 3),
+            *_strides(dout, 3),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
+            HAS_DOUT=dout is not None, HAS_DLAST=dlast is not None,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, num_warps=4,
+        )  # fmt: skip
+        if B.dim() == 3:
+            dB, dC = dB.squeeze(1), dC.squeeze(1)
+        return (
+            du,
+            ddelta,
+            dA.to(A.dtype),
+            dB.to(B.dtype),
+            dC.to(C.dtype),
+            None if dD is None else dD.to(D.dtype),
+            dz,
+            None if dbias is None else dbias.to(delta_bias.dtype),
+            None if h0 is None else dh0.to(h0.dtype),
+            None,
+            None,
+        )
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan in Triton; arguments and returns as :func:`sslalm.ops.scan.selective_scan_ref`.
+
+    u, delta, z (batch, dim, L); A (dim, N); B, C (batch, N, L) or (batch, G, N, L); D, delta_bias (dim,);
+    initial_state (batch, dim, N). Any dtypes (computed in fp32), any strides. Differentiable w.r.t. every
+    tensor: the backward is the Triton kernel described in the module docstring. Returns y (batch, dim, L) in
+    u's dtype, and the last state (batch, dim, N) fp32 when ``return_last_state``.
+    """
+    batch, dim, length = u.shape
+    G = 1 if B.dim() == 3 else B.shape[1]
+    if dim % G:
+        raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
+    if length == 0:
+        from sslalm.ops.scan import selective_scan_ref
+
+        args = (D, z, delta_bias, delta_softplus, initial_state, return_last_state)
+        return selective_scan_ref(u, delta, A, B, C, *args)
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    y, last = _SelectiveScanTriton.apply(*tensors, bool(delta_softplus), need_grad)
+    return (y, last) if return_last_state else y
+
+
+def selective_state_update_triton(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    dt_softplus: bool = False,
+) -> Tensor:
+    """One fused decode step; as :func:`sslalm.ops.scan.selective_state_update` (no autograd).
+
+    state (batch, dim, N), normally fp32, updated in place whatever its strides; x, dt, z (batch, dim);
+    A (dim, N); B, C (batch, N) or (batch, G, N); D, dt_bias (dim,). Returns y (batch, dim) in x's dtype.
+    """
+    kernels = load_kernels(_KERNELS, state, x, dt, A, B, C, D, z, dt_bias)
+    batch, dim = x.shape
+    N = A.shape[1]
+    if B.dim() == 2:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    G = B.shape[1]
+    if dim % G:
+        raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
+    block_n = _pow2(N)
+    block_d = max(1, min(_pow2(dim), _UPDATE_BLOCK_D * 16 // max(16, block_n)))
+    out = torch.empty(batch, dim, device=x.device, dtype=x.dtype)
+    grid = (batch, triton_cdiv(dim, block_d))
+    kernels.selective_state_update_kernel[grid](
+        state, x, dt, A, B, C, D, z, dt_bias, out,
+        dim, dim // G, N,
+        *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(z, 2),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus),
+        BLOCK_D=block_d, BLOCK_N=block_n, num_warps=4,
+    )  # fmt: skip
+    return out

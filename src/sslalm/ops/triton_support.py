@@ -1,0 +1,61 @@
+"""What every Triton kernel of ``sslalm.ops`` checks before it launches: that triton is installed, and that
+the tensors are on a CUDA device or Triton's CPU interpreter is switched on.
+
+Triton decides at the moment a kernel is decorated (``@triton.jit``) whether it compiles for the GPU or
+runs in the interpreter (``TRITON_INTERPRET=1``: every program of the grid executed one after the other
+on CPU tensors, with numpy). So the kernels live in their own modules (``scan_triton_kernels``,
+``conv1d_triton_kernels``) that the public wrappers import on their first launch, after these checks:
+importing ``sslalm.ops.scan_triton`` never needs triton, and setting ``TRITON_INTERPRET=1`` any time before
+the first kernel call is enough.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import torch
+
+INSTALL_HINT = (
+    "the Triton kernels need the 'triton' package: `pip install triton` (PyTorch's CUDA wheels already ship "
+    "it; for CPU tests under TRITON_INTERPRET=1 install it beside the CPU wheel, or `pip install sslalm[test]`)"
+)
+
+
+def interpret_requested() -> bool:
+    """True when ``TRITON_INTERPRET`` asks for Triton's CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def require_triton() -> ModuleType:
+    """Import triton, or raise an ImportError that says how to install it."""
+    try:
+        import triton
+    except ImportError as err:
+        raise ImportError(INSTALL_HINT) from err
+    return triton
+
+
+def load_kernels(module: str, *tensors: torch.Tensor | None) -> ModuleType:
+    """Check that ``tensors`` can be handed to a Triton kernel, then import the kernel module ``module``.
+
+    CUDA tensors need a compiled kernel, CPU tensors the interpreter; anything else raises a RuntimeError
+    that says why. A kernel module imported in one mode stays in it (Triton's choice is made at decoration),
+    so mixing CUDA and interpreted launches in one process is refused rather than run wrongly.
+    """
+    require_triton()
+    devices = {t.device.type for t in tensors if t is not None}
+    if devices - {"cuda", "cpu"} or len(devices) > 1:
+        raise RuntimeError(f"Triton kernels need all tensors on one CUDA device (or the CPU interpreter), got {devices}")
+    on_cpu = devices == {"cpu"}
+    if on_cpu and not interpret_requested():
+        raise RuntimeError(
+            "the Triton kernels got CPU tensors: move them to a CUDA device, or set TRITON_INTERPRET=1 before the "
+            "first kernel call to run them (slowly) in Triton's CPU interpreter"
+        )
+    kernels = importlib.import_module(module)
+    if on_cpu != kernels.INTERPRETED:
+        mode = "the CPU interpreter" if kernels.INTERPRETED else "CUDA"
+        raise RuntimeError(f"{module} was first loaded for {mode}; one process cannot mix CUDA and interpreter runs")
+    return kernels
