@@ -1,8 +1,9 @@
 """Triton kernels of the selective scan (see ``sslalm.ops.scan_triton`` for what they compute and why).
 
 Imported by the wrappers in ``scan_triton`` on their first launch, never directly: ``@triton.jit`` reads
-``TRITON_INTERPRET`` when this module is imported (see ``sslalm.ops.triton_support``). All arithmetic is fp32
-whatever the storage dtype; offsets of the (batch, ...) tensors are int64 so large activations cannot overflow.
+``TRITON_INTERPRET`` when this module is imported (see ``sslalm.ops.triton_support``). All arithmetic is
+fp32 whatever the storage dtype; offsets of the (batch, ...) tensors are int64, so large activations cannot
+overflow them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _softplus(x):
 
 @triton.jit
 def _load_delta(ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """(BLOCK_D, BLOCK_T) delta after bias and softplus, 0 where masked (a step that leaves the state as is)."""
+    """(BLOCK_D, BLOCK_T) delta after bias and softplus, 0 where masked (the state passes unchanged)."""
     dt = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         dt += bias[:, None]
@@ -90,7 +91,8 @@ def selective_scan_fwd_kernel(
         m = mask_d[:, None] & mask_t[None, :]
         m_nt = mask_n[:, None] & mask_t[None, :]
         if SAVE_CKPT:
-            tl.store(ckpt_ptr + ((b * n_chunks + c) * dim + ch[:, None]) * N + offs_n[None, :], h, mask=mask_dn)
+            ck = ckpt_ptr + ((b * n_chunks + c) * dim + ch[:, None]) * N + offs_n[None, :]
+            tl.store(ck, h, mask=mask_dn)
         u = tl.load(u_rows + t[None, :] * su_t, mask=m, other=0.0).to(tl.float32)
         dt = _load_delta(dt_rows + t[None, :] * sdt_t, m, bias, HAS_BIAS, SOFTPLUS)
         Bt = tl.load(B_rows + t[None, :] * sB_t, mask=m_nt, other=0.0).to(tl.float32)
@@ -172,7 +174,8 @@ def selective_scan_bwd_kernel(
         mask_t = t < L
         m = mask_d[:, None] & mask_t[None, :]
         m_nt = mask_n[:, None] & mask_t[None, :]
-        h_start = tl.load(ckpt_ptr + ((b * n_chunks + c) * dim + ch[:, None]) * N + offs_n[None, :], mask=mask_dn)
+        ck = ckpt_ptr + ((b * n_chunks + c) * dim + ch[:, None]) * N + offs_n[None, :]
+        h_start = tl.load(ck, mask=mask_dn)
         # this step's inputs
         u = tl.load(u_rows + t[None, :] * su_t, mask=m, other=0.0).to(tl.float32)
         dt = _load_delta(dt_rows + t[None, :] * sdt_t, m, bias, HAS_BIAS, SOFTPLUS)
@@ -247,7 +250,7 @@ def selective_state_update_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One decode step for batch b and BLOCK_D channels: state <- exp(dt A) state + dt x B (in place, any
-    strides), out = C . state + D x, times silu(z). B/C rows are gathered per channel (group = channel // Dg)."""
+    strides), out = C . state + D x, times silu(z). B/C rows are gathered per channel (group ch // Dg)."""
     b = tl.program_id(0).to(tl.int64)
     ch = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = ch < dim

@@ -18,8 +18,9 @@ from types import ModuleType
 import torch
 
 INSTALL_HINT = (
-    "the Triton kernels need the 'triton' package: `pip install triton` (PyTorch's CUDA wheels already ship "
-    "it; for CPU tests under TRITON_INTERPRET=1 install it beside the CPU wheel, or `pip install sslalm[test]`)"
+    "the Triton kernels need the 'triton' package: `pip install triton` (PyTorch's CUDA wheels already "
+    "ship it; for CPU tests under TRITON_INTERPRET=1 install it beside the CPU wheel, as "
+    "`pip install sslalm[test]` does)"
 )
 
 
@@ -47,15 +48,15 @@ def load_kernels(module: str, *tensors: torch.Tensor | None) -> ModuleType:
     require_triton()
     devices = {t.device.type for t in tensors if t is not None}
     if devices - {"cuda", "cpu"} or len(devices) > 1:
-        raise RuntimeError(f"Triton kernels need all tensors on one CUDA device (or the CPU interpreter), got {devices}")
+        raise RuntimeError(f"Triton kernels need all tensors on one CUDA device (or CPU), got {devices}")
     on_cpu = devices == {"cpu"}
     if on_cpu and not interpret_requested():
         raise RuntimeError(
-            "the Triton kernels got CPU tensors: move them to a CUDA device, or set TRITON_INTERPRET=1 before the "
-            "first kernel call to run them (slowly) in Triton's CPU interpreter"
+            "the Triton kernels got CPU tensors: move them to a CUDA device, or set TRITON_INTERPRET=1 "
+            "before the first kernel call to run them (slowly) in Triton's CPU interpreter"
         )
     kernels = importlib.import_module(module)
     if on_cpu != kernels.INTERPRETED:
         mode = "the CPU interpreter" if kernels.INTERPRETED else "CUDA"
-        raise RuntimeError(f"{module} was first loaded for {mode}; one process cannot mix CUDA and interpreter runs")
+        raise RuntimeError(f"{module} was loaded for {mode}; a process cannot mix CUDA and interpreted runs")
     return kernels
