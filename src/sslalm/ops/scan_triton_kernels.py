@@ -81,7 +81,6 @@ def selective_scan_fwd_kernel(
     col = tl.arange(0, BLOCK_T)
     u_rows = u_ptr + b * su_b + ch[:, None] * su_d
     dt_rows = dt_ptr + b * sdt_b + ch[:, None] * sdt_d
-    z_rows = z_ptr + b * sz_b + ch[:, None] * sz_d
     out_rows = out_ptr + (b * dim + ch[:, None]) * L
     B_rows = B_ptr + b * sB_b + g * sB_g + offs_n[:, None] * sB_n
     C_rows = C_ptr + b * sC_b + g * sC_g + offs_n[:, None] * sC_n
@@ -105,7 +104,9 @@ def selective_scan_fwd_kernel(
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_Z:
-            zt = tl.load(z_rows + t[None, :] * sz_t, mask=m, other=0.0).to(tl.float32)
+            zt = tl.load(z_ptr + b * sz_b + ch[:, None] * sz_d + t[None, :] * sz_t, mask=m, other=0.0).to(
+                tl.float32
+            )
             y = y * zt * tl.sigmoid(zt)
         tl.store(out_rows + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m)
         # padded steps (t >= L) have delta 0, so the last column is the state after the chunk's last real step
@@ -161,8 +162,6 @@ def selective_scan_bwd_kernel(
     col = tl.arange(0, BLOCK_T)
     u_rows = u_ptr + b * su_b + ch[:, None] * su_d
     dt_rows = dt_ptr + b * sdt_b + ch[:, None] * sdt_d
-    z_rows = z_ptr + b * sz_b + ch[:, None] * sz_d
-    do_rows = dout_ptr + b * so_b + ch[:, None] * so_d
     grad_rows = (b * dim + ch[:, None]) * L  # du, ddt, dz: contiguous (batch, dim, L)
     B_rows = B_ptr + b * sB_b + g * sB_g + offs_n[:, None] * sB_n
     C_rows = C_ptr + b * sC_b + g * sC_g + offs_n[:, None] * sC_n
@@ -198,9 +197,13 @@ def selective_scan_bwd_kernel(
         # gradient of the pre-gate output y (D skip included), and of z
         dy = tl.zeros([BLOCK_D, BLOCK_T], dtype=tl.float32)
         if HAS_DOUT:
-            dy = tl.load(do_rows + t[None, :] * so_t, mask=m, other=0.0).to(tl.float32)
+            dy = tl.load(dout_ptr + b * so_b + ch[:, None] * so_d + t[None, :] * so_t, mask=m, other=0.0).to(
+                tl.float32
+            )
         if HAS_Z:
-            zt = tl.load(z_rows + t[None, :] * sz_t, mask=m, other=0.0).to(tl.float32)
+            zt = tl.load(z_ptr + b * sz_b + ch[:, None] * sz_d + t[None, :] * sz_t, mask=m, other=0.0).to(
+                tl.float32
+            )
             sz = tl.sigmoid(zt)
             y = tl.sum(h_cur * Ct[None, :, :], axis=1) + Dv[:, None] * u
             dz = dy * y * sz * (1.0 + zt * (1.0 - sz))
