@@ -61,7 +61,7 @@ def causal_conv1d_fwd_kernel(
             if HAS_INIT:
                 ms = m & (src < 0)[None, :]
                 i_ptrs = init_ptr + b * si_b + ch[:, None] * si_d + (src + W - 1)[None, :] * si_k
-            v += tl.load(i_ptrs, mask=ms, other=0.0).to(tl.float32)
+                v += tl.load(i_ptrs, mask=ms, other=0.0).to(tl.float32)
             tl.atomic_add(dw_ptr + ch * W + j, tl.sum(go * v, axis=1), mask=mask_d)
     else:
         if SILU:

@@ -6,7 +6,10 @@ runs in the interpreter (``TRITON_INTERPRET=1``: every program of the grid execu
 on CPU tensors, with numpy). So the kernels live in their own modules (``scan_triton_kernels``,
 ``conv1d_triton_kernels``) that the public wrappers import on their first launch, after these checks:
 importing ``sslalm.ops.scan_triton`` never needs triton, and setting ``TRITON_INTERPRET=1`` any time before
-the first kernel call is enough.
+the first kernel call is enough for our kernels. Triton's own library functions (``tl.sum``, ``tl.sigmoid``)
+are decorated when triton itself is imported, though, and other packages import it early (peft does): so
+the variable must be set before anything imports triton, i.e. at process start. ``load_kernels`` checks and
+says so instead of failing inside the interpreter.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ INSTALL_HINT = (
 
 
 def interpret_requested() -> bool:
-    """True when ``TRITON_INTERPRET`` asks for Triton's CPU interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    """True when ``TRITON_INTERPRET`` asks for Triton's CPU interpreter (read as triton reads it)."""
+    try:
+        from triton import knobs
+    except ImportError:  # triton < 3.4
+        return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes", "y")
+    return bool(knobs.runtime.interpret)
 
 
 def require_triton() -> ModuleType:
@@ -36,6 +43,14 @@ def require_triton() -> ModuleType:
     except ImportError as err:
         raise ImportError(INSTALL_HINT) from err
     return triton
+
+
+def stdlib_interpreted() -> bool:
+    """Whether ``tl.sum`` and ``tl.sigmoid``, which the kernels call, run under the interpreter."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.sum, InterpretedFunction) and isinstance(tl.sigmoid, InterpretedFunction)
 
 
 def load_kernels(module: str, *tensors: torch.Tensor | None) -> ModuleType:
@@ -53,7 +68,12 @@ def load_kernels(module: str, *tensors: torch.Tensor | None) -> ModuleType:
     if on_cpu and not interpret_requested():
         raise RuntimeError(
             "the Triton kernels got CPU tensors: move them to a CUDA device, or set TRITON_INTERPRET=1 "
-            "before the first kernel call to run them (slowly) in Triton's CPU interpreter"
+            "(before the process starts) to run them, slowly, in Triton's CPU interpreter"
+        )
+    if on_cpu and not stdlib_interpreted():
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after triton was imported (peft, for one, imports it), so its own "
+            "library functions were compiled for the GPU: set it before the process starts"
         )
     kernels = importlib.import_module(module)
     if on_cpu != kernels.INTERPRETED:
