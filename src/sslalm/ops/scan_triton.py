@@ -39,10 +39,11 @@ Decode (``selective_state_update_kernel``): grid (batch, ceil(dim / BLOCK_D)); e
 (BLOCK_D, N) state slice in place (any strides, e.g. a slice of a larger cache) and writes y.
 
 Blocks: BLOCK_N = next power of two >= N (padded states have A = 0 and B = C = 0, so they stay zero);
-BLOCK_T = 64 for N <= 4 (DASS's N = 1), 32 otherwise; BLOCK_D fills a (BLOCK_D, BLOCK_N, BLOCK_T) tile of
-about 4096 elements (forward, 4 warps) or 2048 (backward, which holds more tiles at once, 4 warps). Sized for
-N up to ~64; larger N still runs but spills registers. Designed for sm80+ (A100/A6000/H100/H200); not tuned on
-hardware from this repository (no GPU in CI).
+BLOCK_T = 64 for N <= 4 (DASS's N = 1), 32 otherwise, and at least 16 (shorter sequences are padded);
+BLOCK_D fills a (BLOCK_D, BLOCK_N, BLOCK_T) tile of about 4096 elements in the forward and 2048 in the
+backward (which holds more such tiles at once), 4 warps each. Sized for N up to ~64; a larger N still runs
+but spills registers. Written for sm80+ (A100/A6000/H100/H200) but not yet tuned or timed on one (CI has
+no GPU): the interpreter checks the arithmetic, not the speed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ Tensor = torch.Tensor
 _KERNELS = "sslalm.ops.scan_triton_kernels"
 _MAX_BLOCK_T = 64  # time steps per chunk for N <= 4 (tests shrink these to exercise many chunks)
 _MAX_BLOCK_T_WIDE = 32  # ... and for N > 4
+_MIN_BLOCK_T = 16  # short sequences are padded to this (a scan over a 1-wide axis is an odd case for codegen)
 _FWD_TILE = 4096  # elements of one (BLOCK_D, BLOCK_N, BLOCK_T) tile in the forward
 _BWD_TILE = 2048  # ... in the backward
 _UPDATE_BLOCK_D = 64  # channels per program of the decode step (times BLOCK_N state elements)
@@ -67,7 +69,7 @@ def _pow2(n: int) -> int:
 
 def _blocks(Dg: int, N: int, L: int, tile: int) -> tuple[int, int, int]:
     block_n = _pow2(N)
-    block_t = min(_pow2(L), _MAX_BLOCK_T if block_n <= 4 else _MAX_BLOCK_T_WIDE)
+    block_t = min(max(_MIN_BLOCK_T, _pow2(L)), _MAX_BLOCK_T if block_n <= 4 else _MAX_BLOCK_T_WIDE)
     block_d = max(1, min(_pow2(Dg), tile // (block_n * block_t)))
     return block_d, block_n, block_t
 
