@@ -9,6 +9,8 @@ the duration of this module; everything is restored afterwards. Shapes are tiny:
 every program of the grid in Python.
 """
 
+import json
+import os
 import subprocess
 import sys
 
@@ -114,8 +116,7 @@ def test_scan_matches_ref_forward_state_and_every_gradient(batch, dim, length, n
 
 def test_scan_many_chunks_padded_tail(monkeypatch):
     """Short chunks: the state and its gradient are carried across five chunks, the last one padded."""
-    monkeypatch.setattr(scan_triton, "_MAX_BLOCK_T", 8)
-    monkeypatch.setattr(scan_triton, "_MAX_BLOCK_T_WIDE", 8)
+    monkeypatch.setattr(scan_triton, "_BLOCK_T", 8)
     _check_scan(_scan_inputs(2, 8, 37, 1, 4))
     _check_scan(_scan_inputs(1, 4, 19, 8), softplus=False)
 
@@ -284,3 +285,29 @@ def test_missing_triton_gives_install_hint(monkeypatch):
         "import sys; sys.modules['triton'] = None\nimport sslalm.ops.scan_triton, sslalm.ops.conv1d_triton\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_kernels_compile_for_sm90_without_register_spills():
+    """The interpreter does not generate GPU code: compile every kernel to an sm90 cubin (the backend ships
+    ptxas; no GPU needed) at the block sizes the wrappers launch, and require no spills to local memory."""
+    import triton
+
+    nvidia_bin = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    if not all(os.path.exists(os.path.join(nvidia_bin, tool)) for tool in ("ptxas", "cuobjdump")):
+        pytest.skip("triton's NVIDIA backend tools (ptxas, cuobjdump) are not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    cmd = [sys.executable, "-m", "sslalm.ops.triton_compile", "--arch", "90"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {r["kernel"] for r in rows} == {
+        "selective_scan_fwd_kernel",
+        "selective_scan_bwd_kernel",
+        "selective_state_update_kernel",
+        "causal_conv1d_fwd_kernel",
+        "causal_conv1d_bwd_input_kernel",
+        "causal_conv1d_update_kernel",
+    }
+    for r in rows:
+        assert r["stack_bytes"] == 0 and r["local_bytes"] == 0, f"register spills: {r}"

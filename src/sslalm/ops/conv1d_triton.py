@@ -31,9 +31,9 @@ from sslalm.ops.triton_support import load_kernels
 Tensor = torch.Tensor
 
 _KERNELS = "sslalm.ops.conv1d_triton_kernels"
-_BLOCK_D = 16
-_BLOCK_T = 128
-_UPDATE_BLOCK_D = 128
+_BLOCK_D = 16  # channels per program of the forward and backward
+_BLOCK_T = 64  # time steps per program
+_UPDATE_BLOCK_D = 128  # channels per program of the decode step
 
 
 def _pow2(n: int) -> int:

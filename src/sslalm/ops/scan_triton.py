@@ -23,9 +23,9 @@ carried state, y is a reduction over N. Like the ``chunked`` torch method this o
 [0, 1] and adds: nothing can overflow (no log-space cumsum). Padded steps past L get delta = 0 (decay 1, no
 input), so the chunk's last column is the carried state.
 
-Backward (``selective_scan_bwd_kernel``): same grid, chunks in reverse order. Memory kept between forward
-and backward: only the inputs and the state at the start of every chunk, ``ckpt`` (batch, ceil(L/BLOCK_T),
-dim, N) fp32 (1/BLOCK_T of all states: 1/32 for N >= 8, 1/64 below); no (batch, dim, L, N) tensor ever
+Backward (``selective_scan_bwd_kernel``): the same grid layout, chunks in reverse order. Memory kept
+between forward and backward: only the inputs and the state at the start of every chunk, ``ckpt``
+(batch, ceil(L / BLOCK_T), dim, N) fp32, 1/BLOCK_T = 1/32 of all the states; no (batch, dim, L, N) tensor ever
 exists. Per chunk the kernel recomputes the states from the checkpoint (a forward scan of the steps shifted
 by one gives h[t-1] for every t without division), runs the state-gradient recurrence
 g[t] = C[t] dy[t] + a[t+1] g[t+1] as a reverse ``associative_scan`` (carrying a[t0] g[t0] to the previous
@@ -39,11 +39,13 @@ Decode (``selective_state_update_kernel``): grid (batch, ceil(dim / BLOCK_D)); e
 (BLOCK_D, N) state slice in place (any strides, e.g. a slice of a larger cache) and writes y.
 
 Blocks: BLOCK_N = next power of two >= N (padded states have A = 0 and B = C = 0, so they stay zero);
-BLOCK_T = 64 for N <= 4 (DASS's N = 1), 32 otherwise, and at least 16 (shorter sequences are padded);
-BLOCK_D fills a (BLOCK_D, BLOCK_N, BLOCK_T) tile of about 4096 elements in the forward and 2048 in the
-backward (which holds more such tiles at once), 4 warps each. Sized for N up to ~64; a larger N still runs
-but spills registers. Written for sm80+ (A100/A6000/H100/H200) but not yet tuned or timed on one (CI has
-no GPU): the interpreter checks the arithmetic, not the speed.
+BLOCK_T = 32 steps (a warp's width along the scan axis; at least 16, shorter sequences are padded); BLOCK_D
+channels, at most 32 and a tile of at most 4096 elements in the forward (8 for N = 16), fewer in the
+backward, which holds more tiles at once (16 for N = 1, 4 for N = 16). All are 4 warps. These are the
+largest blocks that compile for sm90 without register spills, checked without a GPU by compiling to a cubin
+(``sslalm.ops.triton_compile``, also run by the tests); N up to 32 stays spill-free. Written for sm80+
+(A100/A6000/H100/H200) but not yet timed on one (CI has no GPU): the interpreter checks the arithmetic and
+the cubin compile the code generation, not the speed.
 """
 
 from __future__ import annotations
@@ -55,23 +57,35 @@ from sslalm.ops.triton_support import load_kernels
 Tensor = torch.Tensor
 
 _KERNELS = "sslalm.ops.scan_triton_kernels"
-_MAX_BLOCK_T = 64  # time steps per chunk for N <= 4 (tests shrink these to exercise many chunks)
-_MAX_BLOCK_T_WIDE = 32  # ... and for N > 4
-_MIN_BLOCK_T = 16  # short sequences are padded to this (a scan over a 1-wide axis is an odd case for codegen)
-_FWD_TILE = 4096  # elements of one (BLOCK_D, BLOCK_N, BLOCK_T) tile in the forward
-_BWD_TILE = 2048  # ... in the backward
-_UPDATE_BLOCK_D = 64  # channels per program of the decode step (times BLOCK_N state elements)
+# Block sizes: the largest that compile without register spills for sm90 (``python -m
+# sslalm.ops.triton_compile`` reports registers and spills per kernel, no GPU needed).
+_BLOCK_T = 32  # time steps per chunk: the scan axis, one warp wide
+_MIN_BLOCK_T = 16  # shorter sequences are padded to this many steps
+_FWD_TILE = 4096  # forward: elements of one (BLOCK_D, BLOCK_N, BLOCK_T) tile ...
+_FWD_MAX_BLOCK_D = 32  # ... and at most this many channels
+_BWD_BLOCK_D = {1: 16, 2: 8, 4: 8, 8: 8, 16: 4, 32: 2}  # backward: channels per program for each BLOCK_N
+_UPDATE_BLOCK_D = 64  # channels per program of the decode step
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _blocks(Dg: int, N: int, L: int, tile: int) -> tuple[int, int, int]:
+def fwd_blocks(Dg: int, N: int, L: int) -> tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_N, BLOCK_T) of the forward for Dg channels per group, N states and L steps. The
+    backward must use the same BLOCK_T (its checkpoints are per chunk) and ``bwd_block_d`` channels."""
     block_n = _pow2(N)
-    block_t = min(max(_MIN_BLOCK_T, _pow2(L)), _MAX_BLOCK_T if block_n <= 4 else _MAX_BLOCK_T_WIDE)
-    block_d = max(1, min(_pow2(Dg), tile // (block_n * block_t)))
+    block_t = min(_BLOCK_T, max(_MIN_BLOCK_T, _pow2(L)))
+    block_d = max(1, min(_pow2(Dg), _FWD_MAX_BLOCK_D, _FWD_TILE // (block_n * block_t)))
     return block_d, block_n, block_t
+
+
+def bwd_block_d(Dg: int, block_n: int) -> int:
+    return min(_pow2(Dg), _BWD_BLOCK_D.get(block_n, 1))
+
+
+def update_block_d(dim: int, block_n: int) -> int:
+    return max(1, min(_pow2(dim), _UPDATE_BLOCK_D * 16 // max(16, block_n)))
 
 
 def _grouped_view(BC: Tensor) -> Tensor:
@@ -94,13 +108,13 @@ class _SelectiveScanTriton(torch.autograd.Function):
         Bg, Cg = _grouped_view(B), _grouped_view(C)
         G = Bg.shape[1]
         Dg = dim // G
-        block_d, block_n, block_t = _blocks(Dg, N, L, _FWD_TILE)
+        block_d, block_n, block_t = fwd_blocks(Dg, N, L)
         n_chunks = -(-L // block_t)
         h0c = None if h0 is None else h0.to(torch.float32).contiguous()
         out = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
         last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
         ckpt = u.new_empty((batch, n_chunks, dim, N) if need_grad else (1,), dtype=torch.float32)
-        grid = (batch * G, triton_cdiv(Dg, block_d))
+        grid = (batch * G, _cdiv(Dg, block_d))
         kernels.selective_scan_fwd_kernel[grid](
             u, delta, A, Bg, Cg, D, z, delta_bias, h0c, out, last, ckpt,
             dim, L, G, Dg, N, n_chunks,
@@ -123,8 +137,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         Bg, Cg = _grouped_view(B), _grouped_view(C)
         G = Bg.shape[1]
         Dg = dim // G
-        _, block_n, block_t = _blocks(Dg, N, L, _FWD_TILE)
-        block_d = max(1, min(_pow2(Dg), _BWD_TILE // (block_n * block_t)))
+        _, block_n, block_t = fwd_blocks(Dg, N, L)
+        block_d = bwd_block_d(Dg, block_n)
         n_chunks = ckpt.shape[1]
         f32 = dict(device=u.device, dtype=torch.float32)
         du = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
@@ -137,7 +151,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dbias = None if delta_bias is None else torch.zeros(dim, **f32)
         dh0 = torch.empty(batch, dim, N, **f32)
         dlast = None if dlast is None else dlast.to(torch.float32).contiguous()
-        grid = (batch * G, triton_cdiv(Dg, block_d))
+        grid = (batch * G, _cdiv(Dg, block_d))
         kernels.selective_scan_bwd_kernel[grid](
             u, delta, A, Bg, Cg, D, z, delta_bias, ckpt, dout, dlast,
             du, ddelta, dA, dB, dC, dD, dz, dbias, dh0,
@@ -165,7 +179,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         )
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -230,9 +244,9 @@ def selective_state_update_triton(
     if dim % G:
         raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
     block_n = _pow2(N)
-    block_d = max(1, min(_pow2(dim), _UPDATE_BLOCK_D * 16 // max(16, block_n)))
+    block_d = update_block_d(dim, block_n)
     out = torch.empty(batch, dim, device=x.device, dtype=x.dtype)
-    grid = (batch, triton_cdiv(dim, block_d))
+    grid = (batch, _cdiv(dim, block_d))
     kernels.selective_state_update_kernel[grid](
         state, x, dt, A, B, C, D, z, dt_bias, out,
         dim, dim // G, N,
