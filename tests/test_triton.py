@@ -126,9 +126,10 @@ def test_scan_without_optional_inputs_and_through_the_last_state_only():
     _check_scan(_scan_inputs(2, 8, 21, 1, 4), use_y=False)  # y unused: the backward gets no dy at all
 
 
-def test_scan_bf16_inputs():
-    """bf16 activations, fp32 parameters and state: the kernel computes in fp32, as the reference does."""
+def test_scan_bf16_and_fp16_inputs():
+    """16-bit activations, fp32 parameters and state: the kernel computes in fp32, as the reference does."""
     _check_scan(_scan_inputs(2, 8, 23, 1, 4, dtype=torch.bfloat16), tol=2e-2)
+    _check_scan(_scan_inputs(2, 8, 7, 2, 2, dtype=torch.float16), tol=5e-3)
     _check_scan(_scan_inputs(1, 4, 9, 16, dtype=torch.bfloat16), tol=2e-2)
 
 
@@ -203,11 +204,11 @@ def _conv_ref(x, weight, bias, initial_state, activation):
     return F.silu(out) if activation == "silu" else out
 
 
-@pytest.mark.parametrize("length", [1, 5, 37])
+@pytest.mark.parametrize("length, width", [(1, 4), (5, 4), (37, 4), (9, 3), (4, 2)])
 @pytest.mark.parametrize("activation", [None, "silu"])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_conv1d_matches_torch_forward_and_gradients(length, activation, with_state):
-    batch, dim, width = 2, 8, 4
+def test_conv1d_matches_torch_forward_and_gradients(length, width, activation, with_state):
+    batch, dim = 2, 8
     x = torch.randn(batch, dim, length, requires_grad=True)
     weight = torch.randn(dim, width, requires_grad=True)
     bias = torch.randn(dim, requires_grad=True)
@@ -240,8 +241,9 @@ def test_conv1d_matches_the_models_causal_conv_bf16_and_strided():
     _close(got, want, 2e-2, "out bf16")
 
 
-def test_conv1d_update_matches_mixer_step():
-    batch, dim, width = 2, 8, 4
+@pytest.mark.parametrize("width", [4, 3])
+def test_conv1d_update_matches_mixer_step(width):
+    batch, dim = 2, 8
     state = torch.randn(batch, dim, width)
     state_ref = state.clone()
     weight, bias = torch.randn(dim, width), torch.randn(dim)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import torch
 
-from sslalm.ops.triton_support import load_kernels
+from sslalm.ops.triton_support import load_kernels, require_triton
+
+__all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton", "require_triton"]
 
 Tensor = torch.Tensor
 

@@ -52,7 +52,9 @@ from __future__ import annotations
 
 import torch
 
-from sslalm.ops.triton_support import load_kernels
+from sslalm.ops.triton_support import load_kernels, require_triton
+
+__all__ = ["require_triton", "selective_scan_triton", "selective_state_update_triton"]
 
 Tensor = torch.Tensor
 
