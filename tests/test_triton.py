@@ -313,3 +313,41 @@ def test_kernels_compile_for_sm90_without_register_spills():
     }
     for r in rows:
         assert r["stack_bytes"] == 0 and r["local_bytes"] == 0, f"register spills: {r}"
+
+
+def test_kernels_reproduce_a_mamba_mixer_prefill_and_decode_step():
+    """The kernels in the Mamba mixer's own conventions: prefill from a given conv/ssm state (its last k
+    conv inputs and fp32 state), then one decode step, against ``MambaMixer.forward`` and ``.step``."""
+    from sslalm.models.mamba import MambaMixer
+    from sslalm.models.mamba_config import MambaConfig
+
+    mixer = MambaMixer(MambaConfig(d_model=8, d_state=4, dt_rank=2)).eval()  # d_inner 16, d_conv 4
+    mixer.reset_ssm_parameters()
+    batch, length, k = 2, 9, mixer.d_conv
+    h = torch.randn(batch, length, 8)
+    conv0, ssm0 = torch.randn(batch, mixer.d_inner, k), torch.randn(batch, mixer.d_inner, mixer.d_state)
+    with torch.no_grad():
+        want, want_conv, want_ssm = mixer(h, conv_state=conv0, ssm_state=ssm0.clone(), return_state=True)
+        x, z = mixer.in_proj(h).chunk(2, dim=-1)  # (batch, L, d_inner): passed transposed, no copies
+        weight, bias = mixer.conv1d.weight, mixer.conv1d.bias
+        xc = causal_conv1d_triton(x.transpose(1, 2), weight, bias, conv0[..., 1:], activation="silu")
+        delta, B, C = mixer._ssm_inputs(xc.transpose(1, 2))
+        A = -torch.exp(mixer.A_log.float())
+        y, ssm = selective_scan_triton(
+            xc, delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=mixer.D,
+            z=z.transpose(1, 2), initial_state=ssm0, return_last_state=True,
+        )  # fmt: skip
+        _close(mixer.out_proj(y.transpose(1, 2)), want, 1e-5, "prefill output")
+        _close(ssm, want_ssm, 1e-5, "ssm state")
+        conv = torch.cat([conv0, x.transpose(1, 2)], -1)[..., -k:].contiguous()
+        _close(conv, want_conv, 0, "conv state")
+
+        step_in = torch.randn(batch, 8)
+        want_step = mixer.step(step_in, want_conv, want_ssm)
+        x, z = mixer.in_proj(step_in).chunk(2, dim=-1)
+        xc = causal_conv1d_update_triton(x, conv, weight, bias, activation="silu")
+        delta, B, C = mixer._ssm_inputs(xc)
+        y = selective_state_update_triton(ssm, xc, delta, A, B, C, D=mixer.D, z=z)
+        _close(mixer.out_proj(y), want_step, 1e-5, "decode step output")
+        _close(ssm, want_ssm, 1e-5, "ssm state after the step")
+        _close(conv, want_conv, 0, "conv state after the step")
