@@ -2,11 +2,10 @@
 
 Triton chooses between compiling and interpreting when a function is decorated with ``@triton.jit``: our
 kernels when their module is imported, triton's own library (``tl.sum``, ``tl.sigmoid``) when triton is,
-which in a full test run has already happened (peft imports triton). So the ``interpreted`` fixture sets
-``TRITON_INTERPRET=1``, drops any kernel module imported before (they are reloaded interpreted), and, if
-triton was imported without the variable, swaps its library's compiled functions for interpreted ones for
-the duration of this module; everything is restored afterwards. Shapes are tiny: the interpreter runs
-every program of the grid in Python.
+which in a full test run has already happened (peft imports triton). So the module runs inside
+``sslalm.ops.triton_support.cpu_interpreter()``, which switches all of that to the interpreter and back.
+Shapes are tiny: the interpreter runs every program of the grid in Python. The GPU code generation is
+checked separately, by compiling every kernel to an sm90 cubin (last tests).
 """
 
 import json
@@ -25,30 +24,13 @@ from sslalm.ops import scan_triton  # noqa: E402
 from sslalm.ops.conv1d_triton import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
 from sslalm.ops.scan import selective_scan_ref, selective_state_update  # noqa: E402
 from sslalm.ops.scan_triton import selective_scan_triton, selective_state_update_triton  # noqa: E402
-from sslalm.ops.triton_support import INSTALL_HINT, require_triton  # noqa: E402
-
-_KERNEL_MODULES = ("sslalm.ops.scan_triton_kernels", "sslalm.ops.conv1d_triton_kernels")
-
-
-def _drop_kernel_modules():
-    for name in _KERNEL_MODULES:
-        sys.modules.pop(name, None)
+from sslalm.ops.triton_support import INSTALL_HINT, cpu_interpreter, require_triton  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def interpreted():
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_INTERPRET", "1")
-        for name, fn in vars(tl).items():
-            if isinstance(fn, JITFunction):
-                mp.setattr(tl, name, InterpretedFunction(fn.fn))
-        _drop_kernel_modules()
+    with cpu_interpreter():
         yield
-    _drop_kernel_modules()  # later tests load them in whatever mode their environment asks for
 
 
 def _scan_inputs(batch, dim, length, n, groups=None, dtype=torch.float32, options=True):
@@ -351,3 +333,33 @@ def test_kernels_reproduce_a_mamba_mixer_prefill_and_decode_step():
         _close(mixer.out_proj(y), want_step, 1e-5, "decode step output")
         _close(ssm, want_ssm, 1e-5, "ssm state after the step")
         _close(conv, want_conv, 0, "conv state after the step")
+
+
+def test_cpu_interpreter_switches_a_process_where_triton_was_imported_first():
+    """What the fixture relies on, in a fresh process: triton imported without TRITON_INTERPRET (as peft
+    does), kernels run inside ``cpu_interpreter()``, and afterwards everything is as before."""
+    code = """
+import os, torch, triton, triton.language as tl
+from triton.runtime.jit import JITFunction
+from sslalm.ops.triton_support import cpu_interpreter
+from sslalm.ops.conv1d_triton import causal_conv1d_update_triton as update
+assert "TRITON_INTERPRET" not in os.environ
+state, x, w = torch.zeros(1, 2, 4), torch.ones(1, 2), torch.ones(2, 4)
+try:
+    update(x, state, w)
+    raise SystemExit("CPU tensors ran without the interpreter")
+except RuntimeError as err:
+    assert "TRITON_INTERPRET=1" in str(err)
+with cpu_interpreter():
+    assert update(x, state, w).tolist() == [[1.0, 1.0]]
+assert isinstance(tl.sum, JITFunction) and "TRITON_INTERPRET" not in os.environ
+os.environ["TRITON_INTERPRET"] = "1"  # set too late: triton's library is compiled, and we say so
+try:
+    update(x, state, w)
+    raise SystemExit("ran with triton's library compiled for the GPU")
+except RuntimeError as err:
+    assert "before the process starts" in str(err), err
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]

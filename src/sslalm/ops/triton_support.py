@@ -9,17 +9,22 @@ importing ``sslalm.ops.scan_triton`` never needs triton, and setting ``TRITON_IN
 the first kernel call is enough for our kernels. Triton's own library functions (``tl.sum``, ``tl.sigmoid``)
 are decorated when triton itself is imported, though, and other packages import it early (peft does): so
 the variable must be set before anything imports triton, i.e. at process start. ``load_kernels`` checks and
-says so instead of failing inside the interpreter.
+says so instead of failing inside the interpreter. Within a running process (tests, a notebook),
+``cpu_interpreter()`` switches everything over for the duration of a ``with`` block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 import torch
 
+KERNEL_MODULES = ("sslalm.ops.scan_triton_kernels", "sslalm.ops.conv1d_triton_kernels")
 INSTALL_HINT = (
     "the Triton kernels need the 'triton' package: `pip install triton` (PyTorch's CUDA wheels already "
     "ship it; for CPU tests under TRITON_INTERPRET=1 install it beside the CPU wheel, as "
@@ -80,3 +85,41 @@ def load_kernels(module: str, *tensors: torch.Tensor | None) -> ModuleType:
         mode = "the CPU interpreter" if kernels.INTERPRETED else "CUDA"
         raise RuntimeError(f"{module} was loaded for {mode}; a process cannot mix CUDA and interpreted runs")
     return kernels
+
+
+def _drop_kernel_modules() -> None:
+    for name in KERNEL_MODULES:
+        sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def cpu_interpreter() -> Iterator[None]:
+    """Run our Triton kernels on CPU tensors under Triton's interpreter inside this block, even if triton was
+    imported earlier without ``TRITON_INTERPRET`` (as in a test session, where peft imports it).
+
+    Sets ``TRITON_INTERPRET=1``, replaces ``triton.language``'s compiled library functions (``tl.sum``,
+    ``tl.sigmoid``, ...) by interpreted twins and drops our kernel modules so that they are reloaded
+    interpreted. On exit all of that is undone and the kernel modules are dropped again, so the next launch
+    loads them in whichever mode the environment then asks for. Process-wide: not for concurrent threads.
+    """
+    require_triton()
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    saved_env = os.environ.get("TRITON_INTERPRET")
+    compiled = {name: fn for name, fn in vars(tl).items() if isinstance(fn, JITFunction)}
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        for name, fn in compiled.items():
+            setattr(tl, name, InterpretedFunction(fn.fn))
+        _drop_kernel_modules()
+        yield
+    finally:
+        for name, fn in compiled.items():
+            setattr(tl, name, fn)
+        if saved_env is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved_env
+        _drop_kernel_modules()
