@@ -46,6 +46,14 @@ largest blocks that compile for sm90 without register spills, checked without a 
 (``sslalm.ops.triton_compile``, also run by the tests); N up to 32 stays spill-free. Written for sm80+
 (A100/A6000/H100/H200) but not yet timed on one (CI has no GPU): the interpreter checks the arithmetic and
 the cubin compile the code generation, not the speed.
+
+Limits. Parallel over batch x channels only, time is walked chunk after chunk: at batch 1 with few channels
+per group (DASS's N = 1 stages) only a few dozen programs run, and a GPU with ~100 SMs is underused (a
+time-parallel pass, chunk end states first, would be the next step once timed). Arithmetic is fp32 for any
+input dtype (fp64 inputs get fp32 accuracy). Offsets inside one batch item are int32 (dim * L < 2^31
+elements). Backward checkpoints: 4 * dim * N * ceil(L / 32) bytes per sequence, e.g. 21 MB per layer at the
+Mamba-2.8B width (dim 5120, N 16) and L = 2048. A Triton launch costs tens of microseconds of Python, so
+decoding token by token wants the CUDA-graph path (Triton launches can be captured; untested here, no GPU).
 """
 
 from __future__ import annotations
