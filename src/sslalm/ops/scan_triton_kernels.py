@@ -174,7 +174,7 @@ def selective_scan_bwd_kernel(
         m = mask_d[:, None] & mask_t[None, :]
         m_nt = mask_n[:, None] & mask_t[None, :]
         ck = ckpt_ptr + ((b * n_chunks + c) * dim + ch[:, None]) * N + offs_n[None, :]
-        h_start = tl.load(ck, mask=mask_dn)
+        h_start = tl.load(ck, mask=mask_dn, other=0.0)
         # this step's inputs
         u = tl.load(u_rows + t[None, :] * su_t, mask=m, other=0.0).to(tl.float32)
         dt = _load_delta(dt_rows + t[None, :] * sdt_t, m, bias, HAS_BIAS, SOFTPLUS)
