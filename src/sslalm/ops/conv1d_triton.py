@@ -25,6 +25,7 @@ Kernels (``conv1d_triton_kernels``):
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from sslalm.ops.triton_support import load_kernels, require_triton
 
@@ -78,6 +79,7 @@ class _CausalConv1dTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         x, weight, bias, init = ctx.saved_tensors
         kernels = load_kernels(_KERNELS, x)

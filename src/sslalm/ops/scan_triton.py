@@ -59,6 +59,7 @@ decoding token by token wants the CUDA-graph path (Triton launches can be captur
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from sslalm.ops.triton_support import load_kernels, require_triton
 
@@ -139,6 +140,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         return out, last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, h0, ckpt = ctx.saved_tensors
         kernels = load_kernels(_KERNELS, u)
