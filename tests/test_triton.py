@@ -103,6 +103,24 @@ def test_scan_many_chunks_padded_tail(monkeypatch):
     _check_scan(_scan_inputs(1, 4, 19, 8), softplus=False)
 
 
+def test_scan_forward_in_time_segments(monkeypatch):
+    """The forward split into time segments scanned in parallel (summaries first, then each segment from
+    its carried-in state), as at batch 1 on a large GPU: same y, last state, checkpoints and gradients."""
+    monkeypatch.setattr(scan_triton, "_BLOCK_T", 8)
+    monkeypatch.setattr(scan_triton, "_FORCE_SEGMENTS", 3)  # 5 chunks of 8 steps -> segments of 2, 2, 1
+    _check_scan(_scan_inputs(1, 8, 37, 1, 4))
+    _check_scan(_scan_inputs(2, 4, 33, 4), softplus=False)
+
+
+def test_time_segments_policy(monkeypatch):
+    monkeypatch.setattr(scan_triton, "_multiprocessors", lambda index: 132)
+    gpu = torch.device("cuda", 0)
+    assert scan_triton.time_segments(12, 256, gpu) == 22  # DASS stage 1 at batch 1: ~2 programs per SM
+    assert scan_triton.time_segments(12, 40, gpu) == 5  # segments of at least 8 chunks
+    assert scan_triton.time_segments(640, 256, gpu) == 1  # the Mamba LM's width fills the GPU alone
+    assert scan_triton.time_segments(12, 256, torch.device("cpu")) == 1
+
+
 def test_scan_without_optional_inputs_and_through_the_last_state_only():
     _check_scan(_scan_inputs(2, 8, 21, 4, options=False), softplus=False)
     _check_scan(_scan_inputs(2, 8, 21, 1, 4), use_y=False)  # y unused: the backward gets no dy at all

@@ -58,6 +58,8 @@ decoding token by token wants the CUDA-graph path (Triton launches can be captur
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -76,6 +78,8 @@ _FWD_TILE = 4096  # forward: elements of one (BLOCK_D, BLOCK_N, BLOCK_T) tile ..
 _FWD_MAX_BLOCK_D = 32  # ... and at most this many channels
 _BWD_BLOCK_D = {1: 16, 2: 8, 4: 8, 8: 8, 16: 4, 32: 2}  # backward: channels per program for each BLOCK_N
 _UPDATE_BLOCK_D = 64  # channels per program of the decode step
+_MIN_SEGMENT_CHUNKS = 8  # chunks per time segment at least: the summary pass doubles the scan work
+_FORCE_SEGMENTS = 0  # tests set this to run the forward in that many time segments
 
 
 def _pow2(n: int) -> int:
@@ -89,6 +93,25 @@ def fwd_blocks(Dg: int, N: int, L: int) -> tuple[int, int, int]:
     block_t = min(_BLOCK_T, max(_MIN_BLOCK_T, _pow2(L)))
     block_d = max(1, min(_pow2(Dg), _FWD_MAX_BLOCK_D, _FWD_TILE // (block_n * block_t)))
     return block_d, block_n, block_t
+
+
+def time_segments(programs: int, n_chunks: int, device: torch.device) -> int:
+    """How many time segments the forward scans in parallel (module docstring): 1 unless the batch x channel
+    blocks alone (``programs``) would leave most of the GPU idle; then enough segments for about two
+    programs per SM, each at least ``_MIN_SEGMENT_CHUNKS`` chunks long."""
+    if _FORCE_SEGMENTS:
+        return max(1, min(_FORCE_SEGMENTS, n_chunks))
+    if device.type != "cuda":
+        return 1
+    wanted = 2 * _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+    if programs * 2 > wanted:
+        return 1
+    return max(1, min(_cdiv(wanted, programs), n_chunks // _MIN_SEGMENT_CHUNKS))
+
+
+@functools.cache
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def bwd_block_d(Dg: int, block_n: int) -> int:
@@ -125,15 +148,20 @@ class _SelectiveScanTriton(torch.autograd.Function):
         out = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
         last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
         ckpt = u.new_empty((batch, n_chunks, dim, N) if need_grad else (1,), dtype=torch.float32)
-        grid = (batch * G, _cdiv(Dg, block_d))
-        kernels.selective_scan_fwd_kernel[grid](
-            u, delta, A, Bg, Cg, D, z, delta_bias, h0c, out, last, ckpt,
-            dim, L, G, Dg, N, n_chunks,
-            *u.stride(), *delta.stride(), *A.stride(), *Bg.stride(), *Cg.stride(), *_strides(z, 3),
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-            HAS_H0=h0 is not None, SAVE_CKPT=need_grad, STORE_LAST=True,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, num_warps=4,
-        )  # fmt: skip
+        programs = batch * G * _cdiv(Dg, block_d)
+        n_seg = time_segments(programs, n_chunks, u.device)
+        seg_chunks = _cdiv(n_chunks, n_seg)
+        n_seg = _cdiv(n_chunks, seg_chunks)
+        seg = u.new_empty((batch, n_seg, 2, dim, N), dtype=torch.float32) if n_seg > 1 else None
+        for summary in (True, False) if n_seg > 1 else (False,):
+            kernels.selective_scan_fwd_kernel[(batch * G, _cdiv(Dg, block_d), n_seg)](
+                u, delta, A, Bg, Cg, D, z, delta_bias, h0c, out, last, ckpt, seg,
+                dim, L, G, Dg, N, n_chunks, seg_chunks,
+                *u.stride(), *delta.stride(), *A.stride(), *Bg.stride(), *Cg.stride(), *_strides(z, 3),
+                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                HAS_H0=h0 is not None, SAVE_CKPT=need_grad, SEGMENTED=n_seg > 1, SUMMARY=summary,
+                BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, num_warps=4,
+            )  # fmt: skip
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0, ckpt)
         ctx.softplus = softplus
         ctx.set_materialize_grads(False)

@@ -45,18 +45,22 @@ def _load_delta(ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr
 
 @triton.jit
 def selective_scan_fwd_kernel(
-    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, last_ptr, ckpt_ptr,
-    dim, L, G, Dg, N, n_chunks,
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, last_ptr, ckpt_ptr, seg_ptr,
+    dim, L, G, Dg, N, n_chunks, seg_chunks,
     su_b, su_d, su_t, sdt_b, sdt_d, sdt_t, sA_d, sA_n,
     sB_b, sB_g, sB_n, sB_t, sC_b, sC_g, sC_n, sC_t, sz_b, sz_d, sz_t,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, SAVE_CKPT: tl.constexpr, STORE_LAST: tl.constexpr,
+    HAS_H0: tl.constexpr, SAVE_CKPT: tl.constexpr, SEGMENTED: tl.constexpr, SUMMARY: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    """One program: batch b, group g, BLOCK_D of the group's channels, all N states, every time step.
+    """One program: batch b, group g, BLOCK_D of the group's channels, all N states, one time segment of
+    ``seg_chunks`` chunks (program_id 2; a single segment covers every step).
 
     out (batch, dim, L) contiguous; h0, last (batch, dim, N) contiguous fp32; ckpt (batch, n_chunks, dim, N)
-    fp32 receives the state before each chunk of BLOCK_T steps (only if SAVE_CKPT).
+    fp32 receives the state before each chunk of BLOCK_T steps (only if SAVE_CKPT); the last segment writes
+    ``last``. With several segments (SEGMENTED) the kernel runs twice: with SUMMARY, each segment is scanned
+    from a zero state and only its end state E and total decay P go to seg (batch, n_segments, 2, dim, N)
+    fp32; then each segment starts from h0 carried over the segments before it (h <- P h + E), writes y.
     """
     pid = tl.program_id(0)
     b = (pid // G).to(tl.int64)
@@ -78,18 +82,30 @@ def selective_scan_fwd_kernel(
         h = tl.load(h0_ptr + state_off, mask=mask_dn, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    seg = tl.program_id(2)
+    n_seg = tl.num_programs(2)
+    if SEGMENTED:
+        seg_rows = seg_ptr + (b * n_seg * 2 * dim + ch[:, None]) * N + offs_n[None, :]  # + (2k + i) dim N
+        if SUMMARY:
+            h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+            decay = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
+        else:
+            for k in range(seg):  # the state entering this segment
+                e = tl.load(seg_rows + (k * 2) * dim * N, mask=mask_dn, other=0.0)
+                h = tl.load(seg_rows + (k * 2 + 1) * dim * N, mask=mask_dn, other=0.0) * h + e
     col = tl.arange(0, BLOCK_T)
+    last_col = (col == BLOCK_T - 1)[None, None, :]
     u_rows = u_ptr + b * su_b + ch[:, None] * su_d
     dt_rows = dt_ptr + b * sdt_b + ch[:, None] * sdt_d
     out_rows = out_ptr + (b * dim + ch[:, None]) * L
     B_rows = B_ptr + b * sB_b + g * sB_g + offs_n[:, None] * sB_n
     C_rows = C_ptr + b * sC_b + g * sC_g + offs_n[:, None] * sC_n
-    for c in range(n_chunks):
+    for c in range(seg * seg_chunks, tl.minimum(n_chunks, seg * seg_chunks + seg_chunks)):
         t = c * BLOCK_T + col
         mask_t = t < L
         m = mask_d[:, None] & mask_t[None, :]
         m_nt = mask_n[:, None] & mask_t[None, :]
-        if SAVE_CKPT:
+        if SAVE_CKPT and not SUMMARY:
             ck = ckpt_ptr + ((b * n_chunks + c) * dim + ch[:, None]) * N + offs_n[None, :]
             tl.store(ck, h, mask=mask_dn)
         u = tl.load(u_rows + t[None, :] * su_t, mask=m, other=0.0).to(tl.float32)
@@ -100,18 +116,23 @@ def selective_scan_fwd_kernel(
         x = (dt * u)[:, None, :] * Bt[None, :, :]
         acum, hs = tl.associative_scan((a, x), 2, _combine)
         hs = hs + acum * h[:, :, None]
-        y = tl.sum(hs * Ct[None, :, :], axis=1)  # (BLOCK_D, BLOCK_T)
-        if HAS_D:
-            y += Dv[:, None] * u
-        if HAS_Z:
-            zt = tl.load(z_ptr + b * sz_b + ch[:, None] * sz_d + t[None, :] * sz_t, mask=m, other=0.0).to(
-                tl.float32
-            )
-            y = y * zt * tl.sigmoid(zt)
-        tl.store(out_rows + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m)
+        if SUMMARY:
+            decay = decay * tl.sum(tl.where(last_col, acum, 0.0), axis=2)
+        else:
+            y = tl.sum(hs * Ct[None, :, :], axis=1)  # (BLOCK_D, BLOCK_T)
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zt = tl.load(z_ptr + b * sz_b + ch[:, None] * sz_d + t[None, :] * sz_t, mask=m, other=0.0)
+                zt = zt.to(tl.float32)
+                y = y * zt * tl.sigmoid(zt)
+            tl.store(out_rows + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m)
         # padded steps (t >= L) have delta 0, so the last column is the state after the chunk's last real step
-        h = tl.sum(tl.where((col == BLOCK_T - 1)[None, None, :], hs, 0.0), axis=2)
-    if STORE_LAST:
+        h = tl.sum(tl.where(last_col, hs, 0.0), axis=2)
+    if SUMMARY:
+        tl.store(seg_rows + (seg * 2) * dim * N, h, mask=mask_dn)
+        tl.store(seg_rows + (seg * 2 + 1) * dim * N, decay, mask=mask_dn)
+    elif seg == n_seg - 1:
         tl.store(last_ptr + state_off, h, mask=mask_dn)
 
 

@@ -55,12 +55,16 @@ def kernel_configs() -> list[KernelConfig]:
         dg = 1536 // groups
         bd, bn, bt = scan_triton.fwd_blocks(dg, n, 2048)
         blocks = dict(BLOCK_N=bn, BLOCK_T=bt)
-        fwd = dict(scan_flags, HAS_H0=True, SAVE_CKPT=True, STORE_LAST=True, BLOCK_D=bd, **blocks)
+        fwd = dict(scan_flags, HAS_H0=True, SAVE_CKPT=True, SEGMENTED=False, SUMMARY=False, BLOCK_D=bd)
+        fwd.update(blocks)
+        segments, summary = dict(fwd, SEGMENTED=True), dict(fwd, SEGMENTED=True, SUMMARY=True)
         bwd_d = scan_triton.bwd_block_d(dg, bn)
         bwd = dict(scan_flags, HAS_DOUT=True, HAS_DLAST=True, BLOCK_D=bwd_d, **blocks)
         upd = dict(scan_flags, BLOCK_D=scan_triton.update_block_d(1536, bn), BLOCK_N=bn)
         configs += [
             KernelConfig(SCAN, "selective_scan_fwd_kernel", fwd, label=f"N={n}"),
+            KernelConfig(SCAN, "selective_scan_fwd_kernel", segments, label=f"N={n} segments"),
+            KernelConfig(SCAN, "selective_scan_fwd_kernel", summary, label=f"N={n} summaries"),
             KernelConfig(SCAN, "selective_scan_bwd_kernel", bwd, label=f"N={n}"),
             KernelConfig(SCAN, "selective_state_update_kernel", upd, label=f"N={n}"),
         ]
