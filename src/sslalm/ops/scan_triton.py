@@ -23,6 +23,15 @@ carried state, y is a reduction over N. Like the ``chunked`` torch method this o
 [0, 1] and adds: nothing can overflow (no log-space cumsum). Padded steps past L get delta = 0 (decay 1, no
 input), so the chunk's last column is the carried state.
 
+Time segments (forward only). At batch 1 with few channels per group (DASS's N = 1 stages) batch x channel
+blocks give a few dozen programs, each walking hundreds of chunks while most of a ~100-SM GPU idles. Then
+(``time_segments``: fewer programs than SMs) time is also cut into S segments of at least 8 chunks, grid
+(batch * G, ceil(Dg / BLOCK_D), S), and the kernel runs twice: a summary pass scans every segment from a
+zero state and keeps only its end state E and total decay P (batch, S, 2, dim, N); the second pass starts
+each segment from h0 carried over the earlier segments (h <- P h + E, at most S - 1 small steps) and writes
+y, checkpoints and, in the last segment, the last state. Twice the scan work in S-fold parallel time; the
+same products of decays in [0, 1], so the same accuracy. S is chosen for about two programs per SM.
+
 Backward (``selective_scan_bwd_kernel``): the same grid layout, chunks in reverse order. Memory kept
 between forward and backward: only the inputs and the state at the start of every chunk, ``ckpt``
 (batch, ceil(L / BLOCK_T), dim, N) fp32, 1/BLOCK_T = 1/32 of all the states; no (batch, dim, L, N) tensor ever
@@ -47,11 +56,10 @@ largest blocks that compile for sm90 without register spills, checked without a 
 (A100/A6000/H100/H200) but not yet timed on one (CI has no GPU): the interpreter checks the arithmetic and
 the cubin compile the code generation, not the speed.
 
-Limits. Parallel over batch x channels only, time is walked chunk after chunk: at batch 1 with few channels
-per group (DASS's N = 1 stages) only a few dozen programs run, and a GPU with ~100 SMs is underused (a
-time-parallel pass, chunk end states first, would be the next step once timed). Arithmetic is fp32 for any
-input dtype (fp64 inputs get fp32 accuracy). Offsets inside one batch item are int32 (dim * L < 2^31
-elements). Backward checkpoints: 4 * dim * N * ceil(L / 32) bytes per sequence, e.g. 21 MB per layer at the
+Limits. The backward is parallel over batch x channels only (its chunks run in reverse order, one after the
+other): small-batch training with few channels leaves SMs idle, as the forward would without segments. The
+segment policy is untimed (no GPU here). Arithmetic is fp32 for any input dtype (fp64 inputs get fp32
+accuracy). Offsets inside one batch item are int32 (dim * L < 2^31 elements). Backward checkpoints: 4 * dim * N * ceil(L / 32) bytes per sequence, e.g. 21 MB per layer at the
 Mamba-2.8B width (dim 5120, N 16) and L = 2048. A Triton launch costs tens of microseconds of Python, so
 decoding token by token wants the CUDA-graph path (Triton launches can be captured; untested here, no GPU).
 """
