@@ -59,9 +59,10 @@ the cubin compile the code generation, not the speed.
 Limits. The backward is parallel over batch x channels only (its chunks run in reverse order, one after the
 other): small-batch training with few channels leaves SMs idle, as the forward would without segments. The
 segment policy is untimed (no GPU here). Arithmetic is fp32 for any input dtype (fp64 inputs get fp32
-accuracy). Offsets inside one batch item are int32 (dim * L < 2^31 elements). Backward checkpoints: 4 * dim * N * ceil(L / 32) bytes per sequence, e.g. 21 MB per layer at the
-Mamba-2.8B width (dim 5120, N 16) and L = 2048. A Triton launch costs tens of microseconds of Python, so
-decoding token by token wants the CUDA-graph path (Triton launches can be captured; untested here, no GPU).
+accuracy). Offsets inside one batch item are int32 (dim * L < 2^31 elements). Backward checkpoints: 4 * dim *
+N * ceil(L / 32) bytes per sequence, e.g. 21 MB per layer at the Mamba-2.8B width (dim 5120, N 16) and L =
+2048. A Triton launch costs tens of microseconds of Python, so decoding token by token wants the CUDA-graph
+path (Triton launches can be captured; untested here, no GPU).
 """
 
 from __future__ import annotations
