@@ -70,8 +70,8 @@ def _check_source(name: str, frames: int, rate: int, max_seconds: float | None, 
     """Refuse an absurd sample rate, or more than ``max_seconds`` of audio (``hint`` names the setting)."""
     if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
         raise AudioError(
-            f"{name} claims a sample rate of {rate} Hz; real audio is {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz, "
-            "so its header is damaged or forged"
+            f"{name} claims a sample rate of {rate} Hz; real audio is {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} "
+            "Hz, so its header is damaged or forged"
         )
     if max_seconds is not None and frames / rate > max_seconds:
         how = f" (raise it with {hint})" if hint else ""
@@ -85,7 +85,10 @@ def _check_source(name: str, frames: int, rate: int, max_seconds: float | None, 
 
 
 def load_audio(
-    source: AudioSource, sample_rate: int = 16000, max_seconds: float | None = None, limit_hint: str | None = None
+    source: AudioSource,
+    sample_rate: int = 16000,
+    max_seconds: float | None = None,
+    limit_hint: str | None = None,
 ) -> Tensor:
     """Decode ``source`` to a mono float32 waveform at ``sample_rate``. Returns (num_samples,).
 
@@ -232,11 +235,16 @@ def _decode_file(
                 samples = f.read(dtype="float32", always_2d=True)  # (num_samples, channels)
     except sf.LibsndfileError as err:
         reason = err.error_string.rstrip(".")
-        if "does not exist" in reason or "not recognised" in reason:
+        if "does not exist" in reason:
             # libsndfile's "File does not exist or is not a regular file" is its answer to bytes that no
             # decoder (mpg123 included) accepts, for a file that is there
             raise AudioError(
-                f"{name} is not decodable audio: no decoder recognises its contents "
+                f"cannot decode {name} as audio: its contents are not decodable audio (no decoder "
+                "recognises them; use WAV, FLAC, OGG or MP3)"
+            ) from err
+        if "not recognised" in reason:
+            raise AudioError(
+                f"cannot decode {name} as audio (libsndfile: {reason}): it is not decodable audio "
                 "(use WAV, FLAC, OGG or MP3)"
             ) from err
         raise AudioError(
