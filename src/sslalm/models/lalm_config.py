@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sslalm.schema import ConfigError, Spec, check_fields, check_keys
+
 # trainable parts: the paper trains the first three (the LM stays frozen under LoRA); "lm" fine-tunes the
 # base LM's own weights too, for small LMs trained from scratch (the demo's stand-in), never at paper scale
 PARTS = ("projector", "encoder", "lora", "lm")
@@ -80,6 +82,25 @@ class SSLALMConfig:
     cutoff_len: int = 108
     name: str = "custom"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, require: bool = False) -> SSLALMConfig:
+        """Check every field and the nested encoder/LM configs (types, ranges, unknown keys); returns self.
+
+        ``require``: the fields that decide the model's size must be given (``from_dict``: a ``config.json``
+        of ``{}`` must not silently become a default 2.8B model). Raises ``ConfigError`` naming the field.
+        """
+        checked = check_fields(self.__dict__, SPECS)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        self.encoder_config = dict(self.encoder_config)
+        self.lm_config = dict(self.lm_config)
+        _check_encoder_config(self.encoder_type, self.encoder_config, require)
+        if self.lm_checkpoint is None or self.lm_config:
+            _check_lm_config(self.lm_type, self.lm_config, require and self.lm_checkpoint is None)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(dataclasses.asdict(self))
 
@@ -89,24 +110,125 @@ class SSLALMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SSLALMConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown SSLALMConfig fields: {sorted(unknown)}")
-        return cls(**copy.deepcopy(data))
+        """A config from its ``to_dict`` form (a model folder's ``config.json``), fully validated.
+
+        The fields that decide the model (``encoder_type``, ``encoder_config``, ``lm_type``, and
+        ``lm_config`` unless ``lm_checkpoint`` names the LM) are required, and so are the size fields inside
+        them; a missing one is named rather than filled with a default.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = ["encoder_type", "encoder_config", "lm_type"]
+        if not (isinstance(data, dict) and data.get("lm_checkpoint")):
+            required.append("lm_config")
+        check_keys("", data, names, required)
+        config = cls.__new__(cls)  # fields set one by one, then validated once with ``require``
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                value = copy.deepcopy(data[f.name])
+            else:
+                value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            object.__setattr__(config, f.name, value)
+        return config.validate(require=True)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SSLALMConfig:
         """A named configuration; see ``PRESETS``. Keyword arguments override fields."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}", "model")
         config = PRESETS[name]()
         config.name = name
         for key, value in overrides.items():
             if not hasattr(config, key):
-                raise ValueError(f"SSLALMConfig has no field {key!r}")
+                raise ConfigError(f"SSLALMConfig has no field {key!r}", key)
             setattr(config, key, value)
-        return config
+        return config.validate()
+
+
+SPECS: dict[str, Spec] = {
+    "encoder_type": Spec("str", choices=("dass", "ast")),
+    "encoder_config": Spec("mapping"),
+    "encoder_checkpoint": Spec("str", optional=True, nonempty=True),
+    "projector_type": Spec("str", choices=("conv", "pool")),
+    "projector_kernel": Spec("int", 1, 64),
+    "projector_stride": Spec("int", 1, 64),
+    "projector_padding": Spec("int", 0, 64),
+    "projector_time_pool": Spec("int", 1, 1024),
+    "lm_type": Spec("str", choices=("mamba", "hf")),
+    "lm_config": Spec("mapping"),
+    "lm_checkpoint": Spec("str", optional=True, nonempty=True),
+    "tokenizer": Spec("str", optional=True, nonempty=True),
+    "lora_r": Spec("int", 1, 4096),
+    "lora_alpha": Spec("float", 0, low_open=True),
+    "lora_dropout": Spec("float", 0, 0.99),
+    "lora_target_modules": Spec("str_list", nonempty=True),
+    "train_lm": Spec("bool"),
+    "train_frames": Spec("int", 32, 1_000_000),
+    "min_inference_frames": Spec("int", 32, 1_000_000),
+    "cutoff_len": Spec("int", 1, 1_000_000),
+    "name": Spec("str"),
+}
+
+# the fields inside encoder_config / lm_config that decide the model's size: required in a config.json
+_REQUIRED_NESTED = {
+    ("encoder", "dass"): ["depths", "dims"],
+    ("encoder", "ast"): [],
+    ("lm", "mamba"): ["d_model", "n_layer", "vocab_size"],
+    ("lm", "hf"): ["model_type", "hidden_size", "num_hidden_layers", "vocab_size"],
+}
+
+
+def _check_encoder_config(encoder_type: str, data: dict[str, Any], require: bool) -> None:
+    required = _REQUIRED_NESTED[("encoder", encoder_type)] if require else []
+    if encoder_type == "dass":
+        from sslalm.models.dass import DASSConfig
+
+        names = [f.name for f in dataclasses.fields(DASSConfig)] + ["model_type"]
+        check_keys("encoder_config", data, names, required)
+        try:
+            DASSConfig.from_dict(data)
+        except ConfigError as err:
+            raise err.within("encoder_config") from None
+    else:
+        check_hf_config("encoder_config", data, "audio-spectrogram-transformer", required)
+
+
+def _check_lm_config(lm_type: str, data: dict[str, Any], require: bool) -> None:
+    required = _REQUIRED_NESTED[("lm", lm_type)] if require else []
+    if lm_type == "mamba":
+        from sslalm.models.mamba_config import MambaConfig
+
+        try:
+            MambaConfig.check_dict(data, required=required)
+        except ConfigError as err:
+            raise err.within("lm_config") from None
+    else:
+        check_keys("lm_config", data, list(data), required)
+        check_hf_config("lm_config", data, data.get("model_type", "llama"), [])
+
+
+def check_hf_config(where: str, data: dict[str, Any], model_type: str, required: list[str]) -> None:
+    """Check a transformers config dict against its config class: known keys, and each value of the type
+    of that key's default (an integer where the default is one, ...). ``vocab_size`` may be ``"auto"``."""
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(f"{where}.model_type: unknown transformers model type {model_type!r}", where)
+    defaults = CONFIG_MAPPING[model_type]().to_dict()
+    check_keys(where, data, list(defaults), required)
+    for key, value in data.items():
+        default = defaults.get(key)
+        if key == "vocab_size" and value == "auto":
+            continue
+        sized = key.endswith(("_size", "_layers", "_heads", "_length", "_stride", "_embeddings", "_bins"))
+        if isinstance(default, bool):
+            spec = Spec("bool")
+        elif isinstance(default, int):
+            spec = Spec("int", 1 if sized else None)
+        elif isinstance(default, float):
+            spec = Spec("float", 0 if key.endswith(("eps", "dropout", "_prob")) else None)
+        else:
+            continue
+        check_fields({key: value}, {key: spec}, where)
 
 
 def _dass(kind: str) -> dict[str, Any]:
