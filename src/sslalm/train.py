@@ -142,7 +142,7 @@ STAGE_SPECS: dict[str, Spec] = {
     "train_on_inputs": Spec("bool"),
     "learning_rate": Spec("float", 0, 10, low_open=True),
     "num_train_epochs": Spec("float", 0, 1_000_000),
-    "max_steps": Spec("int", -1),
+    "max_steps": Spec("int"),  # -1 or > 0: checked in __post_init__
     "warmup_steps": Spec("int", 0),
     "lr_scheduler_type": Spec("str", nonempty=True),
     "weight_decay": Spec("float", 0, 10),
