@@ -370,3 +370,35 @@ def test_resume_from_a_named_broken_checkpoint_says_why_and_which_to_use(tmp_pat
         UserError, match=rf"cannot resume from {bad}: its weights .*newest complete one is {good}"
     ):
         train(cfg)
+
+
+# ---- sslalm eval shares the checks ------------------------------------------------------------------------
+
+
+def test_eval_refuses_bad_generation_settings_before_answering(tmp_path, capsys):
+    import argparse
+
+    from sslalm.eval.runner import add_arguments, run_cli
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "run"), "--temperature", "nan", "--data-root", "x"])
+    assert run_cli(args) == 2
+    assert "temperature must be a number" in capsys.readouterr().out
+    assert args.max_audio_seconds == MAX_AUDIO_SECONDS
+
+
+def test_eval_duration_limit_fails_the_long_clip_and_names_the_flag(tmp_path):
+    from sslalm.inference import DurationLimited
+
+    class Echo:
+        def generate(self, audios, prompts, **kw):
+            return [f"{a.numel()} samples" for a in audios]
+
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    sf.write(short, np.zeros(16000, np.float32), 16000)
+    sf.write(long, np.zeros(16000 * 3, np.float32), 16000)
+    model = DurationLimited(Echo(), 2.0)
+    assert model.generate([str(short), torch.zeros(99)], ["q", "q"]) == ["16000 samples", "99 samples"]
+    with pytest.raises(AudioError, match=r"the limit is 2 s \(raise it with --max-audio-seconds\)"):
+        model.generate([str(long)], ["q"])

@@ -61,3 +61,28 @@ def run_cli(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device)
     print(model.ask(wave, question, **settings))
     return 0
+
+
+class DurationLimited:
+    """A model whose ``generate`` decodes audio files with a duration limit first (``sslalm eval``'s
+    ``--max-audio-seconds``, the same default as ``ask`` and the server). A clip over the limit raises an
+    ``AudioError`` that names the limit and the flag; waveform tensors pass through unchanged."""
+
+    def __init__(self, model, max_seconds: float | None, hint: str = "--max-audio-seconds"):
+        self.model = model
+        self.max_seconds = max_seconds
+        self.hint = hint
+
+    def generate(self, audios: list, prompts: list[str], /, **generation) -> list[str]:
+        from sslalm.audio import load_audio
+
+        waves = [
+            a
+            if not isinstance(a, (str, bytes)) and not hasattr(a, "__fspath__")
+            else load_audio(a, max_seconds=self.max_seconds, limit_hint=self.hint)
+            for a in audios
+        ]
+        return self.model.generate(waves, prompts, **generation)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)

@@ -30,6 +30,8 @@ from sslalm.eval.scoring import predictions_path, read_predictions
 if TYPE_CHECKING:
     import torch
 
+from sslalm.generation_settings import MAX_AUDIO_SECONDS, validate_generation
+
 logger = logging.getLogger(__name__)
 
 
@@ -246,6 +248,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="generation length limit")
     parser.add_argument("--temperature", type=float, help="sampling temperature")
     parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=MAX_AUDIO_SECONDS,
+        help=f"a longer clip fails (recorded, not answered); default {MAX_AUDIO_SECONDS:g} s, as ask and "
+        "serve; 0 = no limit",
+    )
+    parser.add_argument(
         "--gen",
         action="append",
         default=[],
@@ -317,7 +326,7 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
             if not sep:
                 raise ValueError(f"--dataset-dir expects NAME=DIR, got {item!r}")
             overrides[resolve_names(key)[0]] = value
-        gen_kwargs = _parse_gen(args)
+        gen_kwargs = validate_generation(_parse_gen(args))  # the table ask and serve use; names the field
         caption_metrics = [m.strip() for m in args.caption_metrics.split(",") if m.strip()]
         if unknown := set(caption_metrics) - set(METRICS):
             raise ValueError(f"unknown caption metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
@@ -357,6 +366,10 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
     if benchmarks is not None:
         if model is None and args.model:
             model = load_model(args.model, args.device)
+            if args.max_audio_seconds and args.max_audio_seconds > 0:
+                from sslalm.inference import DurationLimited
+
+                model = DurationLimited(model, args.max_audio_seconds)
         if model is None:
             print("no --model given: scoring the answers already in --out")
         results = evaluate(
