@@ -210,3 +210,28 @@ def test_weights_from_another_model_are_refused_naming_both_files(pristine, tmp_
     save_file(state, folder / "model.safetensors")
     with pytest.raises(ModelFolderError, match=r"does not match .*config\.json"):
         SSLALM.from_pretrained(folder)
+
+
+def test_relative_paths_may_not_leave_the_folder(pristine, tmp_path, monkeypatch):
+    folder = _copy(pristine, "a", tmp_path / "models" / "a")
+    _copy(pristine, "b", tmp_path / "models" / "b")
+    config = json.loads((folder / "config.json").read_text())
+    config["lm_checkpoint"] = "../b/base_lm"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match=r"'../b/base_lm' leaves the folder"):
+        SSLALM.from_pretrained(folder)
+
+
+def test_non_finite_transformers_base_lm_is_named(tmp_path):
+    torch.manual_seed(0)
+    SSLALM(SSLALMConfig.preset("tiny-hybrid")).save_pretrained(tmp_path / "h")
+    base = tmp_path / "h" / "base_lm" / "model.safetensors"
+    state = load_file(base)
+    key = next(k for k in sorted(state) if k.endswith("mlp.up_proj.weight"))
+    state[key] = state[key].clone()
+    state[key][0, 0] = float("nan")
+    save_file(state, base, metadata={"format": "pt"})
+    with pytest.raises(
+        UserError, match=r"base language model .*base_lm: tensor '.*mlp\.up_proj.*' holds 1 NaN"
+    ):
+        SSLALM.from_pretrained(tmp_path / "h")

@@ -402,3 +402,22 @@ def test_eval_duration_limit_fails_the_long_clip_and_names_the_flag(tmp_path):
     assert model.generate([str(short), torch.zeros(99)], ["q", "q"]) == ["16000 samples", "99 samples"]
     with pytest.raises(AudioError, match=r"the limit is 2 s \(raise it with --max-audio-seconds\)"):
         model.generate([str(long)], ["q"])
+
+
+def test_training_arguments_and_data_files_are_user_errors(tmp_path):
+    from sslalm.train import build_dataset, load_config, training_arguments
+
+    cfg = load_config(None, {"output_dir": str(tmp_path), "training_args": {"gradient_checkpointin": True}})
+    with pytest.raises(ConfigError, match="training arguments: .*gradient_checkpointin"):
+        training_arguments(cfg)
+    cfg = load_config(None, {"output_dir": str(tmp_path), "lr_scheduler_type": "cosinee"})
+    with pytest.raises(ConfigError, match="training arguments: cosinee is not a valid"):
+        training_arguments(cfg)
+
+    class Model:
+        feature_extractor = None
+        tokenizer = None
+
+    cfg = load_config(None, {"output_dir": str(tmp_path), "train_files": [str(tmp_path / "nope.json")]})
+    with pytest.raises(UserError, match="cannot read data file .*nope.json"):
+        build_dataset(cfg, Model())

@@ -361,23 +361,28 @@ def build_model(cfg: StageConfig) -> torch.nn.Module:
 
 
 def build_dataset(cfg: StageConfig, model: torch.nn.Module):
-    from sslalm.data.openaqa import OpenAQADataset
+    """The stage's OpenAQA dataset; an unreadable data file (or, with ``strict_data``, a bad record) is a
+    ``UserError`` naming it."""
+    from sslalm.data.openaqa import DatasetError, OpenAQADataset
 
     if not cfg.train_files:
         raise ConfigError("the stage config names no train_files", "train_files")
-    return OpenAQADataset(
-        cfg.train_files,
-        model.feature_extractor,
-        model.tokenizer,
-        tasks=cfg.tasks,
-        strict=cfg.strict_data,
-        crop_seconds=cfg.crop_seconds,
-        seed=cfg.seed,
-        train=True,
-        cutoff_len=cfg.cutoff_len,
-        train_on_inputs=cfg.train_on_inputs,
-        check_audio=cfg.check_audio,
-    )
+    try:
+        return OpenAQADataset(
+            cfg.train_files,
+            model.feature_extractor,
+            model.tokenizer,
+            tasks=cfg.tasks,
+            strict=cfg.strict_data,
+            crop_seconds=cfg.crop_seconds,
+            seed=cfg.seed,
+            train=True,
+            cutoff_len=cfg.cutoff_len,
+            train_on_inputs=cfg.train_on_inputs,
+            check_audio=cfg.check_audio,
+        )
+    except DatasetError as err:
+        raise UserError(str(err)) from err
 
 
 def training_arguments(cfg: StageConfig):
@@ -410,7 +415,10 @@ def training_arguments(cfg: StageConfig):
         use_cpu=not torch.cuda.is_available(),
     )
     kwargs.update(extra)
-    args = TrainingArguments(**kwargs)
+    try:
+        args = TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as err:  # an unknown key, or a value transformers refuses
+        raise ConfigError(f"training arguments: {str(err).splitlines()[0]}", "training_args") from None
     if args.n_gpu > 1:
         raise UserError(
             f"{args.n_gpu} GPUs are visible to one process; launch one process per GPU with "
@@ -593,7 +601,12 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
         args.train_batch_size * args.world_size * args.gradient_accumulation_steps,
         args.bf16,
     )
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    from sslalm.data.openaqa import DatasetError
+
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except DatasetError as err:  # strict_data: a bad record or clip met during training
+        raise UserError(str(err)) from err
     trainer.save_model(cfg.output_dir)  # config + trainable weights: the next stage's init_from
     trainer.save_state()
     if dataset.skips.total or dataset.load_failures:

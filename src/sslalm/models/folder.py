@@ -75,6 +75,11 @@ def resolve_part(value: str | None, folder: Path | None, field: str) -> str | No
         return str(value)
     p = Path(value)
     full = p if p.is_absolute() else Path(folder) / p
+    if not p.is_absolute() and ".." in p.parts:
+        raise ModelFolderError(
+            f"model folder {folder}: its {field} {str(p)!r} leaves the folder; a relative path in a model "
+            "folder must stay inside it (use an absolute path for a part stored elsewhere)"
+        )
     if not full.exists():
         where = "inside the model folder" if not p.is_absolute() else "outside the model folder"
         raise ModelFolderError(

@@ -484,7 +484,12 @@ class SSLALM(nn.Module):
         except ConfigError as err:
             raise err.within(str(path / CONFIG_FILE)) from None
         lm = resolve_part(config.lm_checkpoint, path, "lm_checkpoint (base language model)")
-        if lm is not None and Path(lm).is_dir():
+        if lm is not None:
+            if not (Path(lm) / CONFIG_FILE).is_file():
+                raise ModelFolderError(
+                    f"{path / CONFIG_FILE}: lm_checkpoint {lm} is not a language model folder (it has no "
+                    f"{CONFIG_FILE})"
+                )
             check_json_files(lm, "base language model folder")
         tok = resolve_part(config.tokenizer, path, "tokenizer")
         if tok is not None:
@@ -508,4 +513,9 @@ class SSLALM(nn.Module):
                 f"{tuple(expected[k].shape)}; the weights and config.json come from different models"
             )
         model.load_state_dict(state, strict=False)
+        if config.lm_type == "hf":  # transformers loads the base LM without looking at its values
+            from sslalm.models.mamba_config import check_finite
+
+            base = model.lm.get_base_model()
+            check_finite(dict(base.named_parameters()), f"base language model {lm or '(random)'}")
         return model.eval()
