@@ -96,7 +96,10 @@ def test_external_base_lm_pointer_absolute_outside_relative_inside_and_named_whe
     inside.rename(tmp_path / "inside_moved")
     SSLALM.from_pretrained(tmp_path / "inside_moved")
     shutil.rmtree(tmp_path / "pretrained")
-    with pytest.raises(ModelFolderError, match=r"lm_checkpoint .*outside the model folder\) does not exist"):
+    with pytest.raises(
+        ModelFolderError,
+        match=r"base language model \(lm_checkpoint\) .*outside the model folder\) does not exist",
+    ):
         SSLALM.from_pretrained(tmp_path / "outside")
 
 
@@ -235,3 +238,14 @@ def test_non_finite_transformers_base_lm_is_named(tmp_path):
         UserError, match=r"base language model .*base_lm: tensor '.*mlp\.up_proj.*' holds 1 NaN"
     ):
         SSLALM.from_pretrained(tmp_path / "h")
+
+
+def test_saving_over_another_models_folder_replaces_its_base_lm(pristine, tmp_path):
+    target = _copy(pristine, "b", tmp_path / "target")  # holds model b's base LM
+    loaded = SSLALM.from_pretrained(pristine["a"])
+    expected = _logits(loaded)
+    loaded.save_pretrained(target)
+    torch.testing.assert_close(_logits(SSLALM.from_pretrained(target)), expected)
+    assert (target / "base_lm" / "model.safetensors").stat().st_ino == (
+        pristine["a"] / "base_lm" / "model.safetensors"
+    ).stat().st_ino  # hard-linked, not copied

@@ -62,6 +62,9 @@ def read_config_dict(folder: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+_PARTS = {"lm_checkpoint": "base language model (lm_checkpoint)", "encoder_checkpoint": "encoder checkpoint"}
+
+
 def resolve_part(value: str | None, folder: Path | None, field: str) -> str | None:
     """The path a config's ``field`` (``lm_checkpoint``, ``tokenizer``, ...) names.
 
@@ -82,8 +85,9 @@ def resolve_part(value: str | None, folder: Path | None, field: str) -> str | No
         )
     if not full.exists():
         where = "inside the model folder" if not p.is_absolute() else "outside the model folder"
+        what = _PARTS.get(field, field)
         raise ModelFolderError(
-            f"model folder {folder} is incomplete: its {field} {str(p)!r} ({where}) does not exist at "
+            f"model folder {folder} is incomplete: its {what} {str(p)!r} ({where}) does not exist at "
             f"{full}; copy the whole folder again, or point config.json's {field} at the right path"
         )
     return str(full)
@@ -117,6 +121,20 @@ def copy_tree_linked(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             return shutil.copy2(s, d)
 
     shutil.copytree(src, dst, copy_function=link_or_copy)
+
+
+def same_tree(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True if folder ``b`` exists and holds the same files as ``a``, hard-linked or with equal contents."""
+    import filecmp
+
+    a, b = Path(a), Path(b)
+    if not b.is_dir():
+        return False
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    if files_a != files_b:
+        return False
+    return all(os.path.samefile(a / f, b / f) or filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
 
 
 def current_umask() -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -418,7 +419,7 @@ class SSLALM(nn.Module):
         """
         from safetensors.torch import save_file
 
-        from sslalm.models.folder import apply_umask, copy_tree_linked, is_saved_base_lm, pointer
+        from sslalm.models.folder import apply_umask, copy_tree_linked, is_saved_base_lm, pointer, same_tree
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -429,7 +430,9 @@ class SSLALM(nn.Module):
             self._save_base_lm(base_lm)
             config["lm_checkpoint"] = BASE_LM_DIR
         elif is_saved_base_lm(source, BASE_LM_DIR):  # another model folder's random base LM: bring it along
-            if not base_lm.exists():
+            if not same_tree(source, base_lm):
+                if base_lm.exists():  # a different model's, from an earlier save into this folder
+                    shutil.rmtree(base_lm)
                 copy_tree_linked(source, base_lm)
                 apply_umask(base_lm)
             config["lm_checkpoint"] = BASE_LM_DIR
@@ -483,7 +486,7 @@ class SSLALM(nn.Module):
             config = SSLALMConfig.from_dict(read_config_dict(path))
         except ConfigError as err:
             raise err.within(str(path / CONFIG_FILE)) from None
-        lm = resolve_part(config.lm_checkpoint, path, "lm_checkpoint (base language model)")
+        lm = resolve_part(config.lm_checkpoint, path, "lm_checkpoint")
         if lm is not None:
             if not (Path(lm) / CONFIG_FILE).is_file():
                 raise ModelFolderError(
