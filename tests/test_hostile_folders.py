@@ -196,6 +196,13 @@ def test_unreadable_files_are_named(pristine, tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", denied)
     with pytest.raises(UserError, match=rf"cannot read {folder / 'config.json'}: permission denied"):
         SSLALM.from_pretrained(folder)
+    monkeypatch.undo()
+    # as another user: safetensors itself reports an unreadable file as "No such file or directory"
+    real_access = os.access
+    weights = folder / "model.safetensors"
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != weights and real_access(p, mode, **kw))
+    with pytest.raises(UserError, match=rf"cannot read {weights}: permission denied"):
+        SSLALM.from_pretrained(folder)
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from sslalm.audio import load_audio
     from sslalm.generation_settings import validate_generation, validate_question
-    from sslalm.models.loading import load_model
+    from sslalm.models.loading import check_model_folder, load_model
 
     # everything the user typed is checked before the model is loaded
     settings = validate_generation(
@@ -56,6 +56,7 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     settings.setdefault("do_sample", settings.get("temperature", 1.0) > 0)
     question = validate_question(args.question)
+    check_model_folder(args.model)  # a wrong path is named before any audio is decoded
     limit = args.max_audio_seconds if args.max_audio_seconds and args.max_audio_seconds > 0 else None
     wave = load_audio(args.audio, max_seconds=limit, limit_hint="--max-audio-seconds")
     model = load_model(args.model, args.device)

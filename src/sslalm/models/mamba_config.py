@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,8 @@ def _load_safetensors(file: Path, device: str | torch.device) -> dict[str, Tenso
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if file.is_file() and not os.access(file, os.R_OK):  # safetensors reports this as "No such file"
+        raise UserError(f"cannot read {file}: permission denied (check the file's owner and mode)")
     try:
         return load_file(file, device=str(device))
     except PermissionError as err:
