@@ -91,16 +91,14 @@ def _type_name(value: Any) -> str:
 
 
 def _number(value: Any, integer: bool) -> int | float | None:
-    """``value`` as an int (``integer``) or a finite float, or None if it is not one."""
+    """``value`` as an int (``integer``; an integral float converts) or a finite number, else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if integer:
-        if isinstance(value, float):
-            return int(value) if value.is_integer() else None
-        return value
-    return float(value)
+    if integer and isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value  # an int stays an int where a number is expected (it is written back as it came)
 
 
 def _in_range(number: float, spec: Spec) -> bool:
