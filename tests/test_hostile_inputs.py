@@ -421,3 +421,15 @@ def test_training_arguments_and_data_files_are_user_errors(tmp_path):
     cfg = load_config(None, {"output_dir": str(tmp_path), "train_files": [str(tmp_path / "nope.json")]})
     with pytest.raises(UserError, match="cannot read data file .*nope.json"):
         build_dataset(cfg, Model())
+
+
+@pytest.mark.parametrize("command", ["serve", "app"])
+def test_serve_and_app_refuse_a_bad_model_folder_in_one_line(tmp_path, capsys, command):
+    if command == "app":
+        pytest.importorskip("gradio")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**_tiny_dict(), "lora_r": "eight"}))
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    assert main([command, "--model", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("config.json: lora_r must be an integer >= 1 and <= 4096, got 'eight' (text)"), err
