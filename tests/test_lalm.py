@@ -263,7 +263,7 @@ def test_ask_command_prints_the_models_answer(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == expected
     sf.write(tmp_path / "empty.wav", torch.zeros(0).numpy(), 16000)
     bad = ["ask", "--model", str(tmp_path / "model"), "--audio", str(tmp_path / "empty.wav")]
-    assert main([*bad, "--question", "What is it?"]) == 1
+    assert main([*bad, "--question", "What is it?"]) == 2  # a user error: one line, exit status 2
 
 
 def test_folders_saved_before_the_processor_still_load(tmp_path, caplog):

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import yaml
 
 from sslalm.audio import FbankExtractor
+from sslalm.errors import UserError
+from sslalm.models.processor import SSLALMProcessor
 from sslalm.prompt import build_prompt
 from sslalm.tokenizer import build_byte_tokenizer
 from sslalm.train import (
@@ -53,6 +55,7 @@ class TinyLALMDouble(nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.tokenizer = tokenizer
         self.feature_extractor = FbankExtractor(target_length=1024)
+        self.processor = SSLALMProcessor(tokenizer, feature_extractor=self.feature_extractor)
         self.audio_tokens = audio_tokens
         vocab = len(tokenizer)
         self.encoder = nn.Linear(128, d)
@@ -251,7 +254,7 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, {"output_dir": "x", "trainable": "projector,decoder"})
     with pytest.raises(ValueError, match="output_dir"):
         load_config(None, {})
-    with pytest.raises(ValueError, match="learning_rate must be float"):
+    with pytest.raises(ValueError, match="learning_rate must be a number"):
         load_config(None, {"output_dir": "x", "learning_rate": "fast"})
     assert gradient_accumulation_steps(256, 8, 1) == 32 and gradient_accumulation_steps(256, 4, 4) == 16
     with pytest.raises(ValueError, match="not a multiple"):
@@ -331,7 +334,7 @@ def test_train_saves_trainable_weights_checkpoints_and_logs(tmp_path):
         torch.testing.assert_close(p, dict(initial.named_parameters())[name])
         moved = not torch.equal(p, dict(start.named_parameters())[name])
         assert moved == (name.startswith("projector.") or "lora_" in name), name
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(UserError, match="--resume"):
         train(cfg)
 
 

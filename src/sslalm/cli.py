@@ -3,6 +3,10 @@
 Each subcommand lives in the module that does its job; that module exposes ``add_arguments(parser)`` and
 ``run_cli(args) -> int`` and keeps heavy imports (transformers, sentence-transformers) inside functions, so
 ``sslalm --help`` stays fast.
+
+Errors: a ``UserError`` (a bad file, folder or setting; ``sslalm.errors``) and an ``OSError`` about a named
+file (permission denied, a missing file, a full disk) are printed as one line on stderr, with exit status 2;
+any other exception is a bug and keeps its traceback. ``--debug`` shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     so one command's heavy or broken imports never slow down or break another."""
     parser = argparse.ArgumentParser(prog="sslalm", description="State-space large audio language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of user errors too (for bug reports)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _requested_command(argv) if argv is not None else None
     for name, (module, help_text) in _available().items():
@@ -70,7 +77,34 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run_cli(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run_cli(args) or 0)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None or args.debug:
+            raise
+        print(f"sslalm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sslalm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can fix, or None for a bug (which keeps its traceback).
+
+    ``UserError`` is the project's own; an ``OSError`` that names a file (permission denied, no space left,
+    a missing file) is about the user's files, not the code. Multi-line messages are joined.
+    """
+    from sslalm.errors import UserError
+
+    if isinstance(exc, UserError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and getattr(exc, "filename", None):
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        return None
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -41,6 +41,21 @@ class GenerationConfig:
     pad_token_id: int | None = None  # fills positions after EOS; defaults to eos_token_id (or 0)
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        """Validate through ``sslalm.generation_settings`` (the one table every entry point uses): a bad
+        value raises ``GenerationSettingsError`` naming it; a temperature under ``GREEDY_BELOW`` is greedy."""
+        from sslalm.generation_settings import GENERATION_FIELDS, GenerationSettingsError, validate_generation
+
+        given = {name: getattr(self, name) for name in GENERATION_FIELDS if hasattr(self, name)}
+        for name, value in validate_generation(given).items():
+            setattr(self, name, value)
+        for name in ("eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise GenerationSettingsError(
+                    name, f"{name} must be a token id (an integer >= 0), got {value!r}"
+                )
+
     @property
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature <= 0

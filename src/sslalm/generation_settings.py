@@ -21,6 +21,8 @@ from sslalm.errors import UserError
 
 GREEDY_BELOW = 1e-3  # temperatures under this decode greedily
 MAX_QUESTION_CHARS = 2000
+MAX_NEW_TOKENS = 100_000  # the answer buffer is allocated up front: an absurd length must not reach it
+MAX_AUDIO_SECONDS = 600.0  # the default duration limit of sslalm ask, eval, serve and app
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Field:
 
 
 GENERATION_FIELDS: dict[str, Field] = {
-    "max_new_tokens": Field(int, 400, 1, None, help="most new tokens to generate"),
+    "max_new_tokens": Field(int, 400, 1, MAX_NEW_TOKENS, help="most new tokens to generate"),
     "temperature": Field(
         float, 0.1, 0.0, 100.0, help=f"sampling temperature; 0 (or below {GREEDY_BELOW}) = greedy"
     ),

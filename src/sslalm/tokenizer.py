@@ -26,10 +26,30 @@ PAD_TOKEN = "<|padding|>"
 
 
 def load_tokenizer(path: str | Path, **kwargs: Any):
-    """``AutoTokenizer.from_pretrained(path)`` (local files only) with EOS and pad made explicit."""
+    """``AutoTokenizer.from_pretrained(path)`` (local files only) with EOS and pad made explicit.
+
+    ``path`` must be a local folder: a missing folder, one without tokenizer files, or one whose JSON is
+    invalid raises a ``UserError`` naming it (transformers would talk about huggingface.co or raise a bare
+    parse error).
+    """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **kwargs)
+    from sslalm.errors import UserError
+    from sslalm.models.folder import check_json_files
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"tokenizer folder {folder} does not exist (it must be a local folder)")
+    check_json_files(folder, "tokenizer folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    except (OSError, ValueError, TypeError) as err:
+        files = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise UserError(
+            f"cannot load a tokenizer from {folder} (it holds {files}): {str(err).splitlines()[0]}"
+        ) from err
+    except Exception as err:  # the tokenizers library raises its own Exception for unusable files
+        raise UserError(f"cannot load a tokenizer from {folder}: {str(err).splitlines()[0]}") from err
     return ensure_special_tokens(tok)
 
 

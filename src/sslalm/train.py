@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ from typing import Any
 
 import torch
 
+from sslalm.errors import UserError
 from sslalm.models.lalm_config import PARTS
+from sslalm.schema import ConfigError, Spec, check_fields, check_keys
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +91,74 @@ class StageConfig:
     training_args: dict[str, Any] = _opt(factory=dict, help="more TrainingArguments (fsdp, deepspeed, ...)")
 
     def __post_init__(self) -> None:
+        """Types and ranges of every field (``STAGE_SPECS``); a schedule that trains no step is refused."""
+        for name, value in check_fields(self.__dict__, STAGE_SPECS).items():
+            setattr(self, name, value)
         bad = sorted(set(self.trainable) - set(PARTS))
         if bad or not self.trainable:
-            raise ValueError(f"trainable must be a non-empty subset of {PARTS}, got {self.trainable}")
-        if self.check_audio not in ("exists", "decode"):
-            raise ValueError(f"check_audio must be 'exists' or 'decode', got {self.check_audio!r}")
+            raise ConfigError(
+                f"trainable must be a non-empty subset of {PARTS}, got {self.trainable}", "trainable"
+            )
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(
+                f"max_steps must be a positive number of steps, or -1 to train num_train_epochs; got "
+                f"{self.max_steps}",
+                "max_steps",
+            )
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ConfigError(
+                f"this schedule trains zero steps (max_steps {self.max_steps}, num_train_epochs "
+                f"{self.num_train_epochs}): set num_train_epochs > 0 or max_steps > 0",
+                "num_train_epochs",
+            )
+        if (
+            isinstance(self.bf16, str)
+            and self.bf16.lower() != "auto"
+            or not isinstance(self.bf16, (bool, str))
+        ):
+            raise ConfigError(f"bf16 must be true, false or auto, got {self.bf16!r}", "bf16")
+        if not isinstance(self.resume, (bool, str)):
+            raise ConfigError(
+                f"resume must be true, false or a checkpoint folder, got {self.resume!r}", "resume"
+            )
+        from sslalm.models.lalm_config import SSLALMConfig
+
+        names = [f.name for f in dataclasses.fields(SSLALMConfig)]
+        check_keys("model_overrides", self.model_overrides, names)
+
+
+STAGE_SPECS: dict[str, Spec] = {
+    "output_dir": Spec("str", nonempty=True),
+    "train_files": Spec("str_list"),
+    "model": Spec("str", nonempty=True),
+    "model_overrides": Spec("mapping"),
+    "init_from": Spec("str", optional=True, nonempty=True),
+    "trainable": Spec("str_list", nonempty=True),
+    "tasks": Spec("str_list", optional=True),
+    "strict_data": Spec("bool"),
+    "check_audio": Spec("str", choices=("exists", "decode")),
+    "crop_seconds": Spec("float", 0, 3600, low_open=True, optional=True),
+    "cutoff_len": Spec("int", 1, 1_000_000),
+    "train_on_inputs": Spec("bool"),
+    "learning_rate": Spec("float", 0, 10, low_open=True),
+    "num_train_epochs": Spec("float", 0, 1_000_000),
+    "max_steps": Spec("int"),  # -1 or > 0: checked in __post_init__
+    "warmup_steps": Spec("int", 0),
+    "lr_scheduler_type": Spec("str", nonempty=True),
+    "weight_decay": Spec("float", 0, 10),
+    "max_grad_norm": Spec("float", 0),
+    "optim": Spec("str", nonempty=True),
+    "per_device_train_batch_size": Spec("int", 1, 1_000_000),
+    "effective_batch_size": Spec("int", 1, 100_000_000),
+    "seed": Spec("int", 0, 2**32 - 1),
+    "save_steps": Spec("int", 1),
+    "save_total_limit": Spec("int", 1, optional=True),
+    "logging_steps": Spec("int", 1),
+    "report_to": Spec("str_list"),
+    "dataloader_num_workers": Spec("int", 0, 1024),
+    "overwrite_output_dir": Spec("bool"),
+    "training_args": Spec("mapping"),
+}
 
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -120,21 +186,16 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         return [str(v).strip() for v in value]
     if origin is dict:
         value = yaml.safe_load(value) if isinstance(value, str) else value
-        if not isinstance(value, dict):
-            raise ValueError(f"{name} must be a mapping, got {value!r}")
-        return value
+        return value  # a non-mapping is named by the field check
     if hint is bool:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return value
-    if hint in (int, float, str):
+        return yaml.safe_load(value) if isinstance(value, str) else value
+    if hint in (int, float) and isinstance(value, str):  # command-line text: "7", "1e-3"
         try:
             return hint(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be {hint.__name__}, got {value!r}") from err
-    return value
+        except ValueError:
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"{name} must be {kind}, got {value!r}", name) from None
+    return value  # YAML values keep their type; the field check refuses a wrong one
 
 
 def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> StageConfig:
@@ -143,27 +204,36 @@ def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None
 
     values: dict[str, Any] = {}
     if path is not None:
-        with open(path, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh) or {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except FileNotFoundError:
+            raise UserError(f"stage config {path} does not exist") from None
+        except PermissionError:
+            raise UserError(f"cannot read {path}: permission denied") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UserError(f"{path} is not valid YAML{where}: {problem}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a stage config must be a YAML mapping")
+            raise UserError(f"{path}: a stage config must be a YAML mapping of keys to values")
         values.update(loaded)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     hints = typing.get_type_hints(StageConfig)
     names = [f.name for f in dataclasses.fields(StageConfig)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"unknown stage config key(s) {unknown}; known keys: {names}")
-    if "output_dir" not in values:
-        raise ValueError("the stage config needs an output_dir")
-    return StageConfig(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+    try:
+        check_keys("", values, names, ["output_dir"], what="stage config key")
+        return StageConfig(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+    except ConfigError as err:
+        raise (err.within(str(path)) if path is not None else err) from None
 
 
 def gradient_accumulation_steps(effective_batch: int, per_device_batch: int, num_devices: int) -> int:
     """Accumulation steps so that micro-batch x devices x steps == effective batch (must divide exactly)."""
     per_step = per_device_batch * num_devices
     if effective_batch % per_step:
-        raise ValueError(
+        raise ConfigError(
             f"effective_batch_size {effective_batch} is not a multiple of per_device_train_batch_size "
             f"{per_device_batch} x {num_devices} device(s) = {per_step}; change one of them"
         )
@@ -177,14 +247,57 @@ def resolve_bf16(value: Any) -> bool:
     return bool(value)
 
 
+CHECKPOINT_STATE_FILES = ("optimizer.pt", "scheduler.pt")  # the Trainer's, needed to continue exactly
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from, or None if it is complete.
+
+    Complete means: ``trainer_state.json`` parses; the weights file reads back whole with finite values;
+    the optimizer and scheduler states are there and their archives are intact (every member's CRC is
+    checked; nothing is unpickled). DeepSpeed / FSDP checkpoints keep the optimizer elsewhere
+    (``global_step*`` / ``optimizer_0``); those folders only need to exist.
+    """
+    import json
+    import zipfile
+
+    from sslalm.models.mamba_config import _load_safetensors, check_finite
+
+    path = Path(path)
+    if not path.is_dir():
+        return "it is not a folder"
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json is missing or unreadable ({type(err).__name__})"
+    if not (path / WEIGHTS_FILE).is_file():
+        return f"it has no {WEIGHTS_FILE}"
+    try:
+        check_finite(_load_safetensors(path / WEIGHTS_FILE, "cpu"), path / WEIGHTS_FILE)
+    except UserError as err:
+        return f"its weights do not load: {err}"
+    sharded = any(path.glob("global_step*")) or any(path.glob("optimizer_0*"))
+    for name in () if sharded else CHECKPOINT_STATE_FILES:
+        file = path / name
+        if not file.is_file():
+            return f"it has no {name} (the optimizer/scheduler state)"
+        try:
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile) as err:
+            return f"{name} is unreadable ({err})"
+        if bad is not None:
+            return f"{name} is corrupt (member {bad})"
+    return None
+
+
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """The newest complete ``checkpoint-N`` folder in ``output_dir``, or None.
 
-    The Trainer writes a checkpoint in place (weights, optimizer, scheduler, RNG, then ``trainer_state.json``
-    last), so a run killed while saving leaves a partial folder with the highest number. A checkpoint counts
-    as complete only when its ``trainer_state.json`` reads back; partial ones are skipped with a warning.
+    The Trainer writes a checkpoint in place, so a run killed while saving leaves a partial folder with the
+    highest number, and a disk error can damage any file. Each candidate, newest first, is verified with
+    ``checkpoint_problem``; a broken one is skipped with a warning that says why, and the one used is logged.
     """
-    import json
     import re
 
     if not os.path.isdir(output_dir):
@@ -194,17 +307,20 @@ def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
         match = re.fullmatch(r"checkpoint-(\d+)", name)
         if match and os.path.isdir(os.path.join(output_dir, name)):
             found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    skipped = []
     for _, path in sorted(found, reverse=True):
-        try:
-            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as fh:
-                json.load(fh)
-        except (OSError, ValueError):
-            logger.warning("skipping incomplete checkpoint %s (no readable trainer_state.json)", path)
-            continue
-        if os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if skipped:
+                logger.warning("resuming from %s, the newest complete checkpoint", path)
             return path
-        logger.warning("skipping checkpoint %s: it has no %s", path, WEIGHTS_FILE)
+        logger.warning("skipping checkpoint %s: %s", path, problem)
+        skipped.append(path)
     return None
+
+
+def _has_checkpoints(output_dir: str | os.PathLike) -> bool:
+    return os.path.isdir(output_dir) and any(Path(output_dir).glob("checkpoint-*"))
 
 
 # ---- model, data and trainer -----------------------------------------------------------------------------
@@ -226,40 +342,47 @@ def build_model(cfg: StageConfig) -> torch.nn.Module:
     set_seed(cfg.seed)
     if cfg.init_from:
         if not os.path.isdir(cfg.init_from):
-            raise FileNotFoundError(f"init_from {cfg.init_from} is not a folder; train that stage first")
+            raise UserError(f"init_from {cfg.init_from} is not a folder; train that stage first")
         if cfg.model_overrides:
             logger.warning("model_overrides are ignored: the model comes from init_from %s", cfg.init_from)
         logger.info("starting from %s", cfg.init_from)
         return SSLALM.from_pretrained(cfg.init_from)
     config = SSLALMConfig.preset(cfg.model)
     for key, value in cfg.model_overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"model_overrides: {type(config).__name__} has no field {key!r}")
         current = getattr(config, key)
         if isinstance(current, dict) and isinstance(value, dict):
             value = {**current, **value}
         setattr(config, key, value)
+    try:
+        config.validate()
+    except ConfigError as err:
+        raise err.within("model_overrides") from None
     return SSLALM(config)
 
 
 def build_dataset(cfg: StageConfig, model: torch.nn.Module):
-    from sslalm.data.openaqa import OpenAQADataset
+    """The stage's OpenAQA dataset; an unreadable data file (or, with ``strict_data``, a bad record) is a
+    ``UserError`` naming it."""
+    from sslalm.data.openaqa import DatasetError, OpenAQADataset
 
     if not cfg.train_files:
-        raise ValueError("the stage config names no train_files")
-    return OpenAQADataset(
-        cfg.train_files,
-        model.feature_extractor,
-        model.tokenizer,
-        tasks=cfg.tasks,
-        strict=cfg.strict_data,
-        crop_seconds=cfg.crop_seconds,
-        seed=cfg.seed,
-        train=True,
-        cutoff_len=cfg.cutoff_len,
-        train_on_inputs=cfg.train_on_inputs,
-        check_audio=cfg.check_audio,
-    )
+        raise ConfigError("the stage config names no train_files", "train_files")
+    try:
+        processor = model.processor.with_text_settings(
+            cutoff_len=cfg.cutoff_len, train_on_inputs=cfg.train_on_inputs
+        )
+        return OpenAQADataset(
+            cfg.train_files,
+            tasks=cfg.tasks,
+            strict=cfg.strict_data,
+            crop_seconds=cfg.crop_seconds,
+            seed=cfg.seed,
+            train=True,
+            check_audio=cfg.check_audio,
+            processor=processor,
+        )
+    except DatasetError as err:
+        raise UserError(str(err)) from err
 
 
 def training_arguments(cfg: StageConfig):
@@ -292,9 +415,12 @@ def training_arguments(cfg: StageConfig):
         use_cpu=not torch.cuda.is_available(),
     )
     kwargs.update(extra)
-    args = TrainingArguments(**kwargs)
+    try:
+        args = TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as err:  # an unknown key, or a value transformers refuses
+        raise ConfigError(f"training arguments: {str(err).splitlines()[0]}", "training_args") from None
     if args.n_gpu > 1:
-        raise RuntimeError(
+        raise UserError(
             f"{args.n_gpu} GPUs are visible to one process; launch one process per GPU with "
             f"torchrun --nproc_per_node {args.n_gpu} -m sslalm.train ... (DDP)"
         )
@@ -314,7 +440,7 @@ def load_trainable(model: torch.nn.Module, path: str | os.PathLike) -> None:
     missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in state)
     unknown = sorted(set(state) - set(own))
     if missing or unknown:
-        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unknown[:5]}")
+        raise UserError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unknown[:5]}")
     with torch.no_grad():
         for name, tensor in state.items():
             own[name].copy_(tensor)
@@ -392,12 +518,15 @@ def _make_trainer_class():
                 names = {n for n, p in model.named_parameters() if p.requires_grad}
                 state = {k: v.contiguous().cpu() for k, v in state_dict.items() if k in names}
                 save_file(state, os.path.join(output_dir, WEIGHTS_FILE), metadata={"format": "pt"})
+                from sslalm.models.folder import apply_umask
+
+                apply_umask(os.path.join(output_dir, WEIGHTS_FILE))  # safetensors writes 0600
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
             path = os.path.join(resume_from_checkpoint, WEIGHTS_FILE)
             if not os.path.isfile(path):
-                raise ValueError(f"{resume_from_checkpoint} has no {WEIGHTS_FILE}: not a training checkpoint")
+                raise UserError(f"{resume_from_checkpoint} has no {WEIGHTS_FILE}: not a training checkpoint")
             logger.info("resuming weights from %s", path)
             load_trainable(self.accelerator.unwrap_model(model if model is not None else self.model), path)
 
@@ -421,13 +550,20 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
     if resume is True:
         checkpoint = last_checkpoint(cfg.output_dir)
         if checkpoint is None:
-            logger.warning("--resume: no checkpoint in %s; starting from the beginning", cfg.output_dir)
+            logger.warning(
+                "--resume: no complete checkpoint in %s; starting from the beginning", cfg.output_dir
+            )
+        else:
+            logger.info("resuming from %s", checkpoint)
     elif resume:
         checkpoint = os.fspath(resume)
-        if not os.path.isdir(checkpoint):
-            raise FileNotFoundError(f"resume checkpoint {checkpoint} does not exist")
-    elif last_checkpoint(cfg.output_dir) and not cfg.overwrite_output_dir:
-        raise FileExistsError(
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None:
+            fallback = last_checkpoint(Path(checkpoint).parent) if Path(checkpoint).parent.is_dir() else None
+            hint = f"; the newest complete one is {fallback}" if fallback else ""
+            raise UserError(f"cannot resume from {checkpoint}: {problem}{hint}")
+    elif _has_checkpoints(cfg.output_dir) and not cfg.overwrite_output_dir:
+        raise UserError(
             f"{cfg.output_dir} already has checkpoints; pass --resume to continue, or overwrite_output_dir"
         )
 
@@ -436,14 +572,14 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
         model = build_model(cfg)
     model.set_trainable(list(cfg.trainable))
     dataset = build_dataset(cfg, model)
-    from sslalm.prompt import Collator
-
+    if len(dataset) == 0:
+        raise UserError(f"no training examples in {cfg.train_files}: every record was skipped (see the log)")
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=Collator(model.tokenizer.pad_token_id),
+        data_collator=dataset.processor,  # the model's processor collates (right-padded text, fbank)
         callbacks=callbacks,
     )
     if args.should_save:
@@ -463,7 +599,12 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
         args.train_batch_size * args.world_size * args.gradient_accumulation_steps,
         args.bf16,
     )
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    from sslalm.data.openaqa import DatasetError
+
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except DatasetError as err:  # strict_data: a bad record or clip met during training
+        raise UserError(str(err)) from err
     trainer.save_model(cfg.output_dir)  # config + trainable weights: the next stage's init_from
     trainer.save_state()
     if dataset.skips.total or dataset.load_failures:
@@ -521,7 +662,16 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_cli(args)
+    from sslalm.cli import user_error_message
+
+    try:
+        return run_cli(args)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"python -m sslalm.train: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

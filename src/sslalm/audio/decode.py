@@ -26,6 +26,7 @@ import torch
 
 from sslalm.audio import SAMPLE_RATE
 from sslalm.audio.integrity import ogg_stream_complete, scan_mpeg, wav_data_shortfall
+from sslalm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,37 @@ _RESAMPLE_QUALITY = "VHQ"
 _SF_COUNT_MAX = 2**63 - 1
 
 
-class AudioError(ValueError):
-    """Audio input that cannot be used: missing, unreadable, truncated, empty, non-finite or wrongly typed."""
+class AudioError(UserError):
+    """Audio input that cannot be used: missing, unreadable, truncated, empty, non-finite, wrongly typed,
+    too long or with an absurd sample rate. A ``UserError`` (so a ``ValueError``)."""
 
 
-def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> Tensor:
+#: sample rates a real recording can have; a header claiming 1 Hz would turn 2 kB into 1,000 s of audio
+MIN_SOURCE_RATE = 1000
+MAX_SOURCE_RATE = 384000
+
+
+def _check_source(name: str, frames: int, rate: int, max_seconds: float | None, hint: str | None) -> None:
+    """Refuse an absurd sample rate, or more than ``max_seconds`` of audio (``hint`` names the setting)."""
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(
+            f"{name} claims a sample rate of {rate} Hz; real audio is {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} "
+            "Hz, so its header is damaged or forged"
+        )
+    if max_seconds is not None and frames / rate > max_seconds:
+        how = f" (raise it with {hint})" if hint else ""
+        raise AudioError(
+            f"{name} is {frames / rate:.1f} s long; the limit is {max_seconds:g} s{how}, or cut it into "
+            "shorter clips"
+        )
+
+
+def load_audio(
+    source: AudioSource,
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
+    limit_hint: str | None = None,
+) -> Tensor:
     """Decode ``source`` to a mono float32 waveform at ``sample_rate``. Returns (num_samples,).
 
     ``source`` is a path (``str`` or ``os.PathLike``), the encoded bytes of a file (``bytes``, ``bytearray``,
@@ -48,10 +75,15 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> Tensor:
     ``samples`` is a numpy array or torch tensor of shape (num_samples,) or 2-D with channels on the shorter
     axis (both (channels, samples) and (samples, channels) work). Integer samples are scaled to [-1, 1) by
     their type's range; float samples are kept as they are. Channels are averaged; soxr converts the rate.
+
+    A source rate outside ``MIN_SOURCE_RATE``..``MAX_SOURCE_RATE`` is refused, and so is audio longer than
+    ``max_seconds`` (checked from the header before decoding where the format declares its length);
+    ``limit_hint`` names the setting that raises the limit, for the message.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise AudioError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    samples, rate, name = _decode_any(source)  # (num_samples, channels)
+    samples, rate, name = _decode_any(source, (max_seconds, limit_hint))  # (num_samples, channels)
+    _check_source(name, samples.shape[0], rate, max_seconds, limit_hint)
     return _finish(samples, rate, sample_rate, name)
 
 
@@ -85,22 +117,23 @@ def _finish(samples: np.ndarray, rate: int, target_rate: int, name: str) -> Tens
     return out
 
 
-def _decode_any(source: Any) -> tuple[np.ndarray, int, str]:
-    """Dispatch on the source type. Returns samples (num_samples, channels), their rate and a display name."""
+def _decode_any(source: Any, limit: tuple = (None, None)) -> tuple[np.ndarray, int, str]:
+    """Dispatch on the source type. Returns samples (num_samples, channels), their rate and a display name.
+    ``limit``: (max_seconds, hint), checked before decoding where the header tells the length."""
     if isinstance(source, tuple):
         return _from_array(source)
     if isinstance(source, (str, os.PathLike)):
-        return _decode_path(os.fspath(source))
+        return _decode_path(os.fspath(source), limit)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        return _decode_bytes(data, f"<{len(data)} bytes of audio>")
+        return _decode_bytes(data, f"<{len(data)} bytes of audio>", limit)
     if hasattr(source, "read"):
         name = str(getattr(source, "name", "<file object>"))
         data = source.read()
         if not isinstance(data, (bytes, bytearray)):
             kind = type(data).__name__
             raise AudioError(f"file object {name} returned {kind}, not bytes; open it in 'rb' mode")
-        return _decode_bytes(bytes(data), name)
+        return _decode_bytes(bytes(data), name, limit)
     if isinstance(source, (Tensor, np.ndarray)):
         raise AudioError("an array needs its sample rate: pass (samples, sample_rate) to load_audio")
     raise AudioError(
@@ -138,7 +171,7 @@ def _from_array(pair: tuple) -> tuple[np.ndarray, int, str]:
     return array, int(rate), name
 
 
-def _decode_path(path: str) -> tuple[np.ndarray, int, str]:
+def _decode_path(path: str, limit: tuple = (None, None)) -> tuple[np.ndarray, int, str]:
     if not os.path.exists(path):
         raise AudioError(f"audio file not found: {path}")
     if os.path.isdir(path):
@@ -147,34 +180,56 @@ def _decode_path(path: str) -> tuple[np.ndarray, int, str]:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 raise AudioError(f"{path} is empty (0 bytes)")
-            return _decode_file(fh, path, path)
+            return _decode_file(fh, path, path, limit)
     except OSError as err:
         raise AudioError(f"cannot read {path}: {err.strerror or err}") from err
 
 
-def _decode_bytes(data: bytes, name: str) -> tuple[np.ndarray, int, str]:
+def _decode_bytes(data: bytes, name: str, limit: tuple = (None, None)) -> tuple[np.ndarray, int, str]:
     if not data:
         raise AudioError(f"{name} is empty (0 bytes)")
-    return _decode_file(io.BytesIO(data), data, name)
+    return _decode_file(io.BytesIO(data), data, name, limit)
 
 
-def _decode_file(fh: BinaryIO, origin: str | bytes, name: str) -> tuple[np.ndarray, int, str]:
+def _decode_file(
+    fh: BinaryIO, origin: str | bytes, name: str, limit: tuple = (None, None)
+) -> tuple[np.ndarray, int, str]:
     """Decode with soundfile; ``origin`` is the path (decoded natively) or the bytes behind ``fh``."""
     sf = _import_soundfile()
+    max_seconds, hint = limit
     try:
         with sf.SoundFile(origin if isinstance(origin, str) else fh) as f:
             fmt, rate, channels, declared = f.format, f.samplerate, f.channels, f.frames
             if declared == _SF_COUNT_MAX:  # length unknown to libsndfile: read blocks until the end
-                parts = [np.zeros((0, channels), np.float32)]
+                _check_source(name, 0, rate, max_seconds, hint)
+                parts, total = [np.zeros((0, channels), np.float32)], 0
                 while len(block := f.read(1 << 16, dtype="float32", always_2d=True)):
                     parts.append(block)
+                    total += len(block)
+                    _check_source(name, total, rate, max_seconds, hint)
                 samples = np.concatenate(parts)
             else:
+                _check_source(name, declared, rate, max_seconds, hint)
                 samples = f.read(dtype="float32", always_2d=True)  # (num_samples, channels)
     except sf.LibsndfileError as err:
         reason = err.error_string.rstrip(".")
-        hint = "" if "not recognised" in reason else "; the file may be truncated or corrupt"
-        raise AudioError(f"cannot decode {name} as audio (libsndfile: {reason}){hint}") from err
+        if "does not exist" in reason:
+            # libsndfile's "File does not exist or is not a regular file" is its answer to bytes that no
+            # decoder (mpg123 included) accepts, for a file that is there
+            raise AudioError(
+                f"cannot decode {name} as audio: its contents are not decodable audio (no decoder "
+                "recognises them; use WAV, FLAC, OGG or MP3)"
+            ) from err
+        if "not recognised" in reason:
+            raise AudioError(
+                f"cannot decode {name} as audio (libsndfile: {reason}): it is not decodable audio "
+                "(use WAV, FLAC, OGG or MP3)"
+            ) from err
+        raise AudioError(
+            f"cannot decode {name} as audio (libsndfile: {reason}); the file may be truncated or corrupt"
+        ) from err
+    except AudioError:
+        raise
     except (RuntimeError, ValueError, TypeError) as err:  # soundfile raises these for unusable file objects
         raise AudioError(f"cannot decode {name} as audio: {err}") from err
     if fmt in ("WAV", "WAVEX", "AIFF"):

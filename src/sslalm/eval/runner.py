@@ -33,6 +33,8 @@ from sslalm.eval.scoring import meta_path, predictions_path, read_predictions, s
 if TYPE_CHECKING:
     import torch
 
+from sslalm.generation_settings import MAX_AUDIO_SECONDS, validate_generation
+
 logger = logging.getLogger(__name__)
 
 
@@ -232,6 +234,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="generation length limit")
     parser.add_argument("--temperature", type=float, help="sampling temperature")
     parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=MAX_AUDIO_SECONDS,
+        help=f"a longer clip fails (recorded, not answered); default {MAX_AUDIO_SECONDS:g} s, as ask and "
+        "serve; 0 = no limit",
+    )
+    parser.add_argument(
         "--gen",
         action="append",
         default=[],
@@ -324,7 +333,9 @@ def _plan(args: argparse.Namespace, out: Path) -> _Plan:
     """
     names = resolve_names(args.benchmarks)
     overrides = _dataset_dirs(args.dataset_dir)
-    plan = _Plan(names, _parse_gen(args), _caption_metrics(args.caption_metrics), None, set())
+    plan = _Plan(
+        names, validate_generation(_parse_gen(args)), _caption_metrics(args.caption_metrics), None, set()
+    )
     if args.data_root or overrides:
         plan.benchmarks = find_benchmarks(args.data_root or ".", names, overrides)
         if not plan.benchmarks:
@@ -355,6 +366,10 @@ def run_cli(args: argparse.Namespace, model: AudioLanguageModel | None = None) -
         embedder = make_embedder(args.embedder) if "classification" in plan.tasks else None
         if plan.benchmarks is not None and model is None and args.model:
             model = load_model(args.model, args.device)
+            if args.max_audio_seconds and args.max_audio_seconds > 0:
+                from sslalm.inference import DurationLimited
+
+                model = DurationLimited(model, args.max_audio_seconds)
     except (ValueError, ImportError) as exc:  # a bad option, a missing benchmark or model folder
         print(f"error: {exc}")
         return 2

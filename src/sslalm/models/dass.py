@@ -69,12 +69,30 @@ class DASSConfig:
     model_type = "dass"
 
     def __post_init__(self) -> None:
-        self.depths = [int(d) for d in self.depths]
-        self.dims = [int(d) for d in self.dims]
+        from sslalm.schema import ConfigError, Spec, check_fields
+
+        specs = {
+            "depths": Spec("int_list", 1, 1000, nonempty=True),
+            "dims": Spec("int_list", 1, 1 << 16, nonempty=True),
+            "d_state": Spec("int", 1, 1024),
+            "ssm_ratio": Spec("float", 0, 64, low_open=True),
+            "dt_rank": Spec("int_or_auto", 1, 1 << 16),
+            "d_conv": Spec("int", 1, 64),
+            "mlp_ratio": Spec("float", 0, 64),
+            "drop_path_rate": Spec("float", 0, 0.99),
+            "num_classes": Spec("int", 1, 1 << 20),
+            "in_chans": Spec("int", 1, 64),
+            "num_mel_bins": Spec("int", 1, 1024),
+            "layer_norm_eps": Spec("float", 0, 1, low_open=True),
+            "scan_method": Spec("str", nonempty=True),
+            "grouped_scan_max_elements": Spec("int", 0),
+        }
+        for name, value in check_fields(self.__dict__, specs).items():
+            setattr(self, name, value)
         if len(self.depths) != len(self.dims):
-            raise ValueError(f"depths {self.depths} and dims {self.dims} must have the same length")
-        if self.dt_rank != "auto" and not isinstance(self.dt_rank, int):
-            raise ValueError(f"dt_rank must be an int or 'auto', got {self.dt_rank!r}")
+            raise ConfigError(
+                f"depths {self.depths} and dims {self.dims} must have the same length", "depths"
+            )
 
     @classmethod
     def small(cls, **overrides: Any) -> DASSConfig:
@@ -105,9 +123,9 @@ class DASSConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DASSConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names - {"model_type"}
-        if unknown:
-            raise ValueError(f"unknown DASSConfig fields: {sorted(unknown)}")
+        from sslalm.schema import check_keys
+
+        check_keys("", data, [*names, "model_type"])
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json_string(self) -> str:

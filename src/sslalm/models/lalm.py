@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,12 @@ def build_language_model(
     return lm_backend(config.lm_type).build(_base_lm_config(config, tokenizer_size, checkpoint), checkpoint)
 
 
-def _resolve(path: str | None, base_dir: Path | None) -> str | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
-        return str(base_dir / p)
-    return str(p)
+def _resolve(path: str | None, base_dir: Path | None, field: str = "part") -> str | None:
+    """A config path: inside the model folder ``base_dir`` when the model was loaded from one (never the
+    working directory; a missing part raises ``ModelFolderError``), else as given."""
+    from sslalm.models.folder import resolve_part
+
+    return resolve_part(path, base_dir, field)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -166,13 +166,15 @@ class SSLALM(nn.Module):
         if self._tokenizer is None:
             from sslalm.tokenizer import build_byte_tokenizer, load_tokenizer
 
-            path = _resolve(self.config.tokenizer, self._base_dir)
+            path = _resolve(self.config.tokenizer, self._base_dir, "tokenizer")
             if path is not None:
                 self._tokenizer = load_tokenizer(path)
             elif self.config.byte_tokenizer:
                 self._tokenizer = build_byte_tokenizer([], vocab_size=258)
             else:
-                raise ValueError(
+                from sslalm.errors import UserError
+
+                raise UserError(
                     "this model has no tokenizer: set SSLALMConfig.tokenizer to a local tokenizer folder "
                     "(GPT-NeoX's for Mamba checkpoints, LLaMA's for LLaMA)"
                 )
@@ -354,17 +356,33 @@ class SSLALM(nn.Module):
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write config, trainable weights (safetensors), tokenizer and, if random, the base LM."""
+        """Write config, trainable weights (safetensors), tokenizer and, if random, the base LM.
+
+        The folder loads from itself alone (``sslalm.models.folder``): a random base LM is written to
+        ``base_lm/`` (or linked from the model folder it was loaded from), a pretrained one outside the
+        folder is pointed at by absolute path. Files get the usual permissions (``0666 & ~umask``).
+        """
         from safetensors.torch import save_file
+
+        from sslalm.models.folder import apply_umask, copy_tree_linked, is_saved_base_lm, pointer, same_tree
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
-        if config["lm_checkpoint"] is None:
-            self._save_base_lm(path / BASE_LM_DIR)
+        source = _resolve(config["lm_checkpoint"], self._base_dir, "lm_checkpoint")
+        base_lm = path / BASE_LM_DIR
+        if source is None:
+            self._save_base_lm(base_lm)
+            config["lm_checkpoint"] = BASE_LM_DIR
+        elif is_saved_base_lm(source, BASE_LM_DIR):  # another model folder's random base LM: bring it along
+            if not same_tree(source, base_lm):
+                if base_lm.exists():  # a different model's, from an earlier save into this folder
+                    shutil.rmtree(base_lm)
+                copy_tree_linked(source, base_lm)
+                apply_umask(base_lm)
             config["lm_checkpoint"] = BASE_LM_DIR
         else:
-            config["lm_checkpoint"] = _resolve(config["lm_checkpoint"], self._base_dir)
+            config["lm_checkpoint"] = pointer(source, path)
         config["encoder_checkpoint"] = None  # the encoder's weights are in model.safetensors
         try:
             self.tokenizer.save_pretrained(str(path / TOKENIZER_DIR))
@@ -373,6 +391,7 @@ class SSLALM(nn.Module):
             logger.warning("model has no tokenizer; saving without one")
         tmp = path / (WEIGHTS_FILE + ".tmp")
         save_file(self.trainable_state_dict(), str(tmp), metadata={"format": "pt"})
+        apply_umask(tmp)  # safetensors creates the file 0600
         tmp.replace(path / WEIGHTS_FILE)
         (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
 
@@ -382,24 +401,64 @@ class SSLALM(nn.Module):
         base = self.lm.get_base_model()
         state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
         self.lm_backend.save_base(base, state, path, self._lm_config)
+        from sslalm.models.folder import apply_umask
+
+        apply_umask(path)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> SSLALM:
-        """Load a folder written by ``save_pretrained``; outputs equal the saved model's."""
-        from safetensors.torch import load_file
+        """Load a folder written by ``save_pretrained``; outputs equal the saved model's.
 
-        path = Path(path)
-        if not (path / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: not an SSLALM folder")
-        config = SSLALMConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+        Everything is read from the folder itself (``sslalm.models.folder``). A missing or damaged part
+        (config, base LM, tokenizer, weights) or an invalid config raises a ``UserError`` naming it, before
+        any model is built.
+        """
+        from sslalm.models.folder import (
+            ModelFolderError,
+            check_json_files,
+            check_model_folder,
+            load_weights,
+            read_config_dict,
+            resolve_part,
+        )
+        from sslalm.schema import ConfigError
+
+        path = check_model_folder(path)
+        try:
+            config = SSLALMConfig.from_dict(read_config_dict(path))
+        except ConfigError as err:
+            raise err.within(str(path / CONFIG_FILE)) from None
+        lm = resolve_part(config.lm_checkpoint, path, "lm_checkpoint")
+        if lm is not None:
+            if not (Path(lm) / CONFIG_FILE).is_file():
+                raise ModelFolderError(
+                    f"{path / CONFIG_FILE}: lm_checkpoint {lm} is not a language model folder (it has no "
+                    f"{CONFIG_FILE})"
+                )
+            check_json_files(lm, "base language model folder")
+        tok = resolve_part(config.tokenizer, path, "tokenizer")
+        if tok is not None:
+            check_json_files(tok, "tokenizer folder")
+        resolve_part(config.encoder_checkpoint, path, "encoder_checkpoint")
+        state = load_weights(path / WEIGHTS_FILE)
         model = cls(config, _base_dir=path)
-        state = load_file(str(path / WEIGHTS_FILE))
         expected = model.trainable_state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
-            raise ValueError(
-                f"{path / WEIGHTS_FILE}: missing keys {missing[:10]}, unexpected {unexpected[:10]}"
+            raise ModelFolderError(
+                f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE}: missing tensors {missing[:5]}, "
+                f"unexpected {unexpected[:5]}; the two files come from different models"
+            )
+        bad_shape = [k for k in state if state[k].shape != expected[k].shape]
+        if bad_shape:
+            k = bad_shape[0]
+            raise ModelFolderError(
+                f"{path / WEIGHTS_FILE}: tensor {k!r} has shape {tuple(state[k].shape)}, the config builds "
+                f"{tuple(expected[k].shape)}; the weights and config.json come from different models"
             )
         model.load_state_dict(state, strict=False)
+        model.lm_backend.check_base_weights(
+            model.lm.get_base_model(), f"base language model {lm or '(random)'}"
+        )
         return model.eval()

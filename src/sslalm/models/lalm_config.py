@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sslalm.schema import ConfigError, Spec, check_fields, check_keys
+
 logger = logging.getLogger(__name__)
 
 # trainable parts: the paper trains the first three (the LM stays frozen under LoRA); "lm" fine-tunes the
@@ -85,6 +87,41 @@ class SSLALMConfig:
     byte_tokenizer: bool = False  # no tokenizer folder: a fresh 258-id byte-level tokenizer (tiny presets)
     name: str = "custom"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, require: bool = False) -> SSLALMConfig:
+        """Check every field and the nested encoder/LM configs (types, ranges, unknown keys); returns self.
+
+        ``require``: the fields that decide the model's size must be given (``from_dict``: a ``config.json``
+        of ``{}`` must not silently become a default 2.8B model). Raises ``ConfigError`` naming the field.
+        """
+        checked = check_fields(self.__dict__, SPECS)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        self.encoder_config = dict(self.encoder_config)
+        self.lm_config = dict(self.lm_config)
+        from sslalm.models.backends import LM_BACKENDS, lm_backend
+        from sslalm.models.encoders import ENCODERS, encoder_class
+
+        for field_name, registry in (("encoder_type", ENCODERS), ("lm_type", LM_BACKENDS)):
+            value = getattr(self, field_name)
+            if value not in registry:
+                names = ", ".join(repr(n) for n in sorted(registry))
+                raise ConfigError(f"{field_name} must be one of {names}, got {value!r}", field_name)
+        encoder = encoder_class(self.encoder_type)
+        backend = lm_backend(self.lm_type)
+        try:
+            encoder.check_config(self.encoder_config, require)
+        except ConfigError as err:
+            raise err.within("encoder_config") from None
+        if self.lm_checkpoint is None or self.lm_config:
+            try:
+                backend.check_config(self.lm_config, require and self.lm_checkpoint is None)
+            except ConfigError as err:
+                raise err.within("lm_config") from None
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(dataclasses.asdict(self))
 
@@ -94,34 +131,74 @@ class SSLALMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SSLALMConfig:
-        data = dict(data)
-        for old in _REMOVED_FIELDS.keys() & data.keys():
-            logger.warning(
-                "SSLALMConfig field %r is no longer used and is ignored (%s)", old, _REMOVED_FIELDS[old]
-            )
-            del data[old]
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown SSLALMConfig fields: {sorted(unknown)}")
-        return cls(**copy.deepcopy(data))
+        """A config from its ``to_dict`` form (a model folder's ``config.json``), fully validated.
+
+        The fields that decide the model (``encoder_type``, ``encoder_config``, ``lm_type``, and
+        ``lm_config`` unless ``lm_checkpoint`` names the LM) are required, and so are the size fields inside
+        them; a missing one is named rather than filled with a default.
+        """
+        if isinstance(data, dict) and _REMOVED_FIELDS.keys() & data.keys():
+            data = dict(data)
+            for old in sorted(_REMOVED_FIELDS.keys() & data.keys()):
+                logger.warning(
+                    "config field %r is no longer used and is ignored (%s)", old, _REMOVED_FIELDS[old]
+                )
+                del data[old]
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = ["encoder_type", "encoder_config", "lm_type"]
+        if not (isinstance(data, dict) and data.get("lm_checkpoint")):
+            required.append("lm_config")
+        check_keys("", data, names, required)
+        config = cls.__new__(cls)  # fields set one by one, then validated once with ``require``
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                value = copy.deepcopy(data[f.name])
+            else:
+                value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            object.__setattr__(config, f.name, value)
+        return config.validate(require=True)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SSLALMConfig:
         """A named configuration; see ``PRESETS``. Keyword arguments override fields."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}", "model")
         config = PRESETS[name]()
         config.name = name
         for key, value in overrides.items():
             if not hasattr(config, key):
-                raise ValueError(f"SSLALMConfig has no field {key!r}")
+                raise ConfigError(f"SSLALMConfig has no field {key!r}", key)
             setattr(config, key, value)
-        return config
+        return config.validate()
 
 
 # fields older versions wrote, accepted (and dropped) when reading their configs
 _REMOVED_FIELDS = {"cutoff_len": "the text cut is a training-stage setting: StageConfig.cutoff_len"}
+
+# types and ranges of the fields; encoder_type / lm_type are checked against the registries
+SPECS: dict[str, Spec] = {
+    "encoder_type": Spec("str"),
+    "encoder_config": Spec("mapping"),
+    "encoder_checkpoint": Spec("str", optional=True, nonempty=True),
+    "projector_type": Spec("str", choices=("conv", "pool")),
+    "projector_kernel": Spec("int", 1, 64),
+    "projector_stride": Spec("int", 1, 64),
+    "projector_padding": Spec("int", 0, 64),
+    "projector_time_pool": Spec("int", 1, 1024),
+    "lm_type": Spec("str"),
+    "lm_config": Spec("mapping"),
+    "lm_checkpoint": Spec("str", optional=True, nonempty=True),
+    "tokenizer": Spec("str", optional=True, nonempty=True),
+    "lora_r": Spec("int", 1, 4096),
+    "lora_alpha": Spec("float", 0, low_open=True),
+    "lora_dropout": Spec("float", 0, 0.99),
+    "lora_target_modules": Spec("str_list", optional=True, nonempty=True),
+    "train_lm": Spec("bool"),
+    "train_frames": Spec("int", 32, 1_000_000),
+    "min_inference_frames": Spec("int", 32, 1_000_000),
+    "byte_tokenizer": Spec("bool"),
+    "name": Spec("str"),
+}
 
 
 def _dass(kind: str) -> dict[str, Any]:

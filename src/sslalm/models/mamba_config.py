@@ -7,11 +7,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sslalm.errors import UserError
+from sslalm.schema import ConfigError, Spec, check_fields, check_keys
 
 Tensor = torch.Tensor
 
@@ -43,6 +47,30 @@ class MambaConfig:
     # peft reads ``model.config.model_type``: "mamba" makes it treat us exactly like transformers' Mamba
     # (same module names, adapters interchangeable; out_proj/conv1d targets refused as for HF).
     model_type = "mamba"
+
+    def __post_init__(self) -> None:
+        for name, value in check_fields(self.__dict__, _SPECS).items():
+            setattr(self, name, value)
+
+    @classmethod
+    def check_dict(cls, d: Any, required: list[str] | tuple[str, ...] = ()) -> None:
+        """Validate an ``lm_config`` mapping as SSLALM stores it: our field names (``vocab_size`` may be
+        "auto"), strictly (a typo such as ``n_layerr`` is refused), or a transformers Mamba dict (with
+        ``hidden_size``), whose keys map onto ours. ``required`` names fields that must be present."""
+        if isinstance(d, dict) and "hidden_size" in d and "d_model" not in d:
+            hf_required = [_HF_NAMES.get(k, k) for k in required]
+            check_keys("", d, [*_HF_NAMES.values(), *_HF_EXTRA_KEYS], hf_required)
+            values = {ours: d[hf] for ours, hf in _HF_NAMES.items() if hf in d}
+        else:
+            names = [f.name for f in dataclasses.fields(cls)]
+            check_keys("", d, [*names, "model_type"], required)
+            values = dict(d)
+            if d.get("model_type", "mamba") != "mamba":
+                raise ConfigError(f"model_type must be 'mamba', got {d['model_type']!r}", "model_type")
+        if values.get("vocab_size") == "auto":
+            values["vocab_size"] = 8  # stands for the tokenizer's size, known when the model is built
+        values.pop("model_type", None)
+        cls(**values)
 
     @property
     def d_inner(self) -> int:
@@ -149,14 +177,89 @@ _HF_NAMES = {
 }
 
 
+_SPECS = {
+    "d_model": Spec("int", 1, 1 << 17),
+    "n_layer": Spec("int", 1, 4096),
+    "vocab_size": Spec("int", 1, 1 << 24),
+    "d_state": Spec("int", 1, 4096),
+    "d_conv": Spec("int", 1, 64),
+    "expand": Spec("int", 1, 64),
+    "dt_rank": Spec("int_or_auto", 1, 1 << 17),
+    "norm_eps": Spec("float", 0, 1, low_open=True),
+    "pad_vocab_size_multiple": Spec("int", 1, 1 << 16),
+    "conv_bias": Spec("bool"),
+    "bias": Spec("bool"),
+    "residual_in_fp32": Spec("bool"),
+    "tie_embeddings": Spec("bool"),
+    "bos_token_id": Spec("int", 0),
+    "eos_token_id": Spec("int", 0),
+    "pad_token_id": Spec("int", 0, optional=True),
+}
+# keys of a transformers MambaConfig dict that have no counterpart in ours (accepted, not used)
+_HF_EXTRA_KEYS = (
+    "model_type",
+    "architectures",
+    "hidden_act",
+    "intermediate_size",
+    "initializer_range",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
+    "use_cache",
+    "use_mambapy",
+    "rescale_prenorm_residual",
+    "time_step_scale",
+    "time_step_min",
+    "time_step_max",
+    "time_step_init_scheme",
+    "time_step_floor",
+    "n_layer",
+    "layer_norm_epsilon",
+)
+
+
+def _load_safetensors(file: Path, device: str | torch.device) -> dict[str, Tensor]:
+    """``safetensors.torch.load_file`` with its errors (truncated, corrupt, unreadable) named by file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if file.is_file() and not os.access(file, os.R_OK):  # safetensors reports this as "No such file"
+        raise UserError(f"cannot read {file}: permission denied (check the file's owner and mode)")
+    try:
+        return load_file(file, device=str(device))
+    except PermissionError as err:
+        raise UserError(f"cannot read {file}: permission denied (check the file's owner and mode)") from err
+    except FileNotFoundError as err:
+        raise UserError(f"weights file {file} is missing") from err
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(
+            f"{file} is not a readable safetensors file ({err}); it is truncated or corrupt: "
+            "copy or save it again"
+        ) from err
+
+
+def check_finite(state: dict[str, Tensor], source: str | Path) -> None:
+    """Raise a ``UserError`` naming the first tensor of ``state`` that holds NaN or infinity."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise UserError(
+                f"{source}: tensor {name!r} holds {bad} NaN or infinite value(s); the weights are corrupt "
+                "(training diverged, or the file was damaged): use an earlier checkpoint"
+            )
+
+
 def load_weight_files(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Every tensor of a checkpoint folder: safetensors (single or sharded) first, else pytorch_model.bin(s).
 
     Pickles are read with ``torch.load(weights_only=True)`` so a checkpoint cannot run code.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
+
+    def load_file(f: Path, device: str) -> dict[str, Tensor]:
+        state = _load_safetensors(Path(f), device)
+        check_finite(state, f)
+        return state
 
     def load_bin(f: Path) -> dict[str, Tensor]:
         try:
@@ -170,7 +273,10 @@ def load_weight_files(path: str | Path, device: str | torch.device = "cpu") -> d
     ):
         index = path / index_name
         if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            try:
+                files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                raise UserError(f"{index} is not a readable weight index ({err})") from err
             out: dict[str, Tensor] = {}
             for name in files:
                 out.update(loader(path / name))
@@ -179,7 +285,7 @@ def load_weight_files(path: str | Path, device: str | torch.device = "cpu") -> d
         return load_file(path / "model.safetensors", device=str(device))
     if (path / "pytorch_model.bin").is_file():
         return load_bin(path / "pytorch_model.bin")
-    raise FileNotFoundError(
+    raise UserError(
         f"no weights in {path}: expected model.safetensors(.index.json) or pytorch_model.bin(.index.json)"
     )
 

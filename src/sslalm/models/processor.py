@@ -20,6 +20,7 @@ Training, ``SSLALM.generate``/``ask`` (and through them evaluation and serving) 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -81,6 +82,16 @@ class SSLALMProcessor:
         """The processor of a model with this ``SSLALMConfig`` and tokenizer; ``text_settings`` are
         ``cutoff_len``, ``train_on_inputs`` and ``pad_to_multiple_of`` (training-stage settings)."""
         return cls(tokenizer, config.train_frames, config.min_inference_frames, **text_settings)
+
+    def with_text_settings(self, **text_settings: Any) -> SSLALMProcessor:
+        """A copy with other ``cutoff_len`` / ``train_on_inputs`` / ``pad_to_multiple_of`` (a stage's)."""
+        unknown = set(text_settings) - {"cutoff_len", "train_on_inputs", "pad_to_multiple_of"}
+        if unknown:
+            raise TypeError(f"not a text setting: {sorted(unknown)}")
+        out = copy.copy(self)
+        for name, value in text_settings.items():
+            setattr(out, name, value)
+        return out
 
     # ------------------------------------------------------------------ audio
     def training_features(self, waveform: Tensor) -> Tensor:

@@ -48,6 +48,24 @@ class LanguageModelBackend:
     #: the module class the default ``build`` constructs from ``lm_config``
     module_class: ClassVar[type[nn.Module] | None] = None
 
+    #: fields of ``lm_config`` that decide the LM's size: required in a saved ``config.json``
+    required_config_fields: ClassVar[tuple[str, ...]] = ()
+
+    def check_config(self, lm_config: dict[str, Any], require: bool = False) -> None:
+        """Validate an ``lm_config`` mapping (keys, types, ranges) without building anything; raise
+        ``sslalm.schema.ConfigError`` naming the field. ``require``: ``required_config_fields`` must be
+        present. The default accepts any mapping ``build`` takes."""
+        from sslalm.schema import check_keys
+
+        if require:
+            check_keys("", lm_config, list(lm_config), list(self.required_config_fields))
+
+    def check_base_weights(self, base: nn.Module, source: str) -> None:
+        """Refuse a loaded base LM holding NaN or infinity, naming the tensor and ``source``."""
+        from sslalm.models.mamba_config import check_finite
+
+        check_finite(dict(base.named_parameters()), source)
+
     # ------------------------------------------------------------------ building and saving
     def build(self, lm_config: dict[str, Any], checkpoint: str | None) -> nn.Module:
         """The base LM: loaded from ``checkpoint`` (a folder) if given, else random from ``lm_config``."""

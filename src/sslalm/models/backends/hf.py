@@ -22,6 +22,14 @@ class HFBackend(LanguageModelBackend):
 
     name = "hf"
     lora_target_modules = ("q_proj", "v_proj")  # LTU's; Hybrid-LALM's preset names q_proj and k_proj
+    required_config_fields = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+    def check_config(self, lm_config: dict[str, Any], require: bool = False) -> None:
+        """Keys and value types of the transformers config class its ``model_type`` names."""
+        from sslalm.schema import check_hf_config, check_keys
+
+        check_keys("", lm_config, list(lm_config), self.required_config_fields if require else ())
+        check_hf_config("", lm_config, lm_config.get("model_type", "llama"), [])
 
     def build(self, lm_config: dict[str, Any], checkpoint: str | None) -> nn.Module:
         from transformers import AutoConfig, AutoModelForCausalLM

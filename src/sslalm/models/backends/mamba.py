@@ -23,6 +23,16 @@ class MambaBackend(LanguageModelBackend):
 
     name = "mamba"
     lora_target_modules = ("in_proj",)
+    required_config_fields = ("d_model", "n_layer", "vocab_size")
+
+    def check_config(self, lm_config: dict[str, Any], require: bool = False) -> None:
+        """Our field names or transformers' Mamba names, strictly (``MambaConfig.check_dict``)."""
+        from sslalm.models.mamba_config import MambaConfig
+
+        MambaConfig.check_dict(lm_config, required=self.required_config_fields if require else ())
+
+    def check_base_weights(self, base: nn.Module, source: str) -> None:
+        """Nothing to do: ``MambaLM.from_pretrained`` already refuses non-finite tensors, by name."""
 
     def build(self, lm_config: dict[str, Any], checkpoint: str | None) -> nn.Module:
         from sslalm.models.mamba import MambaConfig, MambaLM

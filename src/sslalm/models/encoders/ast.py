@@ -26,6 +26,13 @@ class ASTEncoder(AudioEncoder):
 
     name = "ast"
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any], require: bool = False) -> None:
+        """Keys and value types of transformers' ``ASTConfig``."""
+        from sslalm.schema import check_hf_config
+
+        check_hf_config("", config, "audio-spectrogram-transformer", [])
+
     def __init__(self, config: dict[str, Any]):
         super().__init__()
         from transformers import ASTConfig, ASTModel

@@ -32,6 +32,19 @@ class AudioEncoder(nn.Module):
     #: the name under which the encoder is registered (``SSLALMConfig.encoder_type``)
     name: ClassVar[str] = ""
 
+    #: fields of ``encoder_config`` that decide the encoder's size: required in a saved ``config.json``
+    required_config_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], require: bool = False) -> None:
+        """Validate an ``encoder_config`` mapping (keys, types, ranges) without building anything; raise
+        ``sslalm.schema.ConfigError`` naming the field. ``require``: ``required_config_fields`` must be
+        present. The default accepts any mapping that ``from_config`` takes."""
+        from sslalm.schema import check_keys
+
+        if require:
+            check_keys("", config, list(config), list(cls.required_config_fields))
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AudioEncoder:
         """A randomly initialised encoder from ``SSLALMConfig.encoder_config``."""

@@ -27,6 +27,19 @@ class DASSEncoder(DASSModel, AudioEncoder):
         super().__init__(config)
         self.classifier.head = nn.Identity()  # the AudioSet head is unused (and not saved)
 
+    required_config_fields = ("depths", "dims")
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], require: bool = False) -> None:
+        """Unknown keys, missing size fields and every value, through ``DASSConfig``'s own checks."""
+        import dataclasses
+
+        from sslalm.schema import check_keys
+
+        names = [f.name for f in dataclasses.fields(DASSConfig)] + ["model_type"]
+        check_keys("", config, names, list(cls.required_config_fields) if require else [])
+        DASSConfig.from_dict(config)
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DASSEncoder:
         return cls(DASSConfig.from_dict(config))
