@@ -331,10 +331,10 @@ class ContinuousBatcher:
                     continue
                 t_start = getattr(job, "t_start", job.t_submit)
                 done = Completed(finished, self._peak_rows(job), t_start - job.t_submit, now - t_start)
-                job.generation.finish(done)
-                with self._cond:
+                with self._cond:  # count first: a client reading /metrics after its answer sees it
                     self._counts["completed"] += 1
                     self._counts["tokens"] += finished.completion_tokens
+                job.generation.finish(done)
             if self._running:
                 rows = len(self._running)
                 self.decoder.step()

@@ -10,9 +10,13 @@ subclass of uvicorn's h11 protocol (passed as ``uvicorn.Config(http=...)``) that
   within ``header_timeout_s`` (trickling bytes does not extend it); otherwise 408 (JSON) and close.
 * **body timeout** — while a request body is being read, a pause longer than ``body_timeout_s`` between two
   pieces ends it with 408 and close (unless the server itself stopped reading: flow control).
-* **connection cap** — a connection opened while ``cap`` others are open is served by ``over_capacity``
-  instead of the application: the same JSON 503 with ``Retry-After`` that a full queue gets, counted in
+* **connection cap** — a request that arrives while more than ``cap`` connections are open is served by
+  ``over_capacity`` instead of the application (and its connection closed): the same JSON 503 with ``Retry-After`` that a full queue gets, counted in
   ``/metrics``. ``GET /health`` and ``GET /metrics`` still pass, so monitoring works under load.
+
+* **lingering close** — a request answered before its body ended (413 for an oversized body) is answered at
+  once; uvicorn then discards what still arrives, for at most ``LINGER_S``, and the connection closes. (Closing
+  at once would make TCP reset the connection, and a client still sending would lose the answer.)
 
 Refusals are reported through ``on_refuse(kind, status)``. Everything else is uvicorn's own code path.
 """
@@ -27,6 +31,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PASS_THROUGH = ("/health", "/metrics")  # GET paths served even over the cap
+LINGER_S = 2.0  # after answering a request whose body is still coming, read on (discarding) this long at most
 
 
 def json_response_bytes(status: int, reason: str, body: dict[str, Any], headers: dict[str, str]) -> bytes:
@@ -62,16 +67,16 @@ def guarded_protocol(
             self._header_timer: Any = None
             self._body_timer: Any = None
             self._bytes_this_request = 0
-            if len(self.connections) > cap:
-                real_app = self.app
+            real_app, connections = self.app, self.connections
 
-                async def app(scope: dict, receive: Any, send: Any) -> None:
-                    if scope.get("method") == "GET" and scope.get("path") in PASS_THROUGH:
-                        await real_app(scope, receive, send)
-                    else:
-                        await over_capacity(scope, receive, send)
+            async def app(scope: dict, receive: Any, send: Any) -> None:
+                over = len(connections) > cap
+                if over and not (scope.get("method") == "GET" and scope.get("path") in PASS_THROUGH):
+                    await over_capacity(scope, receive, send)
+                else:
+                    await real_app(scope, receive, send)
 
-                self.app = app
+            self.app = app
             self._arm_header_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -85,7 +90,14 @@ def guarded_protocol(
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                # answered before the body ended (413): uvicorn discards the rest; close after LINGER_S at most
+                self.loop.call_later(LINGER_S, self._end_linger)
             self._update_timers()
+
+        def _end_linger(self) -> None:
+            if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
+                self.transport.close()
 
         # ---------------------------------------------------------------- timers
         def _cancel_timers(self) -> None:

@@ -51,6 +51,7 @@ INSTALL_HINT = "the HTTP server needs fastapi, fastapi-offline, uvicorn and pyth
 FIELD_SLACK = 64 * 1024  # bytes allowed beyond the audio for the question, the other fields and the framing
 JSON_SLOTS = 2  # JSON bodies over 1 MB buffered at once (each is parsed whole: bound the peak memory)
 BIG_JSON = 1 * MB
+OVER_CAP_DRAIN_S = 1.0  # a refused connection's body is read (and dropped) this long at most
 OPENAI_PATHS = ("/v1/chat/", "/v1/models", "/v1/completions")
 
 
@@ -145,15 +146,11 @@ class BodyLimit:
     """ASGI middleware: refuse bodies over a limit that depends on the content type, while reading.
 
     A declared ``Content-Length`` over the limit is answered 413 at once, before anything is read (so a client
-    that sent ``Expect: 100-continue`` never gets "100 Continue", and nobody waits for a drain), and the
-    connection is closed. Otherwise the bytes are counted as they arrive and ``BodyTooLarge`` is raised in the
-    application the moment the count passes the limit (chunked uploads included), so a large body is never
-    buffered whole; its 413 is sent after reading on for at most ``DRAIN_SECONDS`` / ``DRAIN_BYTES`` (a socket
-    closed with unread data sends a TCP reset, and the client would see that instead of the answer).
+    that sent ``Expect: 100-continue`` never gets "100 Continue", and nobody waits for a drain). Otherwise the
+    bytes are counted as they arrive and ``BodyTooLarge`` is raised in the application the moment the count
+    passes the limit (chunked uploads included), so a large body is never buffered whole. Either way the 413
+    goes out at once; what the client still sends is discarded by uvicorn for at most ``guard.LINGER_S``.
     """
-
-    DRAIN_BYTES = 4 * MB
-    DRAIN_SECONDS = 1.0
 
     def __init__(self, app: Any, limits: ServeLimits, on_reject: Any = None):
         self.app = app
@@ -183,37 +180,22 @@ class BodyLimit:
             logger.info("413 %s %s: %s", scope["method"], scope["path"], message)
             if self.on_reject is not None:
                 self.on_reject(413)
-            response = error_response(scope["path"], 413, message, {"Connection": "close"})
-            await response(scope, receive, send)  # never calls receive: no 100 Continue, no drain
+            # the client waiting for "100 Continue" sent no body: close; otherwise the guard lingers briefly
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            response = error_response(scope["path"], 413, message, {"Connection": "close"} if waiting else None)
+            await response(scope, receive, send)  # never calls receive: no 100 Continue, nothing read
             return
 
         async def limited_receive() -> dict:
-            nonlocal seen, done
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                done = not message.get("more_body", False)
                 if seen > limit:
                     raise BodyTooLarge(limit)
-            else:
-                done = True  # http.disconnect
             return message
 
-        async def discard() -> None:
-            nonlocal done
-            drained = 0
-            while not done and drained <= self.DRAIN_BYTES:
-                message = await receive()
-                drained += len(message.get("body", b""))
-                done = message["type"] != "http.request" or not message.get("more_body", False)
-
-        async def draining_send(message: dict) -> None:
-            if message["type"] == "http.response.start" and not done:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(discard(), self.DRAIN_SECONDS)
-            await send(message)
-
-        await self.app(scope, limited_receive, draining_send)
+        await self.app(scope, limited_receive, send)
 
 
 def _trim_memory() -> None:
@@ -361,7 +343,7 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0, model_id: s
             try:
                 data, question, fields = await _read_ask(request, app.state.json_slots)
             except BodyTooLarge as err:
-                raise RequestError(413, str(err), {"Connection": "close"}) from None
+                raise RequestError(413, str(err)) from None
             question = service.check_question(question)
             settings = service.generation_settings(fields)
             service.check_upload_size(len(data))
@@ -450,6 +432,16 @@ def over_capacity_app(service: ModelService) -> Any:
         message = f"server busy: too many open connections (cap {service.limits.connection_cap}); retry in {retry} s"
         service.record_refusal("over_capacity", 503)
         logger.info("503 %s %s: %s", scope["method"], scope["path"], message)
+        headers = dict(scope.get("headers") or [])
+        if scope["method"] not in ("GET", "HEAD") and headers.get(b"expect", b"").lower() != b"100-continue":
+            # read (and drop) what the client is already sending, briefly: closing a socket with unread data
+            # resets it, and the client would lose this answer
+            end = time.monotonic() + OVER_CAP_DRAIN_S
+            with contextlib.suppress(asyncio.TimeoutError):
+                while (left := end - time.monotonic()) > 0:
+                    message_in = await asyncio.wait_for(receive(), left)
+                    if message_in["type"] != "http.request" or not message_in.get("more_body", False):
+                        break
         response = error_response(
             scope["path"], 503, message, {"Retry-After": str(retry), "Connection": "close"}
         )

@@ -266,7 +266,7 @@ def add_openai_routes(app: Any, service: ModelService) -> None:
             try:
                 body = await read_json(request, app.state.json_slots)
             except BodyTooLarge as err:
-                raise RequestError(413, str(err), {"Connection": "close"}) from None
+                raise RequestError(413, str(err)) from None
             if not isinstance(body, dict):
                 raise _bad("the JSON body must be an object")
             model = body.get("model")
