@@ -85,7 +85,7 @@ def make_handler(
         top_k: float | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
-        seed: float | None = None,
+        seed: float | str | None = None,
     ) -> Iterator[tuple[str, str]]:
         start = time.perf_counter()
         generation = None
@@ -186,7 +186,8 @@ def build_app(service: ModelService, title: str = "sslalm: ask about audio") -> 
                     penalty = gr.Slider(
                         1.0, 2.0, value=defaults["repetition_penalty"], step=0.05, label="repetition penalty"
                     )
-                    seed = gr.Number(value=None, precision=0, label="seed (empty = random)", elem_id="seed")
+                    # a Textbox, not gr.Number: Gradio shows an empty Number as 0, a fixed seed
+                    seed = gr.Textbox(value="", label="seed (empty = random)", placeholder="random", elem_id="seed")
                 button = gr.Button("Ask", variant="primary", elem_id="ask")
             with gr.Column():
                 answer = gr.Textbox(label="answer", lines=6, elem_id="answer")
