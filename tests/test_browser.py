@@ -12,6 +12,7 @@ import shutil
 import socket
 
 import pytest
+
 from test_serve import _serving, _wav_bytes, model, model_dir  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

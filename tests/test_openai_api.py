@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from test_serve import _serving, _wav_bytes, model, model_dir  # noqa: F401  (fixtures)
 
 openai = pytest.importorskip("openai")
@@ -21,7 +22,9 @@ def _messages(audio: bytes, question: str = QUESTION, fmt: str = "wav") -> list[
 
 
 def _client(http_client) -> openai.OpenAI:
-    return openai.OpenAI(base_url=str(http_client.base_url).rstrip("/") + "/v1", api_key="unused", max_retries=0, timeout=30)
+    return openai.OpenAI(
+        base_url=str(http_client.base_url).rstrip("/") + "/v1", api_key="unused", max_retries=0, timeout=30
+    )
 
 
 def test_openai_client_plain_and_streamed_answers_equal_greedy(model):  # noqa: F811
@@ -61,7 +64,9 @@ def test_openai_client_plain_and_streamed_answers_equal_greedy(model):  # noqa: 
         sampled = {"temperature": 1.0, "top_p": 1.0, "seed": 11}
         expect_sampled = model.ask(audio, QUESTION, max_new_tokens=6, top_k=0, **sampled)
         url = "data:audio/wav;base64," + base64.b64encode(audio).decode()
-        msgs = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}}, QUESTION_PART]}]
+        msgs = [
+            {"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}}, QUESTION_PART]}
+        ]
         reply = client.chat.completions.create(
             model="tiny-sslalm", messages=msgs, max_tokens=6, extra_body={"top_k": -1}, **sampled
         )
@@ -83,7 +88,12 @@ def test_openai_stop_strings_and_length(model):  # noqa: F811
         assert reply.choices[0].finish_reason == "stop"
         assert reply.choices[0].message.content == full[: full.index(stop)].strip()
         streamed = client.chat.completions.create(
-            model="tiny-sslalm", messages=_messages(audio), max_tokens=12, temperature=0, stop=stop, stream=True
+            model="tiny-sslalm",
+            messages=_messages(audio),
+            max_tokens=12,
+            temperature=0,
+            stop=stop,
+            stream=True,
         )
         text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
         assert text == reply.choices[0].message.content
@@ -106,10 +116,14 @@ def test_openai_errors_use_the_envelope(model):  # noqa: F811
                 client.chat.completions.create(model="tiny-sslalm", **kwargs)
             assert err.value.status_code == status, err.value.body
             body = err.value.body
-            assert set(body) == {"message", "type", "param", "code"} and body["type"] == "invalid_request_error"
+            assert (
+                set(body) == {"message", "type", "param", "code"} and body["type"] == "invalid_request_error"
+            )
             assert text in body["message"] and (param is None or body["param"] == param)
         for url in ("https://example.com/a.wav", "file:///etc/passwd"):
-            msgs = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}}, QUESTION_PART]}]
+            msgs = [
+                {"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}}, QUESTION_PART]}
+            ]
             with pytest.raises(openai.BadRequestError, match="data: URLs only"):
                 client.chat.completions.create(model="tiny-sslalm", messages=msgs)
         with pytest.raises(openai.NotFoundError) as err:

@@ -279,7 +279,9 @@ def test_http_continuous_batching_joins_running_batch_and_equals_one_by_one(mode
     batch as rows leave (no drain). Answers equal one-by-one greedy and seeded generation."""
     clips = [_wav_bytes(1.0 + 0.25 * i, seed=i) for i in range(len(QUESTIONS))]
     greedy = [{"max_new_tokens": 4 + 2 * i, "do_sample": False} for i in range(3)]
-    seeded = [{"max_new_tokens": 6, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7 + i} for i in range(3)]
+    seeded = [
+        {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7 + i} for i in range(3)
+    ]
     settings = greedy + seeded
     expected = [model.ask(c, q, **g) for c, q, g in zip(clips, QUESTIONS, settings)]
     answers: dict[int, dict] = {}

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+
 from test_serve import _ask, _serving, _wav_bytes, model, model_dir  # noqa: F401  (fixtures)
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
@@ -69,7 +70,9 @@ def test_half_sent_requests_time_out_and_do_not_lock_health(model):  # noqa: F81
         assert waited < 5.0
         for answer in answers:
             assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
-            assert "within 1 s" in _json_of(answer)["detail"] or "no request body" in _json_of(answer)["detail"]
+            assert (
+                "within 1 s" in _json_of(answer)["detail"] or "no request body" in _json_of(answer)["detail"]
+            )
         # the slots are free again: a real request is answered
         r = _ask(client, _wav_bytes(0.5), "q", **GREEDY)
         assert r.status_code == 200, r.text
@@ -196,7 +199,7 @@ def test_memory_stays_flat_under_concurrent_large_json_bodies(model):  # noqa: F
         for _ in range(3):
             codes = []
 
-            def one() -> None:
+            def one(codes: list = codes) -> None:
                 with httpx.Client(base_url=base, timeout=60, trust_env=False) as c:
                     r = c.post("/v1/ask", content=payload, headers={"content-type": "application/json"})
                     codes.append(r.status_code)

@@ -8,7 +8,8 @@ Answers go through the same ``ModelService`` as ``sslalm serve``: the event allo
 threads at once, each following its request in the shared batching engine, so visitors who ask at the same
 time share the decode steps, and the answer streams into the page as it is decoded. The upload reaches the
 handler as Gradio's file (``type="filepath"``) and is decoded by ``ModelService.decode_bytes``, as the HTTP
-API decodes it: a file that is not audio gets the API's one-line message, not Gradio's conversion errors. Gradio's own queue (``--queue-size``) bounds the waiting visitors and ``--max-upload-mb``
+API decodes it: a file that is not audio gets the API's one-line message, not Gradio's conversion errors.
+Gradio's own queue (``--queue-size``) bounds the waiting visitors and ``--max-upload-mb``
 bounds uploads. The API endpoint is named after the handler, ``/ask``
 (``gradio_client.Client(url).predict(handle_file(wav), question, ..., api_name="/ask")``).
 
@@ -167,7 +168,9 @@ def build_app(service: ModelService, title: str = "sslalm: ask about audio") -> 
                 audio = gr.Audio(
                     sources=["upload", "microphone"], type="filepath", label="audio", elem_id="audio"
                 )
-                question = gr.Textbox(label="question", value=EXAMPLE_QUESTIONS[0], lines=2, elem_id="question")
+                question = gr.Textbox(
+                    label="question", value=EXAMPLE_QUESTIONS[0], lines=2, elem_id="question"
+                )
                 gr.Examples(
                     examples=[[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="example questions"
                 )
@@ -187,7 +190,9 @@ def build_app(service: ModelService, title: str = "sslalm: ask about audio") -> 
                         1.0, 2.0, value=defaults["repetition_penalty"], step=0.05, label="repetition penalty"
                     )
                     # a Textbox, not gr.Number: Gradio shows an empty Number as 0, a fixed seed
-                    seed = gr.Textbox(value="", label="seed (empty = random)", placeholder="random", elem_id="seed")
+                    seed = gr.Textbox(
+                        value="", label="seed (empty = random)", placeholder="random", elem_id="seed"
+                    )
                 button = gr.Button("Ask", variant="primary", elem_id="ask")
             with gr.Column():
                 answer = gr.Textbox(label="answer", lines=6, elem_id="answer")

@@ -4,9 +4,12 @@ A Mamba LM's recurrent state has a fixed size per sequence (``MambaState``: conv
 that grows with the text), so sequences at different positions can share one ``MambaLM.step`` call: the
 batch is just the rows of that state. One worker thread loops:
 
-1. **admit** — up to ``max_batch`` minus the running rows are taken from the bounded queue; each clip is
-   encoded into audio tokens, its prompt embedded, and all newcomers are prefilled together (right-padded,
-   ``MambaLM.prefill``). Their states and next-token logits are appended to the running batch.
+1. **admit** — up to ``max_prefill`` newcomers (default 1; never beyond ``max_batch`` rows) are taken from
+   the bounded queue; each clip is encoded into audio tokens, its prompt embedded, and the newcomers are
+   prefilled together (right-padded, ``MambaLM.prefill``). Their states and next-token logits are appended
+   to the running batch. Admitting few per turn interleaves the (costly) audio encoding with decode steps,
+   so a burst of arrivals does not hold every running row, and every newcomer's first token, behind all
+   the burst's encodings.
 2. **sample** — one token per row, with each request's own settings (``sslalm.generate``'s pieces: the
    repetition penalty over a per-row "seen" mask, transformers' temperature/top-k/top-p warpers, one
    seeded ``torch.Generator`` per seeded request), so a row draws exactly what ``SSLALM.generate`` draws for
@@ -43,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Finished:
-    """What a generation produced: the answer and how (``Generation.future`` resolves to ``Completed`` of it)."""
+    """What a generation produced (``Generation.future`` resolves to a ``Completed`` of it)."""
 
     text: str
     completion_tokens: int
@@ -158,12 +161,20 @@ class ContinuousBatcher:
     ...), so the service and its tests treat both alike.
     """
 
-    def __init__(self, decoder: Any, max_batch: int = 8, queue_size: int = 64, name: str = "sslalm-decoder"):
+    def __init__(
+        self,
+        decoder: Any,
+        max_batch: int = 8,
+        queue_size: int = 64,
+        max_prefill: int = 1,
+        name: str = "sslalm-decoder",
+    ):
         if max_batch < 1 or queue_size < 1:
             raise ValueError(f"need max_batch >= 1 and queue_size >= 1; got {max_batch}, {queue_size}")
         self.decoder = decoder
         self.max_batch = max_batch
         self.queue_size = queue_size
+        self.max_prefill = max(1, max_prefill)
         self._pending: collections.deque[_Job] = collections.deque()
         self._running: list[_Job] = []
         self._cond = threading.Condition()
@@ -205,7 +216,7 @@ class ContinuousBatcher:
         return self._thread.is_alive()
 
     def retry_after_s(self) -> int:
-        """Whole seconds until a slot is likely free: the queue ahead at the last step rate, 64 tokens each."""
+        """Seconds until a slot is likely free: the queue ahead at the last step rate, 64 tokens each."""
         with self._cond:
             waves = (len(self._pending) + len(self._running)) / self.max_batch
             return max(1, round(waves * 64 * self._step_s + 0.5))
@@ -245,7 +256,7 @@ class ContinuousBatcher:
             self._cond.notify_all()
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Refuse new work; finish the queue (``drain``) or fail it with ``BatcherClosed``; join the thread."""
+        """Refuse new work; finish the queue (``drain``) or fail it (``BatcherClosed``); join the thread."""
         with self._cond:
             self._closed = True
             self._paused = False
@@ -269,7 +280,7 @@ class ContinuousBatcher:
                 return None
             if self._paused and not self._closed:
                 return []
-            room = self.max_batch - len(self._running)
+            room = min(self.max_batch - len(self._running), self.max_prefill)
             jobs = []
             while self._pending and len(jobs) < room:
                 job = self._pending.popleft()
@@ -423,7 +434,7 @@ class MambaDecoder:
 
     # ---------------------------------------------------------------- prompts
     def prompt_embeddings(self, wave: Any, question: str) -> Any:
-        """(L, d) prompt embeddings for one clip (16 kHz (num_samples,)) and question, as ``SSLALM.generate``."""
+        """(L, d) prompt embeddings of one 16 kHz clip (num_samples,) and question, as ``SSLALM.generate``."""
         import torch
 
         from sslalm.prompt import build_prompt

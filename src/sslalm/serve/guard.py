@@ -11,11 +11,13 @@ subclass of uvicorn's h11 protocol (passed as ``uvicorn.Config(http=...)``) that
 * **body timeout** — while a request body is being read, a pause longer than ``body_timeout_s`` between two
   pieces ends it with 408 and close (unless the server itself stopped reading: flow control).
 * **connection cap** — a request that arrives while more than ``cap`` connections are open is served by
-  ``over_capacity`` instead of the application (and its connection closed): the same JSON 503 with ``Retry-After`` that a full queue gets, counted in
+  ``over_capacity`` instead of the application (and its connection closed): the same JSON 503 with
+  ``Retry-After`` that a full queue gets, counted in
   ``/metrics``. ``GET /health`` and ``GET /metrics`` still pass, so monitoring works under load.
 
 * **lingering close** — a request answered before its body ended (413 for an oversized body) is answered at
-  once; uvicorn then discards what still arrives, for at most ``LINGER_S``, and the connection closes. (Closing
+  once; uvicorn then discards what still arrives, for at most ``LINGER_S``, and the connection closes.
+  (Closing
   at once would make TCP reset the connection, and a client still sending would lose the answer.)
 
 Refusals are reported through ``on_refuse(kind, status)``. Everything else is uvicorn's own code path.
@@ -91,7 +93,7 @@ def guarded_protocol(
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-                # answered before the body ended (413): uvicorn discards the rest; close after LINGER_S at most
+                # answered before the body ended (413): uvicorn discards the rest; close after LINGER_S
                 self.loop.call_later(LINGER_S, self._end_linger)
             self._update_timers()
 

@@ -47,7 +47,10 @@ from sslalm.serve.service import GENERATION_FIELDS, MB, ModelService, RequestErr
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "the HTTP server needs fastapi, fastapi-offline, uvicorn and python-multipart: pip install 'sslalm[serve]'"
+INSTALL_HINT = (
+    "the HTTP server needs fastapi, fastapi-offline, uvicorn and python-multipart: "
+    "pip install 'sslalm[serve]'"
+)
 FIELD_SLACK = 64 * 1024  # bytes allowed beyond the audio for the question, the other fields and the framing
 JSON_SLOTS = 2  # JSON bodies over 1 MB buffered at once (each is parsed whole: bound the peak memory)
 BIG_JSON = 1 * MB
@@ -118,7 +121,7 @@ def _require_fastapi() -> None:
 
 
 def error_body(path: str, status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    """The error JSON for ``path``: OpenAI's envelope under the OpenAI routes, ``{"detail": ...}`` elsewhere."""
+    """The error JSON for ``path``: OpenAI's envelope on the OpenAI routes, ``{"detail": ...}`` elsewhere."""
     if path.startswith(OPENAI_PATHS):
         from sslalm.serve.openai_api import error_envelope
 
@@ -173,7 +176,7 @@ class BodyLimit:
         limit = self.limit_for(headers.get(b"content-type", b"").decode("latin-1").lower())
         scope.setdefault("state", {})["body_limit"] = limit
         declared = headers.get(b"content-length", b"")
-        seen, done = 0, False
+        seen = 0
 
         if declared.isdigit() and int(declared) > limit:
             message = f"the request body is {int(declared) / MB:.2f} MB; the limit is {limit / MB:.2f} MB"
@@ -182,7 +185,9 @@ class BodyLimit:
                 self.on_reject(413)
             # the client waiting for "100 Continue" sent no body: close; otherwise the guard lingers briefly
             waiting = headers.get(b"expect", b"").lower() == b"100-continue"
-            response = error_response(scope["path"], 413, message, {"Connection": "close"} if waiting else None)
+            response = error_response(
+                scope["path"], 413, message, {"Connection": "close"} if waiting else None
+            )
             await response(scope, receive, send)  # never calls receive: no 100 Continue, nothing read
             return
 
@@ -429,7 +434,8 @@ def over_capacity_app(service: ModelService) -> Any:
         if scope["type"] != "http":
             return
         retry = service.batcher.retry_after_s()
-        message = f"server busy: too many open connections (cap {service.limits.connection_cap}); retry in {retry} s"
+        cap = service.limits.connection_cap
+        message = f"server busy: too many open connections (cap {cap}); retry in {retry} s"
         service.record_refusal("over_capacity", 503)
         logger.info("503 %s %s: %s", scope["method"], scope["path"], message)
         headers = dict(scope.get("headers") or [])
@@ -453,7 +459,7 @@ def over_capacity_app(service: ModelService) -> Any:
 def server_config(app: Any, service: ModelService, **kwargs: Any) -> Any:
     """``uvicorn.Config`` for ``app`` with the connection guards of ``sslalm.serve.guard``.
 
-    uvicorn's own ``limit_concurrency`` is off: the guard's cap answers in JSON with ``Retry-After`` and counts.
+    uvicorn's own ``limit_concurrency`` is off: the guard's cap answers in JSON, with ``Retry-After``.
     """
     import uvicorn
 

@@ -4,7 +4,8 @@ The request and response shapes are OpenAI's chat completions API as vLLM serves
 official ``openai`` client, evaluation harnesses and proxies work unchanged:
 
 * ``messages``: the clip comes as a content part ``{"type": "input_audio", "input_audio": {"data": <base64>,
-  "format": "wav" | "mp3" | "flac" | "ogg"}}`` or ``{"type": "audio_url", "audio_url": {"url": "data:audio/...;
+  "format": "wav" | "mp3" | "flac" | "ogg"}}`` or ``{"type": "audio_url", "audio_url": {"url":
+  "data:audio/...;
   base64,..."}}`` (``data:`` URLs only: this server never fetches a remote or file URL). Exactly one clip per
   request, in any user message; the question is the text of the last user message (``"content": "..."`` or
   ``{"type": "text", "text": ...}`` parts). System messages are accepted and ignored (the model was trained
@@ -20,7 +21,6 @@ official ``openai`` client, evaluation harnesses and proxies work unchanged:
 * errors: ``{"error": {"message", "type", "param", "code"}}`` — 400 invalid request (also for settings out of
   range), 404 unknown model, 413 too large, 415 not JSON, 503 busy (``Retry-After``), 500 server error.
 """
-
 
 import asyncio
 import json
@@ -109,7 +109,8 @@ def _audio_from_part(part: dict[str, Any], where: str) -> bytes:
     if not url.startswith("data:"):
         shown = url if len(url) <= 60 else url[:57] + "..."
         raise _bad(
-            f"{where}.audio_url accepts data: URLs only (data:audio/wav;base64,...); this server does not fetch "
+            f"{where}.audio_url accepts data: URLs only (data:audio/wav;base64,...); "
+            "this server does not fetch "
             f"remote or file URLs, got {shown!r}: send the clip inline as input_audio or a data: URL",
             f"{where}.audio_url.url",
         )
@@ -123,7 +124,7 @@ def _audio_from_part(part: dict[str, Any], where: str) -> bytes:
 
 
 def parse_messages(messages: Any) -> tuple[bytes, str]:
-    """(audio file bytes, question) from OpenAI ``messages``; a 400 ``RequestError`` naming the part otherwise."""
+    """(audio file bytes, question) from OpenAI ``messages``; else a 400 ``RequestError`` naming the part."""
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list", "messages")
     clips: list[bytes] = []
@@ -218,7 +219,7 @@ def _settings(service: ModelService, fields: dict[str, tuple[str, Any]]) -> dict
 
 
 def add_openai_routes(app: Any, service: ModelService) -> None:
-    """Register the OpenAI-compatible routes on the FastAPI ``app`` (``app.state.model_id`` names the model)."""
+    """Add the OpenAI-compatible routes to the FastAPI ``app`` (``app.state.model_id`` names the model)."""
     from fastapi import Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -253,7 +254,7 @@ def add_openai_routes(app: Any, service: ModelService) -> None:
 
     @app.post("/v1/chat/completions", openapi_extra=CHAT_OPENAPI)
     async def chat_completions(request: Request) -> Any:
-        """OpenAI chat completions with audio input (``input_audio`` / ``audio_url`` data URLs), streaming too."""
+        """OpenAI chat completions with audio (``input_audio`` / ``audio_url`` data URLs), streamed or not."""
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         start = time.perf_counter()
         status, audio_s, note = 500, float("nan"), ""

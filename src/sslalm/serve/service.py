@@ -275,7 +275,7 @@ class ModelService:
 
     # ------------------------------------------------------------------ answering
     def batch_key(self, settings: Mapping[str, Any]) -> Hashable:
-        """(Dynamic engine) requests with equal keys may share a batch: equal settings, never seeded sampling."""
+        """(Dynamic engine) equal keys may share a batch: equal settings, and never seeded sampling."""
         sampling = settings.get("do_sample", True) and settings.get("temperature", 1.0) > 0
         solo = next(self._solo) if sampling and settings.get("seed") is not None else None
         return (tuple(sorted(settings.items())), solo)
