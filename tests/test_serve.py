@@ -510,3 +510,21 @@ def test_http_seeded_sampling_runs_alone_and_reproduces(model):
         metrics = client.get("/metrics").json()
     assert codes == [200, 200, 200] and [answers[i] for i in range(3)] == expected
     assert metrics["batch_sizes"] == {"1": 3}  # one random stream per call: seeded requests never share
+
+
+def test_serve_and_app_name_the_model_folders_below_a_run_folder(model_dir, tmp_path, caplog):
+    """A run folder (stages below it) is one log line naming the model folders, exit 2, no traceback."""
+    import shutil
+
+    from sslalm.cli import build_parser
+
+    stage = tmp_path / "run" / "stage4"
+    shutil.copytree(model_dir, stage)
+    for command in ("serve", "app"):
+        args = build_parser([command]).parse_args([command, "--model", str(tmp_path / "run")])
+        module = __import__(args._module, fromlist=["run_cli"])
+        caplog.clear()
+        assert module.run_cli(args) == 2
+        lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(lines) == 1 and str(stage) in lines[0] and "not a model folder" in lines[0]
+        assert not any(r.exc_info for r in caplog.records)
