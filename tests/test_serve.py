@@ -443,7 +443,7 @@ def test_gradio_handler_takes_int16_pairs(model):
         service.close()
 
 
-def test_gradio_app_answers_through_gradio_client(model, tmp_path):
+def test_gradio_app_answers_through_gradio_client(model, tmp_path, capfd):
     pytest.importorskip("gradio")
     client_mod = pytest.importorskip("gradio_client")
     from sslalm.serve.app import build_app, launch
@@ -463,6 +463,14 @@ def test_gradio_app_answers_through_gradio_client(model, tmp_path):
             client_mod.handle_file(str(wav)), "q", 8, 0.0, 500, 0.95, 1.1, None, api_name="/ask"
         )
         assert answer == expected and "8 tokens" in details
+        capfd.readouterr()
+        junk = tmp_path / "notes.wav"
+        junk.write_bytes(b"not audio, just notes\n" * 30)
+        for audio, question in [(junk, "q"), (wav, "")]:
+            with pytest.raises(Exception) as err:  # gradio_client's AppError carries the page's message
+                client.predict(client_mod.handle_file(str(audio)), question, 8, 0.0, api_name="/ask")
+            assert "\n" not in str(err.value) and ("audio" in str(err.value) or "question" in str(err.value))
+        assert "Traceback" not in capfd.readouterr().err  # user errors are not logged as tracebacks
     finally:
         demo.close()
         service.close()
@@ -528,3 +536,38 @@ def test_serve_and_app_name_the_model_folders_below_a_run_folder(model_dir, tmp_
         lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert len(lines) == 1 and str(stage) in lines[0] and "not a model folder" in lines[0]
         assert not any(r.exc_info for r in caplog.records)
+
+
+def test_docs_and_redoc_assets_are_local_and_served(model):
+    """/docs and /redoc load Swagger UI / ReDoc from this server (works offline), not from a CDN."""
+    import re
+
+    with _serving(model) as (client, _, _):
+        for page in ("/docs", "/redoc"):
+            r = client.get(page)
+            assert r.status_code == 200
+            urls = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)["\']', r.text)
+            urls += re.findall(r"url:\s*'([^']+)'", r.text)
+            assets = [u for u in urls if u.endswith((".js", ".css", ".png"))]
+            assert assets, r.text[:500]
+            for url in urls:
+                assert not url.startswith(("http://", "https://", "//")), f"{page} loads {url} from outside"
+            for url in assets:
+                served = client.get(url)
+                assert served.status_code == 200 and len(served.content) > 100, url
+        assert client.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
+
+
+def test_client_errors_are_logged_as_one_line(model, caplog):
+    """4xx answers: one log line each, no traceback; the 5xx path keeps its traceback (not exercised here)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    with _serving(model) as (client, _, _):
+        assert _ask(client, b"not audio" * 40, "q").status_code == 400
+        assert _ask(client, _wav_bytes(0.5), "").status_code == 400
+        assert _ask(client, _wav_bytes(0.5), "q", temperature=-1).status_code == 422
+    records = [r for r in caplog.records if r.name.startswith("sslalm.serve")]
+    errors = [r for r in records if "status=4" in r.getMessage()]
+    assert len(errors) == 3
+    assert not any(r.exc_info for r in records) and all("\n" not in r.getMessage() for r in errors)

@@ -156,7 +156,8 @@ def build_app(service: ModelService, title: str = "sslalm: ask about audio") -> 
     gr = _import_gradio()
     defaults = service.default_generation
     limit = service.limits.max_new_tokens_limit
-    handler = make_handler(service, error=gr.Error)
+    # user errors: one line on the page and in the log, no traceback (Gradio prints one unless told not to)
+    handler = make_handler(service, error=lambda message: gr.Error(message, print_exception=False))
     with gr.Blocks(title=title) as demo:
         gr.Markdown(
             f"## {title}\nModel `{service.model.config.name}`. Upload or record up to "
