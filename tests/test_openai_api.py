@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -132,3 +133,40 @@ def test_openai_errors_use_the_envelope(model):  # noqa: F811
         with pytest.raises(openai.NotFoundError):
             client.models.retrieve("gpt-4o")
         assert service.batcher.stats()["requests"] == 0  # nothing reached the model
+
+
+def test_openai_busy_is_503_with_retry_after_and_a_client_that_leaves_frees_its_row(model):  # noqa: F811
+    audio = _wav_bytes(1.0, seed=2)
+    with _serving(model, queue_size=1, max_new_tokens_limit=512) as (http, service, _):
+        client = _client(http)
+        service.batcher.pause()
+        held = service.start(service.decode_bytes(audio), QUESTION, service.generation_settings({}))
+        with pytest.raises(openai.APIStatusError) as err:  # the queue (size 1) is full
+            client.chat.completions.create(model="tiny-sslalm", messages=_messages(audio), max_tokens=4)
+        assert err.value.status_code == 503 and int(err.value.response.headers["retry-after"]) >= 1
+        assert err.value.body["type"] == "service_unavailable"
+        held.cancel()
+        service.batcher.resume()
+        # a streamed answer whose client hangs up after the first chunk: its row leaves the batch at once
+        _wait_idle = time.monotonic() + 10
+        while service.batcher.stats()["queue_depth"] and time.monotonic() < _wait_idle:
+            time.sleep(0.02)
+        cancelled = service.batcher.stats()["cancelled"]
+        body = {
+            "messages": _messages(audio),
+            "max_tokens": 500,
+            "temperature": 1.0,
+            "top_k": 0,
+            "stream": True,
+        }
+        with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: ") and '"content": ""' not in line:
+                    break
+        end = time.monotonic() + 10
+        while service.batcher.stats()["running"] and time.monotonic() < end:
+            time.sleep(0.02)
+        stats = service.batcher.stats()
+        assert stats["running"] == 0 and stats["cancelled"] == cancelled + 1  # dropped, not finished
+        assert stats["tokens"] < 500  # it did not decode on for nobody
