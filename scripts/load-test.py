@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Bounded load test of ``sslalm serve`` on 127.0.0.1: continuous vs dynamic batching, side by side.
 
-For each batching engine this starts ``sslalm serve`` as a child process on 127.0.0.1, then for each
+This starts ``sslalm serve`` once per batching engine, as child processes on 127.0.0.1, then for each
 concurrency level runs that many closed-loop clients, each sending ``--requests`` streamed OpenAI chat
-completions (greedy, ``--max-tokens``), one after another. It reports requests/s, generated tokens/s, time
+completions (greedy, ``--max-tokens``) one after another, to each engine in turn: half the requests in the
+order A B, the other half B A, so that a change in the (shared) machine's load hits both engines alike.
+It reports requests/s, generated tokens/s, time
 to first token (first content chunk of the SSE stream) p50/p95, and the server's resident memory (RSS:
 before, peak during, after each level, sampled every 0.1 s). Everything is bounded: a fixed number of
 requests, timeouts on every call, and the child server is stopped at the end.
@@ -106,11 +108,18 @@ def server(model: str, batching: str, max_batch: int, queue: int):
 
 
 def one_request(client, body: dict) -> tuple[float, float, int, str]:
-    """(time to first content chunk, total time, completion tokens) of one streamed chat completion."""
+    """(time to first content chunk, total time, completion tokens, text) of one chat completion."""
     start = time.perf_counter()
     first = None
     tokens = 0
     text = ""
+    if not body["stream"]:
+        r = client.post("/v1/chat/completions", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]!r}")
+        total = time.perf_counter() - start
+        reply = r.json()
+        return total, total, reply["usage"]["completion_tokens"], reply["choices"][0]["message"]["content"]
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:200]!r}")
@@ -129,7 +138,14 @@ def one_request(client, body: dict) -> tuple[float, float, int, str]:
 
 
 def run_level(
-    port: int, pid: int, clients: int, requests: int, max_tokens: int, clips: list[str], exact: dict
+    port: int,
+    pid: int,
+    clients: int,
+    requests: int,
+    max_tokens: int,
+    clips: list[str],
+    exact: dict,
+    stream: bool = True,
 ) -> dict:
     """One concurrency level. ``exact`` maps (clip, question) -> the token count the continuous engine
     reported; the dynamic engine only re-tokenizes its answers, which over-counts text that does not
@@ -166,8 +182,8 @@ def run_level(
                     ],
                     "max_tokens": max_tokens,
                     "temperature": 0,
-                    "stream": True,
-                    "stream_options": {"include_usage": True},
+                    "stream": stream,
+                    **({"stream_options": {"include_usage": True}} if stream else {}),
                 }
                 try:
                     ttft, total, tokens, text = one_request(client, body)
@@ -183,6 +199,8 @@ def run_level(
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    me = psutil.Process()
+    cpu0 = (sum(proc.cpu_times()[:2]), sum(me.cpu_times()[:2]))
     start = time.perf_counter()
     threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(clients)]
     for t in threads:
@@ -190,11 +208,19 @@ def run_level(
     for t in threads:
         t.join(1800)
     wall = time.perf_counter() - start
+    cpu = (sum(proc.cpu_times()[:2]) - cpu0[0], sum(me.cpu_times()[:2]) - cpu0[1])
     stop.set()
     sampler.join(5)
     rss.append(proc.memory_info().rss)
     if errors:
         print(f"{len(errors)} errors, first: {errors[0]}", file=sys.stderr)
+    return {"results": results, "errors": len(errors), "wall": wall, "cpu": cpu, "rss": rss}
+
+
+def summarize(clients: int, runs: list[dict]) -> dict:
+    """One row from the runs of one engine at one level (requests and wall time summed, TTFTs pooled)."""
+    results = [r for run in runs for r in run["results"]]
+    wall = sum(run["wall"] for run in runs)
     ttft = sorted(r[0] for r in results)
 
     def pct(q: float) -> float:
@@ -204,16 +230,18 @@ def run_level(
     return {
         "clients": clients,
         "requests": len(results),
-        "errors": len(errors),
+        "errors": sum(run["errors"] for run in runs),
         "wall_s": round(wall, 3),
         "requests_per_s": round(len(results) / wall, 3),
         "tokens_per_s": round(sum(r[2] for r in results) / wall, 2),
         "ttft_p50_ms": round(pct(0.5) * 1000, 1),
         "ttft_p95_ms": round(pct(0.95) * 1000, 1),
         "latency_p50_ms": round(statistics.median(r[1] for r in results) * 1000, 1) if results else None,
-        "rss_start_mb": round(rss[0] / mb, 1),
-        "rss_peak_mb": round(max(rss) / mb, 1),
-        "rss_end_mb": round(rss[-1] / mb, 1),
+        "server_cpu_s": round(sum(run["cpu"][0] for run in runs), 2),  # CPU time the server used
+        "client_cpu_s": round(sum(run["cpu"][1] for run in runs), 2),  # ... and this load generator
+        "rss_start_mb": round(runs[0]["rss"][0] / mb, 1),
+        "rss_peak_mb": round(max(max(run["rss"]) for run in runs) / mb, 1),
+        "rss_end_mb": round(runs[-1]["rss"][-1] / mb, 1),
     }
 
 
@@ -222,28 +250,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a model folder (or --tiny)")
     parser.add_argument("--tiny", action="store_true", help="serve a tiny random-weight model")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, default=4, help="requests per client (sequential)")
+    parser.add_argument(
+        "--requests", type=int, default=4, help="requests per client per engine (in two halves, A B B A)"
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--engines", nargs="+", default=["continuous", "dynamic"])
+    parser.add_argument(
+        "--no-stream", action="store_true", help="plain (non-streamed) completions; TTFT is then the latency"
+    )
     args = parser.parse_args(argv)
     if not (args.model or args.tiny):
         parser.error("give --model or --tiny")
     clips = [clip(1.0 + 0.5 * (i % 4), i) for i in range(16)]
     results = []
     exact: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    stream = not args.no_stream
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         model = args.model or tiny_model(os.path.join(tmp, "tiny"))
         queue = max(64, 2 * max(args.clients))
-        for engine in args.engines:
-            with server(model, engine, args.max_batch, queue) as (port, pid):
+        servers = {e: stack.enter_context(server(model, e, args.max_batch, queue)) for e in args.engines}
+        for engine, (port, pid) in servers.items():  # warm-up
+            exact["engine"] = engine
+            run_level(port, pid, 1, 1, args.max_tokens, clips, exact, stream)
+        # engines alternate within each level (A B B A), so a change in the machine's load hits both alike
+        order = args.engines + args.engines[::-1]
+        for clients in args.clients:
+            runs: dict[str, list[dict]] = {e: [] for e in args.engines}
+            for engine in order:
+                port, pid = servers[engine]
                 exact["engine"] = engine
-                run_level(port, pid, 1, 1, args.max_tokens, clips, exact)  # warm-up
-                for clients in args.clients:
-                    level = run_level(port, pid, clients, args.requests, args.max_tokens, clips, exact)
-                    row = {"engine": engine, **level}
-                    print(json.dumps(row), file=sys.stderr, flush=True)
-                    results.append(row)
+                reps = max(1, args.requests // 2)
+                runs[engine].append(
+                    run_level(port, pid, clients, reps, args.max_tokens, clips, exact, stream)
+                )
+            for engine in args.engines:
+                row = {"engine": engine, **summarize(clients, runs[engine])}
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                results.append(row)
     print("| clients | batching | req/s | tokens/s | TTFT p50 ms | TTFT p95 ms | RSS start → peak → end MB |")
     print("|---:|---|---:|---:|---:|---:|---|")
     for clients in args.clients:

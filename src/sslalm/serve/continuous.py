@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -68,17 +69,19 @@ class Generation:
         self.first_token_s: float | None = None  # monotonic time of the first published token
         self.cancelled = False
         self._cond = threading.Condition()
-        self._watchers: list[Callable[[], None]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # async readers
 
     # ---------------------------------------------------------------- worker side
-    def publish(self, text: str) -> None:
+    def publish(self, text: str, waker: Waker | None = None) -> None:
+        """New text (a longer prefix of the answer). With a ``waker``, async readers are woken when it is
+        flushed (one wake-up per event loop per decode step instead of one per token and reader)."""
         with self._cond:
             if text == self.text:
                 return
             self.text = text
             if self.first_token_s is None:
                 self.first_token_s = time.monotonic()
-            self._notify()
+            self._notify(waker)
 
     def finish(self, done: Completed | None = None, error: BaseException | None = None) -> None:
         with self._cond:
@@ -88,12 +91,19 @@ class Generation:
                 else:
                     self.text = done.value.text
                     self.future.set_result(done)
-            self._notify()
+            self._notify(None)
 
-    def _notify(self) -> None:
+    def _notify(self, waker: Waker | None) -> None:
+        """(Under ``_cond``.) Wake threads now, async readers now or through ``waker``; an event still set
+        is skipped: its reader has not looked yet and will read the newest text under the same lock."""
         self._cond.notify_all()
-        for watcher in list(self._watchers):
-            watcher()
+        for loop, event in self._waiters:
+            if event.is_set():
+                continue
+            if waker is None:
+                loop.call_soon_threadsafe(event.set)
+            else:
+                waker.add(loop, event)
 
     # ---------------------------------------------------------------- reader side
     @property
@@ -118,12 +128,8 @@ class Generation:
         error, if any)."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
-
-        def watcher() -> None:
-            loop.call_soon_threadsafe(wake.set)
-
         with self._cond:
-            self._watchers.append(watcher)
+            self._waiters.append((loop, wake))
         sent = 0
         try:
             while True:
@@ -141,7 +147,28 @@ class Generation:
                 await wake.wait()
         finally:
             with self._cond:
-                self._watchers.remove(watcher)
+                self._waiters.remove((loop, wake))
+
+
+class Waker:
+    """Async readers to wake after a decode step, grouped by loop: one ``call_soon_threadsafe`` per loop."""
+
+    def __init__(self) -> None:
+        self._events: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = collections.defaultdict(list)
+
+    def add(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        self._events[loop].append(event)
+
+    def flush(self) -> None:
+        for loop, events in self._events.items():
+            with contextlib.suppress(RuntimeError):  # a loop that has closed: nobody to wake
+                loop.call_soon_threadsafe(_set_all, events)
+        self._events = collections.defaultdict(list)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 @dataclass
@@ -531,10 +558,12 @@ class MambaDecoder:
                     tokens[i] = torch.multinomial(probs[j : j + 1], 1, generator=self.rows[i].generator)[0, 0]
         self.seen[torch.arange(batch, device=device), tokens] = True
         self.tokens = tokens
+        waker = Waker()
         for row, token in zip(self.rows, tokens.tolist(), strict=True):
-            self._advance(row, token)
+            self._advance(row, token, waker)
+        waker.flush()
 
-    def _advance(self, row: _Row, token: int) -> None:
+    def _advance(self, row: _Row, token: int, waker: Waker | None = None) -> None:
         config = row.config
         if config.eos_token_id is not None and token == config.eos_token_id:
             row.finish_reason = "stop"
@@ -554,7 +583,7 @@ class MambaDecoder:
         safe = safe[: len(safe) - _stop_holdback(safe, row.stop)]
         if len(safe) > len(row.published) and safe.startswith(row.published):
             row.published = safe
-            row.generation.publish(safe)
+            row.generation.publish(safe, waker)
 
     def final_text(self, row: _Row) -> str:
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True).strip()
