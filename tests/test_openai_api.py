@@ -170,3 +170,33 @@ def test_openai_busy_is_503_with_retry_after_and_a_client_that_leaves_frees_its_
         stats = service.batcher.stats()
         assert stats["running"] == 0 and stats["cancelled"] == cancelled + 1  # dropped, not finished
         assert stats["tokens"] < 500  # it did not decode on for nobody
+
+
+def test_transformers_lm_is_served_by_the_dynamic_engine():
+    """A hybrid (LLaMA-style) LM has no fixed-size state: it is served by dynamic batching, and the OpenAI
+    route still answers what the model answers (the stream carries the answer in one piece)."""
+    import torch
+
+    from sslalm.models.lalm import SSLALM, SSLALMConfig
+
+    torch.manual_seed(0)
+    hybrid = SSLALM(SSLALMConfig.preset("tiny-hybrid")).eval()
+    with torch.no_grad():  # larger weights: a non-empty answer (the initial ones end at once)
+        for name, param in hybrid.lm.named_parameters():
+            if param.ndim >= 2 and "embed" not in name:
+                param.normal_(0.0, 0.3)
+    audio = _wav_bytes(1.0, seed=5)
+    expected = hybrid.ask(audio, QUESTION, max_new_tokens=6, do_sample=False)
+    assert expected
+    with _serving(hybrid) as (http, service, _):
+        assert service.engine == "dynamic"
+        client = _client(http)
+        model_id = client.models.list().data[0].id
+        reply = client.chat.completions.create(
+            model=model_id, messages=_messages(audio), max_tokens=6, temperature=0
+        )
+        assert reply.choices[0].message.content == expected
+        stream = client.chat.completions.create(
+            model=model_id, messages=_messages(audio), max_tokens=6, temperature=0, stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected
