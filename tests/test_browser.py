@@ -66,7 +66,10 @@ def test_page_streams_the_greedy_answer_in_chromium(model, tmp_path):  # noqa: F
                 page.locator("#audio input[type=file]").set_input_files(str(wav))
                 page.locator("#audio audio, #audio .waveform-container, #audio button").first.wait_for()
                 page.locator("#question textarea").fill(question)
+                service.batcher.pause()  # hold the request in the queue: Ask must stay disabled meanwhile
                 page.locator("#ask").click()
+                page.wait_for_function("() => document.querySelector('#ask').disabled")
+                service.batcher.resume()
                 page.wait_for_function(
                     "() => document.querySelector('#details') && "
                     "document.querySelector('#details').innerText.includes('tokens (')"
