@@ -54,6 +54,7 @@ INSTALL_HINT = (
 FIELD_SLACK = 64 * 1024  # bytes allowed beyond the audio for the question, the other fields and the framing
 JSON_SLOTS = 2  # JSON bodies over 1 MB buffered at once (each is parsed whole: bound the peak memory)
 BIG_JSON = 1 * MB
+BIG_BODY = 1 * MB  # after a request with a larger body, freed heap memory is given back (``_trim_memory``)
 OVER_CAP_DRAIN_S = 1.0  # a refused connection's body is read (and dropped) this long at most
 OPENAI_PATHS = ("/v1/chat/", "/v1/models", "/v1/completions")
 
@@ -200,15 +201,25 @@ class BodyLimit:
                     raise BodyTooLarge(limit)
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            if seen > BIG_BODY:  # the request's buffers, copies and decoded audio are freed by now
+                from starlette.concurrency import run_in_threadpool
+
+                await run_in_threadpool(_trim_memory)
 
 
 def _trim_memory() -> None:
     """Give freed heap memory back to the system (glibc ``malloc_trim``; a no-op elsewhere).
 
-    A large JSON body is parsed into short-lived strings whose freed memory glibc keeps in its arenas; after
-    one, trimming keeps the server's resident memory flat instead of ratcheting up with every large request.
+    A large body is read in pieces, parsed into short-lived strings and decoded on worker threads; glibc keeps
+    the freed memory in its per-thread arenas. Trimming after such a request keeps the server's resident
+    memory flat instead of ratcheting up with every large upload.
     """
+    import gc
+
+    gc.collect()  # large buffers caught in reference cycles (exception tracebacks) would wait for a full pass
     try:
         import ctypes
 
@@ -245,11 +256,7 @@ async def read_json(request: Any, slots: asyncio.Semaphore) -> Any:
             finally:
                 buffer.clear()
 
-        try:
-            return await run_in_threadpool(parse)
-        finally:
-            if big:
-                await run_in_threadpool(_trim_memory)
+        return await run_in_threadpool(parse)
 
 
 async def _read_ask(request: Any, json_slots: asyncio.Semaphore) -> tuple[bytes, Any, dict[str, Any]]:
@@ -291,7 +298,9 @@ async def _read_ask(request: Any, json_slots: asyncio.Semaphore) -> tuple[bytes,
                 "the JSON body needs 'audio_base64' (the audio file's bytes; paths are not accepted)",
                 param="audio_base64",
             )
-        data = decode_b64(body.pop("audio_base64"))
+        from starlette.concurrency import run_in_threadpool
+
+        data = await run_in_threadpool(decode_b64, body.pop("audio_base64"))  # tens of MB: off the loop
         question = body.pop("question", None)
         return data, question, body
     raise RequestError(

@@ -282,7 +282,7 @@ def add_openai_routes(app: Any, service: ModelService) -> None:
             if not isinstance(options, dict):
                 raise _bad("stream_options must be an object", "stream_options")
             include_usage = bool(options.get("include_usage", False))
-            data, question = parse_messages(body.pop("messages", None))
+            data, question = await run_in_threadpool(parse_messages, body.pop("messages", None))  # base64
             del body
             question = service.check_question(question)
             service.check_upload_size(len(data))
