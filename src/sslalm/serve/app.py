@@ -286,4 +286,5 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not break the shutdown
     raise KeyboardInterrupt
