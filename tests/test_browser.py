@@ -25,6 +25,7 @@ def test_page_streams_the_greedy_answer_in_chromium(model, tmp_path):  # noqa: F
     pytest.importorskip("gradio")
     sync_api = pytest.importorskip("playwright.sync_api")
     from sslalm.audio import AudioError, load_audio
+    from sslalm.generation_settings import generation_defaults
     from sslalm.serve import ModelService, ServeLimits
     from sslalm.serve.app import build_app, launch
 
@@ -59,6 +60,14 @@ def test_page_streams_the_greedy_answer_in_chromium(model, tmp_path):  # noqa: F
                 page.on("pageerror", lambda e: print("page error:", e))
                 page.get_by_text("generation settings").click()
                 assert page.locator("#seed textarea, #seed input").first.input_value() == ""  # empty = random
+                defaults = generation_defaults()  # the page starts where the API and `sslalm ask` start
+                assert page.locator("#max_new_tokens input[type=number]").input_value() == str(
+                    defaults["max_new_tokens"]
+                )
+                assert (
+                    float(page.locator("#temperature input[type=number]").input_value())
+                    == defaults["temperature"]
+                )
                 page.locator("#max_new_tokens input[type=number]").fill("12")
                 page.locator("#max_new_tokens input[type=number]").press("Enter")
                 page.locator("#temperature input[type=number]").fill("0")
