@@ -1,4 +1,4 @@
-"""Serving: the dynamic batcher, the HTTP API (real uvicorn on 127.0.0.1) and the Gradio handler.
+"""Serving: the batchers, the HTTP API (real uvicorn on 127.0.0.1) and the Gradio handler.
 
 Every server here binds 127.0.0.1 on an ephemeral port and is stopped by the test that started it.
 """
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from sslalm.audio import AudioError, load_audio
+from sslalm.generation_settings import generation_defaults
 from sslalm.models.lalm import SSLALM, SSLALMConfig
 from sslalm.serve import BatcherClosed, DynamicBatcher, ModelService, QueueFull, RequestError, ServeLimits
 
@@ -68,15 +69,14 @@ def _serving(model, **limits):
     """A real uvicorn server in a thread on 127.0.0.1:<free port>; yields (httpx client, service, server)."""
     httpx = pytest.importorskip("httpx")
     uvicorn = pytest.importorskip("uvicorn")
-    from sslalm.serve.http import create_app
+    from sslalm.serve.http import create_app, server_config
 
     service = ModelService(model, ServeLimits(**limits))
     app = create_app(service, close_timeout_s=10)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, service, log_level="warning", timeout_graceful_shutdown=10))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -191,20 +191,27 @@ def test_generation_settings_are_validated(model):
         settings = service.generation_settings({"max_new_tokens": "8", "do_sample": "false", "seed": ""})
         assert settings["max_new_tokens"] == 8 and settings["do_sample"] is False and settings["seed"] is None
         assert service.generation_settings({})["max_new_tokens"] == 16  # the default is capped by the limit
+        # one source of defaults: the generation-settings table (what `sslalm ask` and the page use)
+        table = generation_defaults()
+        for name in ("temperature", "top_k", "top_p", "repetition_penalty", "do_sample"):
+            assert service.generation_settings({})[name] == table[name]
+        tiny = service.generation_settings({"temperature": 1e-300})  # used to pass, then 500 in sampling
+        assert tiny["temperature"] == 0.0 and tiny["do_sample"] is False
         bad = [
             ({"max_new_tokens": 17}, "<= 16"),
             ({"max_new_tokens": 0}, ">= 1"),
-            ({"max_new_tokens": "2.5"}, "must be int"),
+            ({"max_new_tokens": "2.5"}, "must be an integer"),
             ({"temperature": "-1"}, ">= 0"),
-            ({"temperature": "nan"}, "must be float"),
+            ({"temperature": "nan"}, "must be a number"),
             ({"top_p": 0}, "> 0"),
+            ({"repetition_penalty": 1e-300}, ">= 0.01"),
             ({"do_sample": "maybe"}, "boolean"),
-            ({"beams": 4}, "unknown generation fields"),
+            ({"beams": 4}, "unknown generation setting"),
         ]
         for fields, message in bad:
             with pytest.raises(RequestError, match=message) as err:
                 service.generation_settings(fields)
-            assert err.value.status == 422
+            assert err.value.status == 422 and err.value.param == next(iter(fields))
         # seeded sampling runs alone; greedy requests with equal settings share a key
         seeded = service.generation_settings({"seed": 3})
         assert service.batch_key(seeded) != service.batch_key(seeded)
@@ -247,7 +254,7 @@ def test_http_concurrent_requests_are_batched_and_equal_one_by_one(model):
     expected = [model.ask(c, q, **GREEDY) for c, q in zip(clips, QUESTIONS)]
     assert len(set(expected)) > 3, "the test model should answer different inputs differently"
     answers: dict[int, dict] = {}
-    with _serving(model, max_batch=4, batch_wait_ms=50) as (client, service, _):
+    with _serving(model, max_batch=4, batch_wait_ms=50, engine="dynamic") as (client, service, _):
         service.batcher.pause()  # let every request queue up, so the batches are certain
 
         def send(i):
@@ -265,6 +272,42 @@ def test_http_concurrent_requests_are_batched_and_equal_one_by_one(model):
     assert [answers[i].get("answer") for i in range(len(clips))] == expected
     assert metrics["batches"] == 2 and metrics["batch_sizes"] == {"2": 1, "4": 1}
     assert sorted(a["batch_size"] for a in answers.values()) == [2, 2, 4, 4, 4, 4]
+
+
+def test_http_continuous_batching_joins_running_batch_and_equals_one_by_one(model):
+    """Six queued requests, four rows at most: the first four decode together; the other two join the running
+    batch as rows leave (no drain). Answers equal one-by-one greedy and seeded generation."""
+    clips = [_wav_bytes(1.0 + 0.25 * i, seed=i) for i in range(len(QUESTIONS))]
+    greedy = [{"max_new_tokens": 4 + 2 * i, "do_sample": False} for i in range(3)]
+    seeded = [
+        {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7 + i} for i in range(3)
+    ]
+    settings = greedy + seeded
+    expected = [model.ask(c, q, **g) for c, q, g in zip(clips, QUESTIONS, settings)]
+    answers: dict[int, dict] = {}
+    with _serving(model, max_batch=4) as (client, service, _):
+        assert service.engine == "continuous"
+        service.batcher.pause()
+
+        def send(i):
+            r = _ask(client, clips[i], QUESTIONS[i], **settings[i])
+            answers[i] = r.json() if r.status_code == 200 else {"error": r.text}
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clips))]
+        for t in threads:
+            t.start()
+        _wait(lambda: client.get("/metrics").json()["queue_depth"] == len(clips))
+        service.batcher.resume()
+        for t in threads:
+            t.join(30)
+        metrics = client.get("/metrics").json()
+    assert [answers[i].get("answer") for i in range(len(clips))] == expected
+    assert metrics["engine"] == "continuous" and metrics["max_batch_seen"] == 4
+    assert metrics["prefills"] >= 2  # the last two were admitted while others were still decoding
+    assert metrics["tokens"] == sum(a["completion_tokens"] for a in answers.values())
+    # the shortest request (4 tokens) left after 4 steps while longer ones ran on: fewer steps than a
+    # batch that waits for its longest member would take
+    assert metrics["batches"] < 2 * max(s["max_new_tokens"] for s in settings)
 
 
 def test_http_full_queue_answers_503_with_retry_after(model):
@@ -383,24 +426,24 @@ def test_gradio_handler_takes_int16_pairs(model):
         ask = make_handler(service, error=gr.Error)
         rng = np.random.default_rng(3)
         samples = (rng.standard_normal(16000) * 3000).astype(np.int16)
-        answer, details = ask((16000, samples), QUESTIONS[0], 8, 0.0)  # temperature 0 = greedy
+        answer, details = list(ask((16000, samples), QUESTIONS[0], 8, 0.0))[-1]  # temperature 0 = greedy
         wave = torch.from_numpy(samples.astype(np.float32) / 32768.0)
         assert answer == model.ask(wave, QUESTIONS[0], max_new_tokens=8, do_sample=False)
         assert "1.00 s of audio" in details
         stereo = (rng.standard_normal((44100, 2)) * 3000).astype(np.int16)  # (samples, channels) at 44.1 kHz
-        answer, details = ask((44100, stereo), "q", 8, 0.0)
+        answer, details = list(ask((44100, stereo), "q", 8, 0.0))[-1]
         assert isinstance(answer, str) and "1.00 s of audio" in details
         with pytest.raises(gr.Error, match="Upload or record"):
-            ask(None, "q")
+            list(ask(None, "q"))
         with pytest.raises(gr.Error, match="at most 3 s"):
-            ask((16000, np.zeros(16000 * 4, dtype=np.int16)), "q")
+            list(ask((16000, np.zeros(16000 * 4, dtype=np.int16)), "q"))
         with pytest.raises(gr.Error, match="question"):
-            ask((16000, samples), "  ")
+            list(ask((16000, samples), "  "))
     finally:
         service.close()
 
 
-def test_gradio_app_answers_through_gradio_client(model, tmp_path):
+def test_gradio_app_answers_through_gradio_client(model, tmp_path, capfd):
     pytest.importorskip("gradio")
     client_mod = pytest.importorskip("gradio_client")
     from sslalm.serve.app import build_app, launch
@@ -419,7 +462,15 @@ def test_gradio_app_answers_through_gradio_client(model, tmp_path):
         answer, details = client.predict(
             client_mod.handle_file(str(wav)), "q", 8, 0.0, 500, 0.95, 1.1, None, api_name="/ask"
         )
-        assert answer == expected and "batch of 1" in details
+        assert answer == expected and "8 tokens" in details
+        capfd.readouterr()
+        junk = tmp_path / "notes.wav"
+        junk.write_bytes(b"not audio, just notes\n" * 30)
+        for audio, question in [(junk, "q"), (wav, "")]:
+            with pytest.raises(Exception) as err:  # gradio_client's AppError carries the page's message
+                client.predict(client_mod.handle_file(str(audio)), question, 8, 0.0, api_name="/ask")
+            assert "\n" not in str(err.value) and ("audio" in str(err.value) or "question" in str(err.value))
+        assert "Traceback" not in capfd.readouterr().err  # user errors are not logged as tracebacks
     finally:
         demo.close()
         service.close()
@@ -449,7 +500,7 @@ def test_http_seeded_sampling_runs_alone_and_reproduces(model):
     sampled = {"max_new_tokens": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7}
     expected = [model.ask(audio, q, **sampled) for q in QUESTIONS[:3]]
     codes, answers = [], {}
-    with _serving(model, batch_wait_ms=50) as (client, service, _):
+    with _serving(model, batch_wait_ms=50, engine="dynamic") as (client, service, _):
         service.batcher.pause()
 
         def send(i):
@@ -467,3 +518,53 @@ def test_http_seeded_sampling_runs_alone_and_reproduces(model):
         metrics = client.get("/metrics").json()
     assert codes == [200, 200, 200] and [answers[i] for i in range(3)] == expected
     assert metrics["batch_sizes"] == {"1": 3}  # one random stream per call: seeded requests never share
+
+
+def test_serve_and_app_name_the_model_folders_below_a_run_folder(model_dir, tmp_path, capsys):
+    """A run folder (stages below it) is one line naming the model folders, exit 2, no traceback."""
+    import shutil
+
+    from sslalm.cli import main
+
+    stage = tmp_path / "run" / "stage4"
+    shutil.copytree(model_dir, stage)
+    for command in ("serve", "app"):
+        assert main([command, "--model", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(stage) in err[0] and "not a model folder" in err[0], err
+        assert "Traceback" not in err[0]
+
+
+def test_docs_and_redoc_assets_are_local_and_served(model):
+    """/docs and /redoc load Swagger UI / ReDoc from this server (works offline), not from a CDN."""
+    import re
+
+    with _serving(model) as (client, _, _):
+        for page in ("/docs", "/redoc"):
+            r = client.get(page)
+            assert r.status_code == 200
+            urls = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)["\']', r.text)
+            urls += re.findall(r"url:\s*'([^']+)'", r.text)
+            assets = [u for u in urls if u.endswith((".js", ".css", ".png"))]
+            assert assets, r.text[:500]
+            for url in urls:
+                assert not url.startswith(("http://", "https://", "//")), f"{page} loads {url} from outside"
+            for url in assets:
+                served = client.get(url)
+                assert served.status_code == 200 and len(served.content) > 100, url
+        assert client.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
+
+
+def test_client_errors_are_logged_as_one_line(model, caplog):
+    """4xx answers: one log line each, no traceback; the 5xx path keeps its traceback (not exercised here)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    with _serving(model) as (client, _, _):
+        assert _ask(client, b"not audio" * 40, "q").status_code == 400
+        assert _ask(client, _wav_bytes(0.5), "").status_code == 400
+        assert _ask(client, _wav_bytes(0.5), "q", temperature=-1).status_code == 422
+    records = [r for r in caplog.records if r.name.startswith("sslalm.serve")]
+    errors = [r for r in records if "status=4" in r.getMessage()]
+    assert len(errors) == 3
+    assert not any(r.exc_info for r in records) and all("\n" not in r.getMessage() for r in errors)

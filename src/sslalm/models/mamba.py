@@ -73,6 +73,10 @@ class MambaState:
     def clone(self) -> MambaState:
         return MambaState(self.conv.clone(), self.ssm.clone())
 
+    def select(self, index: Tensor | list[int] | slice) -> MambaState:
+        """The state of some sequences of the batch (a copy): continuous batching drops finished rows."""
+        return MambaState(self.conv[:, index].clone(), self.ssm[:, index].clone())
+
     def copy_(self, other: MambaState) -> MambaState:
         self.conv.copy_(other.conv)
         self.ssm.copy_(other.ssm)

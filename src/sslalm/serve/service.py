@@ -1,8 +1,13 @@
 """The model behind both front ends (HTTP API and Gradio app): limits, input checks, batched answers.
 
-``ModelService`` owns one ``SSLALM`` and one ``DynamicBatcher`` (``sslalm.serve.batcher``). Front ends turn
+``ModelService`` owns one ``SSLALM`` and one batching engine: ``ContinuousBatcher`` with ``MambaDecoder``
+(``sslalm.serve.continuous``) for Mamba LMs, where requests join and leave the running decode batch at every
+token, or ``DynamicBatcher`` (``sslalm.serve.batcher``: whole ``SSLALM.generate`` calls on batches formed
+on the fly) for transformers LMs, whose KV cache has no fixed-size state to splice rows into. Front ends turn
 their inputs into a waveform with ``decode_bytes`` / ``decode_array`` and the form or JSON fields into
-generation settings with ``generation_settings``, then call ``submit`` (a future) or ``ask`` (blocking).
+generation settings with ``generation_settings`` (defaults and ranges from ``sslalm.generation_settings``,
+the one table shared with ``sslalm ask``), then call ``start`` (a ``Generation`` whose text grows as tokens
+are decoded), ``submit`` (a future) or ``ask`` (blocking).
 Every refusal is a ``RequestError`` carrying an HTTP status and a message meant for the user:
 
 =====  ==========================================================================================
@@ -14,9 +19,9 @@ Every refusal is a ``RequestError`` carrying an HTTP status and a message meant 
 
 Audio only ever comes as bytes or samples; nothing a client sends is opened as a server-side path.
 
-Batching is transparent: requests share a model call only when their generation settings are equal, and
-``SSLALM.generate`` returns for a batch what one-by-one calls return. Seeded sampling draws from one random
-stream per call, so a seeded request always runs alone (its answer is reproducible whatever else is queued).
+Batching is transparent. Continuous batching samples each row with its own settings (and its own seeded
+generator), so any requests share a decode step. The dynamic engine lets requests share a model call only
+when their settings are equal, and runs seeded sampling alone (transformers samples from one global stream).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import collections
 import io
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Hashable, Mapping
@@ -36,21 +40,37 @@ from typing import Any
 import numpy as np
 
 from sslalm.audio import SAMPLE_RATE
+from sslalm.generation_settings import (
+    GENERATION_FIELDS,
+    MAX_AUDIO_SECONDS,
+    GenerationSettingsError,
+    generation_defaults,
+    validate_generation,
+    validate_question,
+)
 from sslalm.serve.batcher import BatcherClosed, Completed, DynamicBatcher, QueueFull
+from sslalm.serve.continuous import ContinuousBatcher, Finished, Generation, MambaDecoder
 
 logger = logging.getLogger(__name__)
 
 MB = 1 << 20
 
 
-class RequestError(Exception):
-    """A refused request: ``status`` (HTTP code), ``message`` for the user, optional extra headers."""
+__all__ = ["GENERATION_FIELDS", "AskResult", "ModelService", "RequestError", "ServeLimits", "decode_b64"]
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+
+class RequestError(Exception):
+    """A refused request: ``status`` (HTTP code), ``message`` for the user, optional extra headers and the
+    request field at fault (``param``, reported in the OpenAI error envelope)."""
+
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, param: str | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.param = param
 
 
 @dataclass
@@ -61,13 +81,23 @@ class ServeLimits:
     batch_wait_ms: float = 10.0
     queue_size: int = 64
     max_upload_mb: float = 50.0  # encoded audio bytes
-    max_audio_seconds: float = 600.0  # decoded duration
+    max_audio_seconds: float = MAX_AUDIO_SECONDS  # decoded duration (the limit ask and eval share)
     max_new_tokens_limit: int = 512
     max_question_chars: int = 2000
+    engine: str = "auto"  # "continuous" (Mamba LMs only), "dynamic", or "auto": continuous where possible
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this
+    body_timeout_s: float = 30.0  # longest pause between two pieces of a request body
+    max_connections: int | None = None  # open connections; None = 2 * (queue_size + max_batch) + 32
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * MB)
+
+    @property
+    def connection_cap(self) -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        return 2 * (self.queue_size + self.max_batch) + 32
 
 
 @dataclass
@@ -77,59 +107,11 @@ class AskResult:
     answer: str
     audio_seconds: float
     audio_tokens: int
-    batch_size: int
+    batch_size: int  # requests in the model call (dynamic) or most rows decoding beside it (continuous)
     queue_ms: float
     run_ms: float
-
-
-# name -> (type, low, high, low inclusive); None = unbounded
-_FIELDS: dict[str, tuple[type, float | None, float | None, bool]] = {
-    "max_new_tokens": (int, 1, None, True),
-    "temperature": (float, 0.0, 100.0, True),
-    "top_k": (int, 0, None, True),
-    "top_p": (float, 0.0, 1.0, False),
-    "repetition_penalty": (float, 0.0, 100.0, False),
-    "do_sample": (bool, None, None, True),
-    "seed": (int, 0, 2**63 - 1, True),
-}
-GENERATION_FIELDS = tuple(_FIELDS)
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _parse(name: str, value: Any) -> Any:
-    kind, low, high, low_inclusive = _FIELDS[name]
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text not in _TRUE | _FALSE:
-                raise ValueError
-            return text in _TRUE
-        if isinstance(value, bool):
-            raise ValueError
-        if kind is int:
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, float):
-                if not number.is_integer():
-                    raise ValueError
-                number = int(number)
-            if not isinstance(number, int):
-                raise ValueError
-        else:
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError
-    except (TypeError, ValueError):
-        raise RequestError(
-            422, f"{name} must be {'a boolean' if kind is bool else kind.__name__}, got {value!r}"
-        ) from None
-    too_low = low is not None and (number < low or (number == low and not low_inclusive))
-    if too_low or (high is not None and number > high):
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and <= {high}" if high is not None else "")
-        raise RequestError(422, f"{name} must be {bound}, got {number}")
-    return number
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
 
 
 def decode_b64(text: Any, name: str = "audio_base64") -> bytes:
@@ -152,71 +134,76 @@ def decode_b64(text: Any, name: str = "audio_base64") -> bytes:
 
 
 class ModelService:
-    """An ``SSLALM`` behind a ``DynamicBatcher``, with the checks every front end needs.
+    """An ``SSLALM`` behind a batching engine, with the checks every front end needs.
 
     Args:
         model: a loaded ``SSLALM`` (in eval mode, on its device).
-        limits: ``ServeLimits``.
+        limits: ``ServeLimits`` (``engine`` picks continuous or dynamic batching).
     """
 
     def __init__(self, model: Any, limits: ServeLimits | None = None):
         from sslalm.audio import FbankExtractor
-        from sslalm.generate import GenerationConfig
 
         self.model = model
         self.limits = limits or ServeLimits()
         self._framing = FbankExtractor(target_length=None)
-        defaults = GenerationConfig()
-        self.default_generation = {
-            name: getattr(defaults, name) for name in GENERATION_FIELDS if name not in ("seed",)
-        }
-        self.default_generation["max_new_tokens"] = min(
-            self.default_generation["max_new_tokens"], self.limits.max_new_tokens_limit
-        )
+        defaults = generation_defaults()
+        defaults.pop("seed")
+        defaults["max_new_tokens"] = min(defaults["max_new_tokens"], self.limits.max_new_tokens_limit)
+        self.default_generation = defaults
         self._solo = itertools.count()
         self._responses: collections.Counter[int] = collections.Counter()
+        self._guard: collections.Counter[str] = collections.Counter()  # connection-level refusals
         self._responses_lock = threading.Lock()
         self.started = time.time()
-        self.batcher = DynamicBatcher(
-            self._run_batch,
-            max_batch=self.limits.max_batch,
-            wait_s=self.limits.batch_wait_ms / 1000.0,
-            queue_size=self.limits.queue_size,
-        )
+        engine = self.limits.engine
+        is_mamba = getattr(model.config, "lm_type", None) == "mamba"
+        if engine == "auto":
+            engine = "continuous" if is_mamba else "dynamic"
+        if engine not in ("continuous", "dynamic"):
+            raise ValueError(f"engine must be auto, continuous or dynamic, got {engine!r}")
+        if engine == "continuous" and not is_mamba:
+            raise ValueError("continuous batching needs a Mamba LM (a fixed-size state per sequence)")
+        self.engine = engine
+        if engine == "continuous":
+            self.batcher: Any = ContinuousBatcher(
+                MambaDecoder(model), max_batch=self.limits.max_batch, queue_size=self.limits.queue_size
+            )
+        else:
+            self.batcher = DynamicBatcher(
+                self._run_batch,
+                max_batch=self.limits.max_batch,
+                wait_s=self.limits.batch_wait_ms / 1000.0,
+                queue_size=self.limits.queue_size,
+            )
 
     # ------------------------------------------------------------------ inputs
     def generation_settings(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Validated generation keyword arguments for ``SSLALM.generate`` from form/JSON/slider values.
 
-        Unknown names and out-of-range values raise a 422 ``RequestError``; ``None`` or "" means the default
-        (the paper's sampling settings, ``max_new_tokens`` capped at ``max_new_tokens_limit``).
+        Unknown names and out-of-range values raise a 422 ``RequestError`` naming the field; ``None`` or ""
+        means the default (``sslalm.generation_settings``; ``max_new_tokens`` capped at
+        ``max_new_tokens_limit``; no seed = random). A temperature below 1e-3 decodes greedily.
         """
-        unknown = sorted(set(fields) - set(GENERATION_FIELDS))
-        if unknown:
-            raise RequestError(422, f"unknown generation fields {unknown}; known: {list(GENERATION_FIELDS)}")
-        settings: dict[str, Any] = dict(self.default_generation)
-        settings["seed"] = None
-        for name, value in fields.items():
-            if value is None or (isinstance(value, str) and not value.strip()):
-                continue
-            settings[name] = _parse(name, value)
-        limit = self.limits.max_new_tokens_limit
-        if settings["max_new_tokens"] > limit:
-            raise RequestError(
-                422, f"max_new_tokens must be <= {limit} on this server, got {settings['max_new_tokens']}"
-            )
-        return settings
+        given = {
+            name: value
+            for name, value in fields.items()
+            if not (value is None or (isinstance(value, str) and not value.strip()))
+        }
+        try:
+            checked = validate_generation(given, max_new_tokens_limit=self.limits.max_new_tokens_limit)
+        except GenerationSettingsError as err:
+            raise RequestError(422, str(err), param=err.field) from None
+        return {**self.default_generation, "seed": None, **checked}
 
     def check_question(self, question: Any) -> str:
+        """The stripped question; 400 when missing or empty, 422 when longer than the server's limit."""
         if not isinstance(question, str) or not question.strip():
-            raise RequestError(400, "question is required: a non-empty text field")
-        if len(question) > self.limits.max_question_chars:
-            raise RequestError(
-                422,
-                f"question has {len(question)} characters; "
-                f"this server accepts at most {self.limits.max_question_chars}",
-            )
-        return question.strip()
+            raise RequestError(400, "question is required: a non-empty text field", param="question")
+        try:
+            return validate_question(question, self.limits.max_question_chars)
+        except GenerationSettingsError as err:
+            raise RequestError(422, str(err), param="question") from None
 
     def check_upload_size(self, size: int) -> None:
         if size > self.limits.max_upload_bytes:
@@ -281,20 +268,33 @@ class ModelService:
         frames = max(self._framing.num_frames(num_samples), self.model.config.min_inference_frames)
         return int(self.model.num_audio_tokens(frames))
 
+    def prompt_tokens(self, num_samples: int, question: str) -> int:
+        """Tokens the LM reads for a request: the clip's audio tokens plus the prompt's text tokens."""
+        from sslalm.prompt import build_prompt
+
+        return self.audio_tokens(num_samples) + len(self.model.tokenizer(build_prompt(question))["input_ids"])
+
     # ------------------------------------------------------------------ answering
     def batch_key(self, settings: Mapping[str, Any]) -> Hashable:
-        """Requests with equal keys may share a batch: equal settings, and never seeded sampling."""
+        """(Dynamic engine) equal keys may share a batch: equal settings, and never seeded sampling."""
         sampling = settings.get("do_sample", True) and settings.get("temperature", 1.0) > 0
         solo = next(self._solo) if sampling and settings.get("seed") is not None else None
         return (tuple(sorted(settings.items())), solo)
 
-    def submit(self, wave: Any, question: str, settings: Mapping[str, Any]) -> Future:
-        """Queue one decoded request; the future resolves to ``Completed(value=answer, ...)``.
+    def start(
+        self, wave: Any, question: str, settings: Mapping[str, Any], stop: tuple[str, ...] = ()
+    ) -> Generation:
+        """Queue one decoded request; its ``Generation`` publishes the answer's text as it is decoded and
+        resolves to ``Completed(value=Finished(text, completion_tokens, finish_reason), ...)``.
 
-        Raises a 503 ``RequestError`` when the queue is full or the service is closing.
+        ``stop``: strings that end the answer (not included). Raises a 503 ``RequestError`` when the queue is
+        full or the service is closing.
         """
+        settings = dict(settings)
         try:
-            return self.batcher.submit((wave, question), self.batch_key(settings))
+            if self.engine == "continuous":
+                return self.batcher.submit((wave, question, {**settings, "stop": tuple(stop)}))
+            future = self.batcher.submit((wave, question), self.batch_key(settings))
         except QueueFull as err:
             retry = self.batcher.retry_after_s()
             raise RequestError(
@@ -302,22 +302,52 @@ class ModelService:
             ) from None
         except BatcherClosed as err:
             raise RequestError(503, str(err), {"Retry-After": "5"}) from None
+        generation = Generation(on_cancel=future.cancel)  # cancel() reaches the queued job
+        max_new = settings["max_new_tokens"]
+
+        def finished(done: Future) -> None:
+            if done.cancelled():
+                generation.future.cancel()
+                return
+            if done.exception() is not None:
+                generation.finish(error=done.exception())
+                return
+            result = done.result()
+            text, stopped = result.value, False
+            for s in stop:
+                if s and s in text:
+                    text, stopped = text[: text.index(s)].strip(), True
+            n = len(self.model.tokenizer(result.value, add_special_tokens=False)["input_ids"])
+            reason = "stop" if stopped or n < max_new else "length"
+            generation.finish(
+                Completed(Finished(text, n, reason), result.batch_size, result.queue_s, result.run_s)
+            )
+
+        future.add_done_callback(finished)
+        return generation
+
+    def submit(self, wave: Any, question: str, settings: Mapping[str, Any]) -> Future:
+        """Queue one request; the future resolves to ``Completed(value=Finished(...), ...)``."""
+        return self.start(wave, question, settings).future
 
     def result(self, wave: Any, done: Completed) -> AskResult:
+        finished: Finished = done.value
         return AskResult(
-            answer=done.value,
+            answer=finished.text,
             audio_seconds=wave.numel() / SAMPLE_RATE,
             audio_tokens=self.audio_tokens(wave.numel()),
             batch_size=done.batch_size,
             queue_ms=done.queue_s * 1000.0,
             run_ms=done.run_s * 1000.0,
+            completion_tokens=finished.completion_tokens,
+            finish_reason=finished.finish_reason,
         )
 
     def ask(
         self, wave: Any, question: str, settings: Mapping[str, Any], timeout: float | None = None
     ) -> AskResult:
         """Blocking: queue one request and wait for its answer."""
-        return self.result(wave, self.submit(wave, question, settings).result(timeout))
+        return self.result(wave, self.start(wave, question, settings).future.result(timeout))
 
     def _run_batch(self, payloads: list[tuple[Any, str]], key: Hashable) -> list[str]:
         settings = dict(key[0])  # key = (sorted settings, solo id or None); see batch_key
@@ -347,7 +377,8 @@ class ModelService:
             "device": str(param.device),
             "dtype": str(param.dtype).replace("torch.", ""),
             "default_generation": dict(self.default_generation),
-            "limits": asdict(self.limits),
+            "batching": self.engine,
+            "limits": {**asdict(self.limits), "max_connections": self.limits.connection_cap},
         }
 
     def record_response(self, status: int) -> None:
@@ -355,13 +386,23 @@ class ModelService:
         with self._responses_lock:
             self._responses[status] += 1
 
+    def record_refusal(self, kind: str, status: int | None) -> None:
+        """Count a connection refused by the guard (``over_capacity``, ``header_timeout``, ...) and its answer
+        (None: closed without one)."""
+        with self._responses_lock:
+            self._guard[kind] += 1
+            if status:
+                self._responses[status] += 1
+
     def metrics(self) -> dict[str, Any]:
-        """Batcher counters, responses by status code and uptime (``GET /metrics``)."""
+        """Batcher counters, responses by status code, connection refusals and uptime (``GET /metrics``)."""
         with self._responses_lock:
             responses = {str(k): v for k, v in sorted(self._responses.items())}
+            guard = dict(sorted(self._guard.items()))
         return {
             **self.batcher.stats(),
             "responses": responses,
+            "connections_refused": guard,
             "uptime_s": round(time.time() - self.started, 3),
         }
 
