@@ -185,8 +185,6 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0, model_id: s
     ``model_id``: the name clients pass as ``model`` on the OpenAI routes (default: the model's config name).
     """
     _require_fastapi()
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
     from fastapi_offline import FastAPIOffline
     from starlette.concurrency import run_in_threadpool
 
@@ -208,6 +206,18 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0, model_id: s
     app.state.decoding = asyncio.Semaphore(2)  # decodes at once (CPU and memory spikes)
     app.state.json_slots = asyncio.Semaphore(JSON_SLOTS)
     app.add_middleware(BodyLimit, limits=service.limits, on_reject=service.record_response)
+
+    _add_ask_route(app, service)
+    _add_status_routes(app, service)
+    add_openai_routes(app, service)
+    return app
+
+
+def _add_ask_route(app: Any, service: ModelService) -> None:
+    """``POST /v1/ask``: multipart or JSON with base64 audio, answered through the batching engine."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     def error(rid: str, status: int, message: str, headers: dict[str, str] | None = None) -> Any:
         return JSONResponse(
@@ -268,6 +278,11 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0, model_id: s
             service.record_response(status)
             log_request("ask", rid, status, audio_s, start, note)
 
+
+def _add_status_routes(app: Any, service: ModelService) -> None:
+    """``GET /health``, ``/v1/model`` and ``/metrics``."""
+    from fastapi.responses import JSONResponse
+
     @app.get("/health")
     async def health() -> Any:
         """200 while the batch worker is alive and accepting work, else 503."""
@@ -284,9 +299,6 @@ def create_app(service: ModelService, close_timeout_s: float = 60.0, model_id: s
     async def metrics() -> Any:
         """Counters: requests, decode steps or batches, rejections, refused connections, queue depth."""
         return service.metrics()
-
-    add_openai_routes(app, service)
-    return app
 
 
 def over_capacity_app(service: ModelService) -> Any:
