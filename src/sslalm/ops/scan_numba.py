@@ -71,20 +71,40 @@ def _np(x: Tensor):
     return x.detach().numpy()
 
 
-def _tm(x: Tensor) -> Tensor:
-    """(batch, dim, L) -> contiguous fp32 (batch, L, dim); no copy for the LM's transposed activations."""
-    return x.float().transpose(1, 2).contiguous()
+def _time_major_input(u: Tensor) -> bool:
+    """Whether u (batch, dim, L) has time-major memory (the LM's transposed activations) rather than
+    channel-major (DASS's scans); the kernels then see all inputs in that layout."""
+    return u.stride(1) <= u.stride(2)
 
 
-def _tm_bc(BC: Tensor) -> Tensor:
-    """(batch, G, N, L) -> contiguous fp32 (batch, L, G, N)."""
-    return BC.float().permute(0, 3, 1, 2).contiguous()
+def _tm(x: Tensor, time_major: bool) -> Tensor:
+    """(batch, dim, L) -> fp32 (batch, L, dim) view for the kernels: C-contiguous in time-major mode (a copy
+    only if x is laid out otherwise), a strided view of channel-major memory in channel-major mode. Exactly two
+    memory layouts reach the kernels, so numba compiles each kernel at most twice."""
+    x = x.float()
+    if time_major:
+        return x.transpose(1, 2).contiguous()
+    return x.contiguous().transpose(1, 2)
+
+
+def _tm_bc(BC: Tensor, time_major: bool) -> Tensor:
+    """(batch, G, N, L) -> fp32 (batch, L, G, N), laid out as :func:`_tm` does."""
+    BC = BC.float()
+    if time_major:
+        return BC.permute(0, 3, 1, 2).contiguous()
+    return BC.contiguous().permute(0, 3, 1, 2)
+
+
+def _like(x: Tensor) -> Tensor:
+    """An empty fp32 tensor with x's shape and strides (x dense)."""
+    return torch.empty_strided(x.shape, x.stride())
 
 
 def _parts(batch: int, groups: int, dg: int, n: int, budget: int) -> int:
     """Blocks of channels per group: enough jobs for the threads, each block's state within ``budget``."""
     need = -(-_JOBS_PER_THREAD * _threads() // (batch * groups))
-    return max(1, min(dg, max(need, -(-dg * n // budget))))
+    parts = max(1, min(dg, max(need, -(-dg * n // budget))))
+    return -(-dg // -(-dg // parts))  # no empty block (the backward's per-block gradients are all written)
 
 
 def _empty(ndim: int) -> Tensor:
@@ -108,7 +128,7 @@ class _NumbaScan(torch.autograd.Function):
         n_chunks = -(-length // _CHUNK)
         training = any(ctx.needs_input_grad)
         ck = torch.empty(batch, n_chunks, N, dim) if training else _empty(4)
-        y = torch.empty(batch, length, dim)
+        y = _like(u)
         hlast = torch.empty(batch, N, dim)
         Dv = _empty(1) if D is None else D
         zv = _empty(3) if z is None else z
@@ -128,10 +148,13 @@ class _NumbaScan(torch.autograd.Function):
         batch, length, dim = u.shape
         G, N = B.shape[2], At.shape[0]
         parts = _parts(batch, G, dim // G, N, _BWD_STATE)
-        dy = torch.zeros_like(u) if dy is None else dy.float().contiguous()
+        if dy is None:
+            dy = torch.zeros_like(u)
+        elif dy.stride() != u.stride():
+            dy = _like(u).copy_(dy)
         dlast = torch.zeros(batch, N, dim) if dlast is None else dlast.float().transpose(1, 2).contiguous()
-        du, ddl = torch.empty_like(u), torch.empty_like(u)
-        dz = torch.empty_like(u) if z is not None else _empty(3)
+        du, ddl = _like(u), _like(u)
+        dz = _like(u) if z is not None else _empty(3)
         dA = torch.empty(batch, N, dim)
         dB = torch.empty(parts, batch, length, G, N)
         dC = torch.empty(parts, batch, length, G, N)
@@ -190,8 +213,10 @@ def selective_scan_numba(
         return (y, h) if return_last_state else y
     h0 = None if initial_state is None else initial_state.float()
     Dv = None if D is None else D.float()
-    zt = None if z is None else _tm(z)
-    y, last = _NumbaScan.apply(_tm(u), _tm(df), Af.contiguous(), _tm_bc(Bg), _tm_bc(Cg), Dv, zt, h0)
+    tm = _time_major_input(u)
+    zt = None if z is None else _tm(z, tm)
+    Bt, Ct = _tm_bc(Bg, tm), _tm_bc(Cg, tm)
+    y, last = _NumbaScan.apply(_tm(u, tm), _tm(df, tm), Af.contiguous(), Bt, Ct, Dv, zt, h0)
     y = y.transpose(1, 2).to(dtype)
     return (y, last) if return_last_state else y
 
