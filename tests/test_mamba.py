@@ -9,7 +9,7 @@ import torch
 from transformers import MambaConfig as HFMambaConfig
 from transformers import MambaForCausalLM
 
-from sslalm.models.mamba import MambaConfig, MambaLM, MambaState, load_weight_files
+from sslalm.models.mamba import MambaConfig, MambaLM, MambaMixer, MambaState, load_weight_files
 
 VOCAB = 1001  # not a multiple of 8: exercises the padding to 1008 rows
 
@@ -244,19 +244,27 @@ def test_bad_inputs_raise(pair):
         model(ids, past_key_values=object())
 
 
-def test_time_major_conv_equals_conv1d():
-    """The fast shifted-add conv against its twin, F.conv1d with history prepended."""
-    from sslalm.models.mamba import causal_conv
-
+def test_mixer_kernels_agree():
+    """The LM with the compiled CPU kernels (numba scan and step) equals the torch kernels: prefill logits,
+    the state, decoding steps and the training gradients."""
     torch.manual_seed(0)
-    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
-    history, x = torch.randn(2, 6, 4), torch.randn(2, 6, 9)  # (B, D, K), (B, D, L)
-    ref = torch.nn.functional.conv1d(torch.cat([history[..., 1:], x], -1), conv.weight, conv.bias, groups=6)
-    ext = torch.cat([history, x], -1).transpose(1, 2)  # (B, K + L, D)
-    assert torch.allclose(causal_conv(ext, conv.weight, conv.bias), ref.transpose(1, 2), atol=1e-6)
-    fresh = conv(x)[..., :9]  # zero history = the module's own left padding
-    ext0 = torch.nn.functional.pad(x, (4, 0)).transpose(1, 2)
-    assert torch.allclose(causal_conv(ext0, conv.weight, conv.bias), fresh.transpose(1, 2), atol=1e-6)
+    model = MambaLM(MambaConfig(d_model=16, n_layer=2, vocab_size=64, d_state=4))
+    ids = torch.randint(0, 64, (2, 11))
+
+    def run(scan: str, step: str):
+        for mixer in (m for m in model.modules() if isinstance(m, MambaMixer)):
+            mixer.scan_method, mixer.step_method = scan, step
+        with torch.no_grad():
+            logits, state = model.prefill(ids)
+            steps = [model.step(logits.argmax(-1), state=state) for _ in range(3)]
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return [logits, state.conv, state.ssm, *steps, *grads]
+
+    fast, slow = run("numba", "numba"), run("recurrent", "torch")
+    for a, b in zip(fast, slow, strict=True):
+        assert rel_err(a, b) < 1e-4
 
 
 def test_bench_cases_run_at_a_tiny_shape():
