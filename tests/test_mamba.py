@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -269,7 +270,7 @@ def test_mixer_kernels_agree():
 
 def test_bench_cases_run_at_a_tiny_shape():
     """``sslalm bench lm`` case functions, in-process at a toy size (the CLI runs them in child processes)."""
-    from sslalm.bench.lm import HF_MAMBA, LLAMA, MAMBA, inference_case, train_case
+    from sslalm.bench.lm import HF_MAMBA, LLAMA, MAMBA, MAMBA_TORCH, inference_case, train_case
 
     spec = dict(d_model=16, layers=1, vocab=64, llama_hidden=16, llama_layers=1, llama_intermediate=32)
     spec.update(llama_heads=2, threads=1, prefill=[8], contexts=[8, 12], decode_tokens=2, repeats=1)
@@ -281,6 +282,13 @@ def test_bench_cases_run_at_a_tiny_shape():
     assert set(llama["decode_ms"]) == {8, 12}
     assert rel_err(torch.tensor(ours["check_logits"]), torch.tensor(hf["check_logits"])) < 1e-5
     assert train_case(MAMBA, spec)["loss"] == pytest.approx(train_case(HF_MAMBA, spec)["loss"], rel=1e-5)
+    # "ours-torch": numba off inside the case only, same numbers; the demo's training shape runs
+    torch_kernels = inference_case(MAMBA_TORCH, spec, "cpu", "float32")
+    assert rel_err(torch.tensor(torch_kernels["check_logits"]), torch.tensor(ours["check_logits"])) < 1e-5
+    assert 0 < ours["scan_share"] < 1 and 0 < torch_kernels["scan_share"] < 1
+    assert "SSLALM_DISABLE_NUMBA" not in os.environ
+    demo = train_case(MAMBA_TORCH, spec, demo=True)
+    assert demo["loss"] == pytest.approx(train_case(MAMBA, spec, demo=True)["loss"], rel=1e-5)
 
 
 def test_static_decode_step_is_the_captured_function():

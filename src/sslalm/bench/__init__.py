@@ -19,7 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "lm": ("sslalm.bench.lm", "our Mamba LM vs transformers' Mamba and LLaMA: prefill and decode"),
     "scan": (
         "sslalm.bench.scan",
-        "selective-scan methods (ref, chunked, recurrent, loop, transformers) side by side",
+        "selective-scan methods (ref, chunked, recurrent, loop, numba, transformers) side by side",
     ),
 }
 
