@@ -27,36 +27,20 @@ memory-bandwidth floor (weight bytes / measured device copy bandwidth).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import time
 from typing import Any
 
-from sslalm.bench.common import format_table, run_isolated, timed
+from sslalm.bench.common import format_table, run_isolated, timed, torch_kernels_only
 
 MAMBA, MAMBA_TORCH, HF_MAMBA, LLAMA = "ours", "ours-torch", "transformers-mamba", "transformers-llama"
 OURS = (MAMBA, MAMBA_TORCH)
 DEMO_TRAIN = dict(d_model=64, layers=2, batch=32, length=60, vocab=1024)
 
 
-@contextlib.contextmanager
 def kernels_for(kind: str):
-    """Within the block, "ours-torch" runs with numba switched off; every other kind as configured."""
-    from sslalm.ops.dispatch import backend_available
-
-    old = os.environ.get("SSLALM_DISABLE_NUMBA")
-    if kind == MAMBA_TORCH:
-        os.environ["SSLALM_DISABLE_NUMBA"] = "1"
-    backend_available.cache_clear()
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SSLALM_DISABLE_NUMBA", None)
-        else:
-            os.environ["SSLALM_DISABLE_NUMBA"] = old
-        backend_available.cache_clear()
+    """ "ours-torch" runs with numba switched off (inside the returned context); every other kind as is."""
+    return torch_kernels_only(kind == MAMBA_TORCH)
 
 
 def _ints(text: str) -> list[int]:
