@@ -91,7 +91,7 @@ def test_step_and_conv_tables():
                 "mamba_ssm" if "mamba_ssm" in backends else "triton" if "triton" in backends else "torch"
             )
         else:
-            assert step == ("numba" if device == "cpu" and "numba" in backends else "torch")
+            assert step == "torch"  # the compiled CPU step is slower than torch's (docs/benchmarks.md)
         if device == "cuda" and dtype != torch.float64:
             want = (
                 "causal_conv1d"

@@ -128,7 +128,7 @@ from sslalm.ops.scan_numba import selective_scan_numba
 u = torch.randn(1, 4, 5, requires_grad=True)
 bc = torch.randn(1, 2, 5)
 selective_scan_numba(u, torch.rand(1, 4, 5), -torch.rand(4, 2), bc, bc).sum().backward()
-stats = {f: getattr(k, f).stats for f in ("scan_fwd", "scan_bwd")}
+stats = {f: getattr(k, f).stats for f in ("scan_fwd_serial", "scan_bwd_serial")}  # small work: serial
 print(json.dumps({f: [sum(s.cache_hits.values()), sum(s.cache_misses.values())] for f, s in stats.items()}))
 """
 

@@ -79,16 +79,18 @@ def pick_scan_method(
 
 
 def pick_step_method(device_type: str, dtype: torch.dtype, backends: frozenset[str] | set[str]) -> str:
-    """The decode step's kernel (``selective_state_update``): CUDA mamba_ssm > triton > torch; CPU numba >
-    torch. ``dtype`` is the state's (fp32 for the compiled kernels)."""
+    """The decode step's kernel (``selective_state_update``): CUDA mamba_ssm > triton > torch; torch on a CPU.
+
+    One token is (batch, dim, N) of work, a few microseconds: on a CPU the torch ops (~50 us per mamba-130m
+    layer) beat the compiled step, whose call overhead and per-channel softplus cost more (measured in
+    docs/benchmarks.md), so ``"numba"`` is only used when asked for. ``dtype`` is the state's (fp32 for the
+    compiled kernels)."""
     if dtype != torch.float32:
         return "torch"
     if device_type == "cuda":
         for name in ("mamba_ssm", "triton"):
             if name in backends:
                 return name
-    if device_type == "cpu" and "numba" in backends:
-        return "numba"
     return "torch"
 
 

@@ -42,6 +42,7 @@ _CHUNK = 32  # steps between the forward's saved states (the backward recomputes
 _STATE_CACHE = 8192  # fp32 elements of one block's state: (N, width) stays in L1/L2 while it is stepped
 _BWD_STATE = 2048  # ... in the backward, where (_CHUNK + 1) such states and decays are buffered
 _JOBS_PER_THREAD = 4  # enough blocks to balance the threads
+_PARALLEL_MIN_WORK = 1 << 18  # state updates (batch*L*dim*N) below which one thread does it all
 
 _kernels = None
 
@@ -62,7 +63,8 @@ def kernels() -> dict:
     if _kernels is None:
         from sslalm.ops import scan_numba_kernels as k
 
-        _kernels = {"fwd": k.scan_fwd, "bwd": k.scan_bwd, "step": k.state_step}
+        _kernels = {"fwd": k.scan_fwd, "bwd": k.scan_bwd, "fwd_serial": k.scan_fwd_serial,
+                    "bwd_serial": k.scan_bwd_serial, "step": k.state_step}  # fmt: skip
     numba.set_num_threads(_threads())
     return _kernels
 
@@ -79,8 +81,8 @@ def _time_major_input(u: Tensor) -> bool:
 
 def _tm(x: Tensor, time_major: bool) -> Tensor:
     """(batch, dim, L) -> fp32 (batch, L, dim) view for the kernels: C-contiguous in time-major mode (a copy
-    only if x is laid out otherwise), a strided view of channel-major memory in channel-major mode. Exactly two
-    memory layouts reach the kernels, so numba compiles each kernel at most twice."""
+    only if x is laid out otherwise), a strided view of channel-major memory in channel-major mode. Exactly
+    two memory layouts reach the kernels, so numba compiles each kernel at most twice."""
     x = x.float()
     if time_major:
         return x.transpose(1, 2).contiguous()
@@ -98,6 +100,13 @@ def _tm_bc(BC: Tensor, time_major: bool) -> Tensor:
 def _like(x: Tensor) -> Tensor:
     """An empty fp32 tensor with x's shape and strides (x dense)."""
     return torch.empty_strided(x.shape, x.stride())
+
+
+def _variant(name: str, work: int) -> str:
+    """The parallel kernel when several threads are allowed and the work is large enough to share; else the
+    serial twin (numba's thread pool costs a round trip per call, and waits for descheduled workers on a
+    busy machine)."""
+    return name if _threads() > 1 and work >= _PARALLEL_MIN_WORK else f"{name}_serial"
 
 
 def _parts(batch: int, groups: int, dg: int, n: int, budget: int) -> int:
@@ -133,7 +142,8 @@ class _NumbaScan(torch.autograd.Function):
         Dv = _empty(1) if D is None else D
         zv = _empty(3) if z is None else z
         parts = _parts(batch, G, dim // G, N, _STATE_CACHE)
-        k["fwd"](*map(_np, (u, dl, At, B, C, Dv, zv, h0t, y, hlast, ck)), D is not None, z is not None,
+        kernel = k[_variant("fwd", u.numel() * N)]
+        kernel(*map(_np, (u, dl, At, B, C, Dv, zv, h0t, y, hlast, ck)), D is not None, z is not None,
                  _CHUNK if training else 0, parts)  # fmt: skip
         if training:
             ctx.save_for_backward(u, dl, At, B, C, D, z, ck)
@@ -163,7 +173,7 @@ class _NumbaScan(torch.autograd.Function):
         Dv = _empty(1) if D is None else D
         zv = _empty(3) if z is None else z
         args = (u, dl, At, B, C, Dv, zv, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0)
-        k["bwd"](*map(_np, args), D is not None, z is not None, _CHUNK, parts)
+        k[_variant("bwd", u.numel() * N)](*map(_np, args), D is not None, z is not None, _CHUNK, parts)
         need = ctx.needs_input_grad
         return (
             du if need[0] else None,

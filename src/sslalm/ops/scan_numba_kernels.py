@@ -58,53 +58,168 @@ def _block(job, G, parts, Dg):
     return b, g, d0, min(g * Dg + Dg, d0 + per)
 
 
+@njit(fastmath=True)
+def _scan_fwd_job(job, u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts):
+    """Job ``job`` of :func:`scan_fwd`."""
+    batch, length, dim = u.shape
+    N = At.shape[0]
+    G = B.shape[2]
+    Dg = dim // G
+    b, g, d0, d1 = _block(job, G, parts, Dg)
+    if d0 >= d1:
+        return
+    w = d1 - d0
+    h = h0[b, :, d0:d1].copy()  # (N, w)
+    x = np.empty(w, np.float32)
+    acc = np.empty(w, np.float32)
+    for t in range(length):
+        if chunk > 0 and t % chunk == 0:
+            ck[b, t // chunk, :, d0:d1] = h
+        dlt = dl[b, t, d0:d1]
+        ut = u[b, t, d0:d1]
+        for i in range(w):
+            x[i] = dlt[i] * ut[i]
+            acc[i] = _ZERO
+        for n in range(N):
+            bn = B[b, t, g, n]
+            cn = C[b, t, g, n]
+            an = At[n, d0:d1]
+            hn = h[n]
+            for i in range(w):
+                hv = _exp(dlt[i] * an[i]) * hn[i] + x[i] * bn
+                hn[i] = hv
+                acc[i] += hv * cn
+        yt = y[b, t, d0:d1]
+        if has_D:
+            dv = Dv[d0:d1]
+            for i in range(w):
+                acc[i] += dv[i] * ut[i]
+        if has_z:
+            zt = z[b, t, d0:d1]
+            for i in range(w):
+                yt[i] = acc[i] * zt[i] * _sigmoid(zt[i])
+        else:
+            for i in range(w):
+                yt[i] = acc[i]
+    hlast[b, :, d0:d1] = h
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def scan_fwd(u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts):
     """u, dl, z, y (batch, L, dim); At (N, dim); B, C (batch, L, G, N); Dv (dim,); h0, hlast (batch, N,
     dim); ck (batch, n_chunks, N, dim) receives the state before every chunk of ``chunk`` steps
     (when chunk > 0)."""
+    for job in prange(u.shape[0] * B.shape[2] * parts):
+        _scan_fwd_job(job, u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts)
+
+
+@njit(fastmath=True, cache=True)
+def scan_fwd_serial(u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts):
+    """scan_fwd on the calling thread only (no thread-pool round trip: small work, or 1 thread)."""
+    for job in range(u.shape[0] * B.shape[2] * parts):
+        _scan_fwd_job(job, u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts)
+
+
+@njit(fastmath=True)
+def _scan_bwd_job(job, u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0, has_D, has_z,
+             chunk, parts):  # fmt: skip
+    """Job ``job`` of :func:`scan_bwd`."""
     batch, length, dim = u.shape
     N = At.shape[0]
     G = B.shape[2]
     Dg = dim // G
-    for job in prange(batch * G * parts):
-        b, g, d0, d1 = _block(job, G, parts, Dg)
-        if d0 >= d1:
-            continue
-        w = d1 - d0
-        h = h0[b, :, d0:d1].copy()  # (N, w)
-        x = np.empty(w, np.float32)
-        acc = np.empty(w, np.float32)
-        for t in range(length):
-            if chunk > 0 and t % chunk == 0:
-                ck[b, t // chunk, :, d0:d1] = h
+    n_chunks = (length + chunk - 1) // chunk
+    b, g, d0, d1 = _block(job, G, parts, Dg)
+    if d0 >= d1:
+        return
+    p = job % parts
+    w = d1 - d0
+    gs = dlast[b, :, d0:d1].copy()  # (N, w): dL/dh_t, carried backwards as a_{t+1} g_{t+1}
+    hbuf = np.empty((chunk + 1, N, w), np.float32)  # states of one chunk (hbuf[0] = before it)
+    abuf = np.empty((chunk, N, w), np.float32)  # decays of one chunk
+    ga = dA[b, :, d0:d1]
+    ga[:] = _ZERO
+    gD = np.zeros(w, np.float32)
+    ds = np.empty(w, np.float32)
+    x = np.empty(w, np.float32)
+    sB = np.empty(w, np.float32)
+    sdl = np.empty(w, np.float32)
+    for c in range(n_chunks - 1, -1, -1):
+        t0 = c * chunk
+        t1 = min(length, t0 + chunk)
+        hbuf[0] = ck[b, c, :, d0:d1]
+        for t in range(t0, t1):  # recompute the chunk's decays and states
+            j = t - t0
             dlt = dl[b, t, d0:d1]
             ut = u[b, t, d0:d1]
             for i in range(w):
                 x[i] = dlt[i] * ut[i]
-                acc[i] = _ZERO
+            for n in range(N):
+                bn = B[b, t, g, n]
+                an = At[n, d0:d1]
+                for i in range(w):
+                    a = _exp(dlt[i] * an[i])
+                    abuf[j, n, i] = a
+                    hbuf[j + 1, n, i] = a * hbuf[j, n, i] + x[i] * bn
+        for t in range(t1 - 1, t0 - 1, -1):
+            j = t - t0
+            dlt = dl[b, t, d0:d1]
+            ut = u[b, t, d0:d1]
+            dyt = dy[b, t, d0:d1]
+            if has_z:  # y = s * silu(z), s = C.h + D u
+                zt = z[b, t, d0:d1]
+                dzt = dz[b, t, d0:d1]
+                for i in range(w):
+                    sB[i] = Dv[d0 + i] * ut[i] if has_D else _ZERO  # s = C.h + D u, in sB for now
+                for n in range(N):
+                    cn = C[b, t, g, n]
+                    hn = hbuf[j + 1, n]
+                    for i in range(w):
+                        sB[i] += cn * hn[i]
+                for i in range(w):
+                    sg = _sigmoid(zt[i])
+                    ds[i] = dyt[i] * zt[i] * sg
+                    dzt[i] = dyt[i] * sB[i] * sg * (_ONE + zt[i] * (_ONE - sg))
+            else:
+                for i in range(w):
+                    ds[i] = dyt[i]
+            for i in range(w):
+                x[i] = dlt[i] * ut[i]
+                sB[i] = _ZERO
+                sdl[i] = _ZERO
             for n in range(N):
                 bn = B[b, t, g, n]
                 cn = C[b, t, g, n]
                 an = At[n, d0:d1]
-                hn = h[n]
+                gn = gs[n]
+                hn = hbuf[j + 1, n]
+                hp = hbuf[j, n]
+                av = abuf[j, n]
+                gan = ga[n]
+                accC = _ZERO
+                accB = _ZERO
                 for i in range(w):
-                    hv = _exp(dlt[i] * an[i]) * hn[i] + x[i] * bn
-                    hn[i] = hv
-                    acc[i] += hv * cn
-            yt = y[b, t, d0:d1]
+                    accC += ds[i] * hn[i]
+                    gv = gn[i] + cn * ds[i]  # g_t
+                    accB += x[i] * gv
+                    sB[i] += bn * gv
+                    wv = gv * av[i] * hp[i]  # dL/d(dl_t A)
+                    sdl[i] += wv * an[i]
+                    gan[i] += wv * dlt[i]
+                    gn[i] = gv * av[i]  # a_t g_t, carried to step t - 1
+                dC[p, b, t, g, n] = accC
+                dB[p, b, t, g, n] = accB
+            dut = du[b, t, d0:d1]
+            ddlt = ddl[b, t, d0:d1]
+            for i in range(w):
+                dut[i] = dlt[i] * sB[i]
+                ddlt[i] = ut[i] * sB[i] + sdl[i]
             if has_D:
-                dv = Dv[d0:d1]
                 for i in range(w):
-                    acc[i] += dv[i] * ut[i]
-            if has_z:
-                zt = z[b, t, d0:d1]
-                for i in range(w):
-                    yt[i] = acc[i] * zt[i] * _sigmoid(zt[i])
-            else:
-                for i in range(w):
-                    yt[i] = acc[i]
-        hlast[b, :, d0:d1] = h
+                    dut[i] += Dv[d0 + i] * ds[i]
+                    gD[i] += ds[i] * ut[i]
+    dh0[b, :, d0:d1] = gs
+    dD[b, d0:d1] = gD
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -113,106 +228,67 @@ def scan_bwd(u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz,
     """Gradients of scan_fwd. dy (batch, L, dim); dlast (batch, N, dim). Outputs: du, ddl, dz (batch, L,
     dim); dA (batch, N, dim) and dD (batch, dim) per batch item; dB, dC (parts, batch, L, G, N) per block
     of channels; dh0 (batch, N, dim). The caller sums the per-item and per-block partial gradients."""
-    batch, length, dim = u.shape
-    N = At.shape[0]
-    G = B.shape[2]
-    Dg = dim // G
-    n_chunks = (length + chunk - 1) // chunk
-    for job in prange(batch * G * parts):
-        b, g, d0, d1 = _block(job, G, parts, Dg)
-        if d0 >= d1:
-            continue
-        p = job % parts
-        w = d1 - d0
-        gs = dlast[b, :, d0:d1].copy()  # (N, w): dL/dh_t, carried backwards as a_{t+1} g_{t+1}
-        hbuf = np.empty((chunk + 1, N, w), np.float32)  # states of _ONE chunk (hbuf[0] = before it)
-        abuf = np.empty((chunk, N, w), np.float32)  # decays of _ONE chunk
-        ga = dA[b, :, d0:d1]
-        ga[:] = _ZERO
-        gD = np.zeros(w, np.float32)
-        ds = np.empty(w, np.float32)
-        x = np.empty(w, np.float32)
-        sB = np.empty(w, np.float32)
-        sdl = np.empty(w, np.float32)
-        for c in range(n_chunks - 1, -1, -1):
-            t0 = c * chunk
-            t1 = min(length, t0 + chunk)
-            hbuf[0] = ck[b, c, :, d0:d1]
-            for t in range(t0, t1):  # recompute the chunk's decays and states
-                j = t - t0
-                dlt = dl[b, t, d0:d1]
-                ut = u[b, t, d0:d1]
-                for i in range(w):
-                    x[i] = dlt[i] * ut[i]
-                for n in range(N):
-                    bn = B[b, t, g, n]
-                    an = At[n, d0:d1]
-                    for i in range(w):
-                        a = _exp(dlt[i] * an[i])
-                        abuf[j, n, i] = a
-                        hbuf[j + 1, n, i] = a * hbuf[j, n, i] + x[i] * bn
-            for t in range(t1 - 1, t0 - 1, -1):
-                j = t - t0
-                dlt = dl[b, t, d0:d1]
-                ut = u[b, t, d0:d1]
-                dyt = dy[b, t, d0:d1]
-                if has_z:  # y = s * silu(z), s = C.h + D u
-                    zt = z[b, t, d0:d1]
-                    dzt = dz[b, t, d0:d1]
-                    for i in range(w):
-                        sB[i] = Dv[d0 + i] * ut[i] if has_D else _ZERO  # s = C.h + D u, in sB for now
-                    for n in range(N):
-                        cn = C[b, t, g, n]
-                        hn = hbuf[j + 1, n]
-                        for i in range(w):
-                            sB[i] += cn * hn[i]
-                    for i in range(w):
-                        sg = _sigmoid(zt[i])
-                        ds[i] = dyt[i] * zt[i] * sg
-                        dzt[i] = dyt[i] * sB[i] * sg * (_ONE + zt[i] * (_ONE - sg))
-                else:
-                    for i in range(w):
-                        ds[i] = dyt[i]
-                for i in range(w):
-                    x[i] = dlt[i] * ut[i]
-                    sB[i] = _ZERO
-                    sdl[i] = _ZERO
-                for n in range(N):
-                    bn = B[b, t, g, n]
-                    cn = C[b, t, g, n]
-                    an = At[n, d0:d1]
-                    gn = gs[n]
-                    hn = hbuf[j + 1, n]
-                    hp = hbuf[j, n]
-                    av = abuf[j, n]
-                    gan = ga[n]
-                    accC = _ZERO
-                    accB = _ZERO
-                    for i in range(w):
-                        accC += ds[i] * hn[i]
-                        gv = gn[i] + cn * ds[i]  # g_t
-                        accB += x[i] * gv
-                        sB[i] += bn * gv
-                        wv = gv * av[i] * hp[i]  # dL/d(dl_t A)
-                        sdl[i] += wv * an[i]
-                        gan[i] += wv * dlt[i]
-                        gn[i] = gv * av[i]  # a_t g_t, carried to step t - 1
-                    dC[p, b, t, g, n] = accC
-                    dB[p, b, t, g, n] = accB
-                dut = du[b, t, d0:d1]
-                ddlt = ddl[b, t, d0:d1]
-                for i in range(w):
-                    dut[i] = dlt[i] * sB[i]
-                    ddlt[i] = ut[i] * sB[i] + sdl[i]
-                if has_D:
-                    for i in range(w):
-                        dut[i] += Dv[d0 + i] * ds[i]
-                        gD[i] += ds[i] * ut[i]
-        dh0[b, :, d0:d1] = gs
-        dD[b, d0:d1] = gD
+    for job in prange(u.shape[0] * B.shape[2] * parts):
+        _scan_bwd_job(
+            job,
+            u,
+            dl,
+            At,
+            B,
+            C,
+            Dv,
+            z,
+            ck,
+            dy,
+            dlast,
+            du,
+            ddl,
+            dA,
+            dB,
+            dC,
+            dD,
+            dz,
+            dh0,
+            has_D,
+            has_z,
+            chunk,
+            parts,
+        )
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(fastmath=True, cache=True)
+def scan_bwd_serial(u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0, has_D, has_z,
+             chunk, parts):  # fmt: skip
+    """scan_bwd on the calling thread only (no thread-pool round trip: small work, or 1 thread)."""
+    for job in range(u.shape[0] * B.shape[2] * parts):
+        _scan_bwd_job(
+            job,
+            u,
+            dl,
+            At,
+            B,
+            C,
+            Dv,
+            z,
+            ck,
+            dy,
+            dlast,
+            du,
+            ddl,
+            dA,
+            dB,
+            dC,
+            dD,
+            dz,
+            dh0,
+            has_D,
+            has_z,
+            chunk,
+            parts,
+        )
+
+
+@njit(fastmath=True, cache=True)
 def state_step(state, x, dt, A, B, C, Dv, z, dt_bias, has_D, has_z, has_bias, softplus):
     """One decode step in place: state (batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch,
     G, N); returns y (batch, dim)."""
@@ -220,7 +296,7 @@ def state_step(state, x, dt, A, B, C, Dv, z, dt_bias, has_D, has_z, has_bias, so
     G = B.shape[1]
     Dg = dim // G
     y = np.empty((batch, dim), np.float32)
-    for job in prange(batch * G):
+    for job in range(batch * G):  # serial: one token's work is too small to share
         b = job // G
         g = job % G
         for d in range(g * Dg, g * Dg + Dg):
