@@ -142,3 +142,17 @@ def test_kernels_are_cached_on_disk():
     ]
     second = json.loads(runs[1].stdout.strip().splitlines()[-1])
     assert all(hits > 0 and misses == 0 for hits, misses in second.values()), second
+
+
+def test_torch_thread_count_is_left_alone():
+    """Starting numba's OpenMP pool resets the process-wide OpenMP thread count; the kernels must not leave
+    torch running with more threads than it was given (that made 1-thread decoding several times slower)."""
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            args = _case(batch=2, dim=512, length=300, n=16)  # large enough for the parallel kernel
+            selective_scan_numba(*args[:5], initial_state=args[5])
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

@@ -57,7 +57,7 @@ def kernels() -> dict:
     """The compiled kernels (imports numba; raises ImportError with an install hint if it is missing)."""
     global _kernels
     try:
-        import numba
+        import numba  # noqa: F401
     except ImportError as exc:
         raise ImportError("selective_scan method 'numba' needs numba: pip install numba") from exc
     if _kernels is None:
@@ -65,7 +65,6 @@ def kernels() -> dict:
 
         _kernels = {"fwd": k.scan_fwd, "bwd": k.scan_bwd, "fwd_serial": k.scan_fwd_serial,
                     "bwd_serial": k.scan_bwd_serial, "step": k.state_step}  # fmt: skip
-    numba.set_num_threads(_threads())
     return _kernels
 
 
@@ -106,7 +105,16 @@ def _variant(name: str, work: int) -> str:
     """The parallel kernel when several threads are allowed and the work is large enough to share; else the
     serial twin (numba's thread pool costs a round trip per call, and waits for descheduled workers on a
     busy machine)."""
-    return name if _threads() > 1 and work >= _PARALLEL_MIN_WORK else f"{name}_serial"
+    threads = _threads()
+    if threads == 1 or work < _PARALLEL_MIN_WORK:
+        return f"{name}_serial"
+    import numba
+
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(threads)  # the first call starts numba's OpenMP pool, which resets torch's count
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    return name
 
 
 def _parts(batch: int, groups: int, dg: int, n: int, budget: int) -> int:
