@@ -119,7 +119,8 @@ def _variant(name: str, work: int) -> str:
 
 def _parts(batch: int, groups: int, dg: int, n: int, budget: int) -> int:
     """Blocks of channels per group: enough jobs for the threads, each block's state within ``budget``."""
-    need = -(-_JOBS_PER_THREAD * _threads() // (batch * groups))
+    threads = _threads()
+    need = -(-_JOBS_PER_THREAD * threads // (batch * groups)) if threads > 1 else 1
     parts = max(1, min(dg, max(need, -(-dg * n // budget))))
     return -(-dg // -(-dg // parts))  # no empty block (the backward's per-block gradients are all written)
 
