@@ -263,3 +263,37 @@ def test_cuda_packages_report_how_to_install(monkeypatch):
 def test_other_devices_probe_nothing():
     assert available_backends("mps") == frozenset()
     assert dispatch.pick_scan_method("mps", torch.float32, False, (1, 5120, 256, 16), frozenset()) == "loop"
+
+
+_TRITON_PROBE = """
+import torch
+from sslalm.ops import causal_conv1d, selective_scan, selective_scan_ref, selective_state_update
+from sslalm.ops.conv1d import causal_conv1d_ref
+g = torch.Generator().manual_seed(0)
+u, delta = torch.randn(2, 8, 13, generator=g), torch.rand(2, 8, 13, generator=g)
+A = -torch.rand(8, 4, generator=g)
+B, C = torch.randn(2, 2, 4, 13, generator=g), torch.randn(2, 2, 4, 13, generator=g)
+y, h = selective_scan(u, delta, A, B, C, return_last_state=True, method="triton")
+y0, h0 = selective_scan_ref(u, delta, A, B, C, return_last_state=True)
+assert torch.allclose(y, y0, atol=1e-4) and torch.allclose(h, h0, atol=1e-4)
+s1, s2 = torch.zeros(2, 8, 4), torch.zeros(2, 8, 4)
+a = selective_state_update(s1, u[..., 0], delta[..., 0], A, B[..., 0], C[..., 0], method="triton")
+b = selective_state_update(s2, u[..., 0], delta[..., 0], A, B[..., 0], C[..., 0], method="torch")
+assert torch.allclose(a, b, atol=1e-4) and torch.allclose(s1, s2, atol=1e-4)
+w = torch.randn(8, 4, generator=g)
+assert torch.allclose(causal_conv1d(u, w, method="triton"), causal_conv1d_ref(u, w), atol=1e-4)
+print("ok")
+"""
+
+
+def test_triton_method_through_the_front_under_the_interpreter():
+    """method="triton" reaches the Triton kernels by their contract names (run on CPU tensors by the
+    interpreter, in a child process because TRITON_INTERPRET must be set before triton is imported)."""
+    pytest.importorskip("sslalm.ops.scan_triton")
+    pytest.importorskip("sslalm.ops.conv1d_triton")
+    import os
+    import subprocess
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", _TRITON_PROBE], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
