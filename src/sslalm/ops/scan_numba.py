@@ -4,7 +4,7 @@ Why: the torch loops (``loop``, ``recurrent``) pay Python and dispatch overhead 
 passes over memory per step; here one compiled loop does a whole step per channel block while the state stays
 in cache. The work is parallel over (batch, group, block of channels) with ``prange`` and sequential in time.
 Layout is time-major, (batch, L, dim) and (batch, L, G, N), so one step of a channel block is a contiguous
-slice: the Mamba LM's activations already are (no copy), DASS's (batch, dim, L) inputs are transposed once.
+slice: the Mamba LM's activations already are (no copy), DASS's (batch, dim, L) inputs are copied once.
 Inside a block the state is kept (N, width) so the innermost loops run over contiguous channels and LLVM
 vectorises them.
 
@@ -72,28 +72,17 @@ def _np(x: Tensor):
     return x.detach().numpy()
 
 
-def _time_major_input(u: Tensor) -> bool:
-    """Whether u (batch, dim, L) has time-major memory (the LM's transposed activations) rather than
-    channel-major (DASS's scans); the kernels then see all inputs in that layout."""
-    return u.stride(1) <= u.stride(2)
+def _tm(x: Tensor) -> Tensor:
+    """(batch, dim, L) -> contiguous fp32 (batch, L, dim); no copy for the LM's transposed activations.
+
+    Channel-major inputs (DASS) are copied: reading them through strides instead kept the kernel from
+    vectorising and made DASS training 1.8-2x slower than copying (docs/benchmarks.md)."""
+    return x.float().transpose(1, 2).contiguous()
 
 
-def _tm(x: Tensor, time_major: bool) -> Tensor:
-    """(batch, dim, L) -> fp32 (batch, L, dim) view for the kernels: C-contiguous in time-major mode (a copy
-    only if x is laid out otherwise), a strided view of channel-major memory in channel-major mode. Exactly
-    two memory layouts reach the kernels, so numba compiles each kernel at most twice."""
-    x = x.float()
-    if time_major:
-        return x.transpose(1, 2).contiguous()
-    return x.contiguous().transpose(1, 2)
-
-
-def _tm_bc(BC: Tensor, time_major: bool) -> Tensor:
-    """(batch, G, N, L) -> fp32 (batch, L, G, N), laid out as :func:`_tm` does."""
-    BC = BC.float()
-    if time_major:
-        return BC.permute(0, 3, 1, 2).contiguous()
-    return BC.contiguous().permute(0, 3, 1, 2)
+def _tm_bc(BC: Tensor) -> Tensor:
+    """(batch, G, N, L) -> contiguous fp32 (batch, L, G, N)."""
+    return BC.float().permute(0, 3, 1, 2).contiguous()
 
 
 def _like(x: Tensor) -> Tensor:
@@ -232,10 +221,8 @@ def selective_scan_numba(
         return (y, h) if return_last_state else y
     h0 = None if initial_state is None else initial_state.float()
     Dv = None if D is None else D.float()
-    tm = _time_major_input(u)
-    zt = None if z is None else _tm(z, tm)
-    Bt, Ct = _tm_bc(Bg, tm), _tm_bc(Cg, tm)
-    y, last = _NumbaScan.apply(_tm(u, tm), _tm(df, tm), Af.contiguous(), Bt, Ct, Dv, zt, h0)
+    zt = None if z is None else _tm(z)
+    y, last = _NumbaScan.apply(_tm(u), _tm(df), Af.contiguous(), _tm_bc(Bg), _tm_bc(Cg), Dv, zt, h0)
     y = y.transpose(1, 2).to(dtype)
     return (y, last) if return_last_state else y
 
