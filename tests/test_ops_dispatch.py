@@ -50,7 +50,7 @@ def _expected(device, dtype, grad, shape, backends, initial_state):
         if "mamba_ssm" in backends and not initial_state:
             return "mamba_ssm"
         return "triton" if "triton" in backends else "chunked"
-    if dtype != torch.float64 and device == "cpu" and "numba" in backends:
+    if dtype != torch.float64 and device == "cpu" and "numba" in backends and shape[2] > 1:
         return "numba"
     if dtype == torch.float64 and grad:
         return "recurrent"

@@ -10,8 +10,9 @@ Per device:
 * CUDA: ``mamba_ssm`` (the field's reference CUDA kernels; users who installed them expect them used, as
   transformers does) unless an initial state is given (its ``selective_scan_fn`` has none), else ``triton``
   (our Triton kernels), else ``chunked`` (torch ops, a few per chunk step rather than per time step).
-* CPU with numba: ``numba`` for every fp32/fp16/bf16 case; it beats the torch methods at every shape we
-  measured, from one decode-size step to the longest DASS scans, with and without grad (docs/benchmarks.md).
+* CPU with numba: ``numba`` for every fp32/fp16/bf16 scan of two or more steps: it beat the torch methods at
+  every such shape measured, with and without grad (docs/benchmarks.md). A one-step scan stays on the torch
+  rule (its fixed call overhead loses to ``loop`` there: 0.30 vs 0.23 ms at (1, 5120, 1, 16)).
 * CPU without numba, and every other device: the torch rule measured before the compiled kernels: with grad
   ``recurrent`` when N > 1 or batch*dim >= 1024, else ``chunked``; without, ``loop`` when batch*dim*N is at
   least 512 (N > 1) or 768 (N == 1) or L < 8, else ``chunked`` (below those, the loop's per-step Python
@@ -40,6 +41,7 @@ _LOOP_MIN_STEP_N1 = 768  # ... or this (N == 1)
 _LOOP_MAX_SHORT = 8  # ... and always for sequences shorter than this
 _RECURRENT_MIN_STEP_N1 = 1024  # grad: "recurrent" for N > 1, and for N == 1 from this batch*dim
 
+_NUMBA_MIN_LENGTH = 2  # CPU: compiled scan from this many steps (one step: the torch loop costs less)
 _COMPILED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -71,7 +73,7 @@ def pick_scan_method(
         if "triton" in backends:
             return "triton"
         return "chunked"
-    if device_type == "cpu" and compiled and "numba" in backends:
+    if device_type == "cpu" and compiled and "numba" in backends and shape[2] >= _NUMBA_MIN_LENGTH:
         return "numba"
     if dtype == torch.float64 and grad:
         return "recurrent"
