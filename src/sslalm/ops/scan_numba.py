@@ -2,7 +2,7 @@
 
 Why: the torch loops (``loop``, ``recurrent``) pay Python and dispatch overhead per time step and several
 passes over memory per step; here one compiled loop does a whole step per channel block while the state stays
-in cache. The work is parallel over (batch, group, block of channels) with ``prange`` and sequential in time.
+in cache. The work is split over (batch, group, block of channels) among threads, sequential in time.
 Layout is time-major, (batch, L, dim) and (batch, L, G, N), so one step of a channel block is a contiguous
 slice: the Mamba LM's activations already are (no copy), DASS's (batch, dim, L) inputs are copied once.
 Inside a block the state is kept (N, width) so the innermost loops run over contiguous channels and LLVM
@@ -31,6 +31,7 @@ cached on disk (``cache=True``); the cost of the first call is in the benchmark 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -48,9 +49,7 @@ _kernels = None
 
 
 def _threads() -> int:
-    import numba
-
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    return max(1, torch.get_num_threads())
 
 
 def kernels() -> dict:
@@ -63,8 +62,7 @@ def kernels() -> dict:
     if _kernels is None:
         from sslalm.ops import scan_numba_kernels as k
 
-        _kernels = {"fwd": k.scan_fwd, "bwd": k.scan_bwd, "fwd_serial": k.scan_fwd_serial,
-                    "bwd_serial": k.scan_bwd_serial, "step": k.state_step}  # fmt: skip
+        _kernels = {"fwd": k.scan_fwd, "bwd": k.scan_bwd, "step": k.state_step}
     return _kernels
 
 
@@ -90,20 +88,26 @@ def _like(x: Tensor) -> Tensor:
     return torch.empty_strided(x.shape, x.stride())
 
 
-def _variant(name: str, work: int) -> str:
-    """The parallel kernel when several threads are allowed and the work is large enough to share; else the
-    serial twin (numba's thread pool costs a round trip per call, and waits for descheduled workers on a
-    busy machine)."""
-    threads = _threads()
-    if threads == 1 or work < _PARALLEL_MIN_WORK:
-        return f"{name}_serial"
-    import numba
+_pools: dict[int, ThreadPoolExecutor] = {}
 
-    torch_threads = torch.get_num_threads()
-    numba.set_num_threads(threads)  # the first call starts numba's OpenMP pool, which resets torch's count
-    if torch.get_num_threads() != torch_threads:
-        torch.set_num_threads(torch_threads)
-    return name
+
+def _run(kernel, args: tuple, n_jobs: int, work: int) -> None:
+    """Run jobs 0..n_jobs of ``kernel`` (compiled without the GIL) on up to ``torch.get_num_threads()``
+    threads: the calling one plus a sleeping pool. Small work (< 2^18 state updates) stays on one thread.
+    numba's own OpenMP ``prange`` is not used: its pool spins between calls and fought torch's OpenMP
+    threads for the cores (2-thread decoding after a parallel prefill ran 16x slower)."""
+    threads = min(_threads(), n_jobs)
+    if threads <= 1 or work < _PARALLEL_MIN_WORK:
+        kernel(*args, 0, n_jobs)
+        return
+    pool = _pools.get(threads)
+    if pool is None:
+        pool = _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="sslalm-scan")
+    bounds = [n_jobs * i // threads for i in range(threads + 1)]
+    futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    kernel(*args, bounds[0], bounds[1])
+    for f in futures:
+        f.result()
 
 
 def _parts(batch: int, groups: int, dg: int, n: int, budget: int) -> int:
@@ -140,9 +144,9 @@ class _NumbaScan(torch.autograd.Function):
         Dv = _empty(1) if D is None else D
         zv = _empty(3) if z is None else z
         parts = _parts(batch, G, dim // G, N, _STATE_CACHE)
-        kernel = k[_variant("fwd", u.numel() * N)]
-        kernel(*map(_np, (u, dl, At, B, C, Dv, zv, h0t, y, hlast, ck)), D is not None, z is not None,
-                 _CHUNK if training else 0, parts)  # fmt: skip
+        args = (*map(_np, (u, dl, At, B, C, Dv, zv, h0t, y, hlast, ck)), D is not None, z is not None,
+                _CHUNK if training else 0, parts)  # fmt: skip
+        _run(k["fwd"], args, batch * G * parts, u.numel() * N)
         if training:
             ctx.save_for_backward(u, dl, At, B, C, D, z, ck)
             ctx.has_h0 = h0 is not None
@@ -171,7 +175,8 @@ class _NumbaScan(torch.autograd.Function):
         Dv = _empty(1) if D is None else D
         zv = _empty(3) if z is None else z
         args = (u, dl, At, B, C, Dv, zv, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0)
-        k[_variant("bwd", u.numel() * N)](*map(_np, args), D is not None, z is not None, _CHUNK, parts)
+        args = (*map(_np, args), D is not None, z is not None, _CHUNK, parts)
+        _run(k["bwd"], args, batch * G * parts, u.numel() * N)
         need = ctx.needs_input_grad
         return (
             du if need[0] else None,

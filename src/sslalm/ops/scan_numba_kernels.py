@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 
@@ -104,19 +104,13 @@ def _scan_fwd_job(job, u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, c
     hlast[b, :, d0:d1] = h
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def scan_fwd(u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts):
-    """u, dl, z, y (batch, L, dim); At (N, dim); B, C (batch, L, G, N); Dv (dim,); h0, hlast (batch, N,
+@njit(fastmath=True, cache=True, nogil=True)
+def scan_fwd(u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts, j0, j1):
+    """Jobs j0..j1 of the forward (all jobs: batch * G * parts), without the GIL so that threads can share
+    them. u, dl, z, y (batch, L, dim); At (N, dim); B, C (batch, L, G, N); Dv (dim,); h0, hlast (batch, N,
     dim); ck (batch, n_chunks, N, dim) receives the state before every chunk of ``chunk`` steps
     (when chunk > 0)."""
-    for job in prange(u.shape[0] * B.shape[2] * parts):
-        _scan_fwd_job(job, u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts)
-
-
-@njit(fastmath=True, cache=True)
-def scan_fwd_serial(u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts):
-    """scan_fwd on the calling thread only (no thread-pool round trip: small work, or 1 thread)."""
-    for job in range(u.shape[0] * B.shape[2] * parts):
+    for job in range(j0, j1):
         _scan_fwd_job(job, u, dl, At, B, C, Dv, z, h0, y, hlast, ck, has_D, has_z, chunk, parts)
 
 
@@ -222,45 +216,13 @@ def _scan_bwd_job(job, u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, d
     dD[b, d0:d1] = gD
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def scan_bwd(u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0, has_D, has_z, chunk,
-             parts):  # fmt: skip
-    """Gradients of scan_fwd. dy (batch, L, dim); dlast (batch, N, dim). Outputs: du, ddl, dz (batch, L,
-    dim); dA (batch, N, dim) and dD (batch, dim) per batch item; dB, dC (parts, batch, L, G, N) per block
-    of channels; dh0 (batch, N, dim). The caller sums the per-item and per-block partial gradients."""
-    for job in prange(u.shape[0] * B.shape[2] * parts):
-        _scan_bwd_job(
-            job,
-            u,
-            dl,
-            At,
-            B,
-            C,
-            Dv,
-            z,
-            ck,
-            dy,
-            dlast,
-            du,
-            ddl,
-            dA,
-            dB,
-            dC,
-            dD,
-            dz,
-            dh0,
-            has_D,
-            has_z,
-            chunk,
-            parts,
-        )
-
-
-@njit(fastmath=True, cache=True)
-def scan_bwd_serial(u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0, has_D, has_z,
-             chunk, parts):  # fmt: skip
-    """scan_bwd on the calling thread only (no thread-pool round trip: small work, or 1 thread)."""
-    for job in range(u.shape[0] * B.shape[2] * parts):
+@njit(fastmath=True, cache=True, nogil=True)
+def scan_bwd(u, dl, At, B, C, Dv, z, ck, dy, dlast, du, ddl, dA, dB, dC, dD, dz, dh0, has_D, has_z,
+             chunk, parts, j0, j1):  # fmt: skip
+    """Jobs j0..j1 of the gradients of scan_fwd. dy (batch, L, dim); dlast (batch, N, dim). Outputs: du, ddl,
+    dz (batch, L, dim); dA (batch, N, dim) and dD (batch, dim) per batch item; dB, dC (parts, batch, L, G, N)
+    per block of channels; dh0 (batch, N, dim). The caller sums the per-item and per-block partials."""
+    for job in range(j0, j1):
         _scan_bwd_job(
             job,
             u,
