@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sslalm.ops.scan as scan_mod
+import sslalm.ops.scan_chunked as chunked_mod
+import sslalm.ops.scan_loop as loop_mod
 from sslalm.ops import (
     selective_scan,
     selective_scan_chunked,
@@ -16,6 +17,8 @@ from sslalm.ops import (
     selective_scan_ref,
     selective_state_update,
 )
+from sslalm.ops.dispatch import torch_scan_method
+from sslalm.ops.scan_numba import selective_scan_numba
 from sslalm.ops.scan_recurrent import selective_scan_recurrent
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -23,8 +26,10 @@ FAST = {
     "chunked": selective_scan_chunked,
     "recurrent": selective_scan_recurrent,
     "loop": selective_scan_loop,
+    "numba": selective_scan_numba,
     "auto": selective_scan,
 }
+HAND_WRITTEN_BACKWARD = {"recurrent": selective_scan_recurrent, "numba": selective_scan_numba}
 
 
 @st.composite
@@ -92,7 +97,7 @@ def run_method(method: str, args: list, kwargs: dict, chunk: int | None = None, 
     return FAST[method](*args, **kwargs, **extra)
 
 
-@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop", "auto"])
+@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop", "numba", "auto"])
 @SETTINGS
 @given(c=cases())
 def test_forward_and_last_state_match_ref(method, c):
@@ -155,28 +160,32 @@ def grads_vs_ref(fn, c: dict, outputs: str = "both", dtype: torch.dtype = torch.
         close(got, want, rtol=rtol)
 
 
+@pytest.mark.parametrize("method", list(HAND_WRITTEN_BACKWARD))
 @SETTINGS
 @given(c=cases(max_len=24), outputs=st.sampled_from(["both", "y", "state"]))
-def test_recurrent_gradients_match_ref(c, outputs):
-    grads_vs_ref(selective_scan_recurrent, c, outputs)
+def test_hand_written_gradients_match_ref(method, c, outputs):
+    grads_vs_ref(HAND_WRITTEN_BACKWARD[method], c, outputs)
 
 
+@pytest.mark.parametrize("method", list(HAND_WRITTEN_BACKWARD))
 @pytest.mark.parametrize("groups", [0, 4])
 @pytest.mark.parametrize("n", [1, 16])
-@pytest.mark.parametrize("length", [1, 37])
+@pytest.mark.parametrize("length", [1, 37, 70])
 @pytest.mark.parametrize("full", [False, True])
-def test_recurrent_gradients_model_shapes(groups, n, length, full):
-    """The two real configurations (Mamba LM: N=16 ungrouped; DASS: N=1, G=4), bare or with every option."""
+def test_hand_written_gradients_model_shapes(method, groups, n, length, full):
+    """The two real configurations (Mamba LM: N=16 ungrouped; DASS: N=1, G=4), bare or with every option;
+    70 steps cross the compiled backward's recomputation chunks (32) twice, with a ragged last one."""
     c = dict(batch=2, dim=8, groups=groups, n=n, length=length, use_D=full, use_z=full, use_bias=full)
     c.update(softplus=full, use_h0=full, chunk=None, seed=13 + n + length)
-    grads_vs_ref(selective_scan_recurrent, c)
+    grads_vs_ref(HAND_WRITTEN_BACKWARD[method], c)
 
 
-def test_recurrent_bf16_gradients():
+@pytest.mark.parametrize("method", list(HAND_WRITTEN_BACKWARD))
+def test_hand_written_bf16_gradients(method):
     """bf16 inputs compute in fp32: the gradients are ref's (same bf16 inputs) up to the final bf16 cast."""
     c = dict(batch=2, dim=6, groups=2, n=4, length=19, use_D=True, use_z=True, use_bias=True)
     c.update(softplus=True, use_h0=True, chunk=None, seed=17)
-    grads_vs_ref(selective_scan_recurrent, c, dtype=torch.bfloat16, rtol=1e-2)
+    grads_vs_ref(HAND_WRITTEN_BACKWARD[method], c, dtype=torch.bfloat16, rtol=1e-2)
 
 
 @pytest.mark.parametrize("groups", [0, 2])
@@ -197,13 +206,14 @@ def test_recurrent_gradcheck_float64(groups):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_recurrent_backward_twice_with_retained_graph():
+@pytest.mark.parametrize("method", list(HAND_WRITTEN_BACKWARD))
+def test_backward_twice_with_retained_graph(method):
     """The backward never writes into what the forward saved, so a retained graph gives the same gradients."""
     c = dict(batch=2, dim=4, groups=0, n=4, length=9, use_D=False, use_z=False, use_bias=False)
     c.update(softplus=False, use_h0=True, chunk=None, seed=23)
     args, kwargs = make_inputs(c)
     inputs = [t.requires_grad_(True) for t in args + [kwargs["initial_state"]]]
-    y, h = selective_scan_recurrent(*args, initial_state=inputs[-1], return_last_state=True)
+    y, h = HAND_WRITTEN_BACKWARD[method](*args, initial_state=inputs[-1], return_last_state=True)
     loss = (y * y).sum() + h.sum()
     first = torch.autograd.grad(loss, inputs, retain_graph=True)
     second = torch.autograd.grad(loss, inputs)
@@ -211,16 +221,17 @@ def test_recurrent_backward_twice_with_retained_graph():
         assert torch.equal(a, b)
 
 
-def test_recurrent_empty_sequence():
+@pytest.mark.parametrize("method", list(HAND_WRITTEN_BACKWARD))
+def test_empty_sequence(method):
     c = dict(batch=2, dim=4, groups=2, n=3, length=0, use_D=True, use_z=True, use_bias=False)
     c.update(softplus=False, use_h0=True, chunk=None, seed=29)
     args, kwargs = make_inputs(c)
-    y, h = selective_scan_recurrent(*args, **kwargs, return_last_state=True)
+    y, h = HAND_WRITTEN_BACKWARD[method](*args, **kwargs, return_last_state=True)
     assert y.shape == (2, 4, 0)
     close(h, kwargs["initial_state"])
 
 
-@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop"])
+@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop", "numba"])
 @SETTINGS
 @given(c=cases(), split=st.floats(0.0, 1.0))
 def test_prefill_in_two_pieces_equals_one_pass(method, c, split):
@@ -240,9 +251,10 @@ def test_prefill_in_two_pieces_equals_one_pass(method, c, split):
     close(h2, h_full)
 
 
+@pytest.mark.parametrize("method", ["torch", "numba", "auto"])
 @SETTINGS
 @given(c=cases(max_len=16))
-def test_step_function_repeated_equals_scan(c):
+def test_step_function_repeated_equals_scan(method, c):
     args, kwargs = make_inputs(c)
     u, delta, A, B, C = args
     y_ref, h_ref = selective_scan_ref(*args, **kwargs, return_last_state=True)
@@ -254,7 +266,7 @@ def test_step_function_repeated_equals_scan(c):
         ys.append(
             selective_state_update(
                 state, u[..., t], delta[..., t], A, B[..., t], C[..., t], kwargs["D"],
-                None if z is None else z[..., t], kwargs["delta_bias"], kwargs["delta_softplus"],
+                None if z is None else z[..., t], kwargs["delta_bias"], kwargs["delta_softplus"], method,
             )
         )  # fmt: skip
     close(torch.stack(ys, -1), y_ref)
@@ -300,8 +312,8 @@ def test_extreme_inputs_stay_finite_and_exact(method, n):
 @pytest.mark.parametrize("method", ["chunked", "loop", "auto"])
 def test_long_sequence_in_bounded_blocks(method, monkeypatch):
     """No-grad paths split time into blocks; force many small blocks; nothing may be lost at the seams."""
-    monkeypatch.setattr(scan_mod, "_STEP_BUDGET", 64)
-    monkeypatch.setattr(scan_mod, "_LOOP_BLOCK", 64)
+    monkeypatch.setattr(chunked_mod, "_STEP_BUDGET", 64)
+    monkeypatch.setattr(loop_mod, "_LOOP_BLOCK", 64)
     c = dict(batch=1, dim=8, groups=4, n=1, length=1000, use_D=True, use_z=False, use_bias=True)
     c.update(softplus=True, use_h0=True, chunk=None, seed=3)
     args, kwargs = make_inputs(c)
@@ -312,7 +324,7 @@ def test_long_sequence_in_bounded_blocks(method, monkeypatch):
     close(h, h_ref)
 
 
-@pytest.mark.parametrize("method", ["ref", "chunked", "recurrent", "loop", "auto"])
+@pytest.mark.parametrize("method", ["ref", "chunked", "recurrent", "loop", "numba", "auto"])
 def test_bf16_inputs_compute_in_fp32(method):
     c = dict(batch=2, dim=6, groups=2, n=4, length=19, use_D=True, use_z=True, use_bias=True)
     c.update(softplus=True, use_h0=True, chunk=None, seed=5)
@@ -341,18 +353,18 @@ def test_loop_refuses_autograd_and_auto_differentiates():
         selective_scan(*args, method="nope")
 
 
-def test_auto_rule():
-    u, A = torch.zeros(1, 384, 8192), torch.zeros(384, 1)
-    assert scan_mod._pick_method(u, A, grad=True) == "chunked"  # N == 1, small batch*dim
-    assert scan_mod._pick_method(torch.zeros(4, 384, 8192), A, grad=True) == "recurrent"  # N == 1, large
-    assert scan_mod._pick_method(torch.zeros(32, 128, 60), torch.zeros(128, 16), grad=True) == "recurrent"
-    assert scan_mod._pick_method(torch.zeros(1, 8, 64), torch.zeros(8, 2), grad=True) == "recurrent"
-    assert scan_mod._pick_method(u, A, grad=False) == "chunked"  # small state per step, long L
-    assert scan_mod._pick_method(torch.zeros(1, 5120, 256), torch.zeros(5120, 16), grad=False) == "loop"
-    assert scan_mod._pick_method(torch.zeros(1, 8, 1), torch.zeros(8, 1), grad=False) == "loop"  # decode-size
+def test_torch_rule():
+    """Without compiled kernels (no numba, or a device other than CPU/CUDA): the measured torch rule."""
+    assert torch_scan_method(True, (1, 384, 8192, 1)) == "chunked"  # N == 1, small batch*dim
+    assert torch_scan_method(True, (4, 384, 8192, 1)) == "recurrent"  # N == 1, large
+    assert torch_scan_method(True, (32, 128, 60, 16)) == "recurrent"
+    assert torch_scan_method(True, (1, 8, 64, 2)) == "recurrent"
+    assert torch_scan_method(False, (1, 384, 8192, 1)) == "chunked"  # small state per step, long L
+    assert torch_scan_method(False, (1, 5120, 256, 16)) == "loop"
+    assert torch_scan_method(False, (1, 8, 1, 1)) == "loop"  # decode-size
 
 
-@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop"])
+@pytest.mark.parametrize("method", ["chunked", "recurrent", "loop", "numba"])
 def test_non_contiguous_inputs(method):
     """Models pass (batch, L, dim) activations transposed to (batch, dim, L): strided views must work."""
     g = torch.Generator().manual_seed(11)

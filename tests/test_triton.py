@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from sslalm.models.mamba import causal_conv  # noqa: E402
+from sslalm.ops.conv1d import causal_conv1d_torch  # noqa: E402
 from sslalm.ops import scan_triton  # noqa: E402
 from sslalm.ops.conv1d_triton import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
-from sslalm.ops.scan import selective_scan_ref, selective_state_update  # noqa: E402
+from sslalm.ops import selective_scan_ref, selective_state_update  # noqa: E402
 from sslalm.ops.scan_triton import selective_scan_triton, selective_state_update_triton  # noqa: E402
 from sslalm.ops.triton_support import INSTALL_HINT, cpu_interpreter, require_triton  # noqa: E402
 
@@ -227,13 +227,13 @@ def test_conv1d_matches_torch_forward_and_gradients(length, width, activation, w
 
 
 def test_conv1d_matches_the_models_causal_conv_bf16_and_strided():
-    """The Mamba mixer's time-major conv (its own tested twin), on a (batch, L, dim) tensor passed
-    transposed; bf16 input, without bias."""
+    """The Mamba mixer's time-major torch conv (``ops.conv1d``, its own tested twin), on a (batch, L, dim)
+    tensor passed transposed; bf16 input, without bias."""
     batch, dim, length, width = 2, 8, 11, 4
     weight = torch.randn(dim, 1, width)  # nn.Conv1d's layout
     ext = torch.randn(batch, width + length, dim)  # history then the new inputs, time-major
-    want = causal_conv(ext, weight, None).transpose(1, 2)
     init = ext[:, 1:width].transpose(1, 2)
+    want = causal_conv1d_torch(ext[:, width:].transpose(1, 2), weight[:, 0], None, init)
     got = causal_conv1d_triton(ext[:, width:].transpose(1, 2), weight, None, init)
     _close(got, want, 1e-5, "out")
     got = causal_conv1d_triton(ext[:, width:].transpose(1, 2).bfloat16(), weight, None, init)

@@ -11,7 +11,7 @@ Sampling follows the paper (temperature 0.1, top-k 500, top-p 0.95, repetition p
 tokens). Temperature, top-k and top-p are transformers' own logits warpers; the repetition penalty is applied
 with a per-sequence "seen" mask of constant size (the same rule as transformers'
 ``RepetitionPenaltyLogitsProcessor``, which the tests check against). Each sequence stops at its EOS; a
-seed makes sampling reproducible. On CUDA the decode step can be captured once as a CUDA graph.
+seed makes sampling reproducible. On CUDA the decode step is captured once as a CUDA graph (default).
 """
 
 from __future__ import annotations
@@ -149,31 +149,64 @@ class Sampler:
         return torch.cat(rows)[:, 0]
 
 
-class CUDAGraphStep:
-    """``model.step`` captured once as a CUDA graph for a fixed batch and state (no launch overhead).
+class StaticStep:
+    """``model.step`` on fixed buffers: the token ids are copied into ``self.ids``, the step updates ``state``
+    in place and leaves the logits in ``self.logits``. This is exactly the work ``CUDAGraphStep`` captures;
+    run eagerly it is the graph's twin, so a CPU exercises everything but the capture itself.
+    """
+
+    def __init__(self, model: Any, state: Any, batch: int):
+        self.model, self.state = model, state
+        self.ids = torch.zeros(batch, dtype=torch.long, device=state.ssm.device)
+        self.logits: Tensor | None = None
+
+    def run(self) -> Tensor:
+        """One step from ``self.ids`` (the captured function)."""
+        self.logits = self.model.step(self.ids, state=self.state)
+        return self.logits
+
+    def __call__(self, ids: Tensor) -> Tensor:
+        self.ids.copy_(ids)
+        return self.run()
+
+
+class CUDAGraphStep(StaticStep):
+    """:class:`StaticStep` captured once as a CUDA graph for a fixed batch and state (no launch overhead).
 
     The state tensors are the graph's static buffers: they keep being updated in place at every replay.
     """
 
     def __init__(self, model: Any, state: Any, batch: int):
+        super().__init__(model, state, batch)
         device = state.ssm.device
-        self.ids = torch.zeros(batch, dtype=torch.long, device=device)
         saved = state.clone()
         stream = torch.cuda.Stream(device=device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up outside the graph (allocator, lazy init)
-                model.step(self.ids, state=state)
+            for _ in range(2):  # warm-up outside the graph (allocator, lazy init, kernel compilation)
+                self.run()
         torch.cuda.current_stream(device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.logits = model.step(self.ids, state=state)
+            self.run()
         state.copy_(saved)  # undo the warm-up and capture steps
 
     def __call__(self, ids: Tensor) -> Tensor:
         self.ids.copy_(ids)
         self.graph.replay()
         return self.logits
+
+
+def make_decode_step(model: Any, state: Any, batch: int, cuda_graph: bool | None = None) -> StaticStep:
+    """The decode step ``generate`` uses: a captured CUDA graph on CUDA (``cuda_graph`` None or True), else
+    the same step run eagerly."""
+    ssm = getattr(state, "ssm", None)  # a MambaState; other steppers (the backends' fallback) run eagerly
+    on_cuda = isinstance(ssm, torch.Tensor) and ssm.device.type == "cuda"
+    if cuda_graph and not on_cuda:
+        raise ValueError("cuda_graph=True needs the model and state on a CUDA device")
+    if on_cuda and cuda_graph is not False:
+        return CUDAGraphStep(model, state, batch)
+    return StaticStep(model, state, batch)
 
 
 @torch.inference_mode()
@@ -184,7 +217,7 @@ def generate(
     lengths: Tensor | list[int] | None = None,
     config: GenerationConfig | None = None,
     state: Any = None,
-    cuda_graph: bool = False,
+    cuda_graph: bool | None = None,
     **overrides: Any,
 ) -> GenerationOutput:
     """Generate continuations of a batch of prompts with a Mamba LM (``MambaLM`` or a peft wrapper of it).
@@ -194,7 +227,7 @@ def generate(
         lengths: (B,) real prompt lengths (all L if None).
         config: a ``GenerationConfig``; keyword ``overrides`` replace its fields (e.g. ``max_new_tokens=20``).
         state: the state before the prompts (e.g. a cached audio prefix); not modified.
-        cuda_graph: decode through a captured CUDA graph (CUDA tensors only).
+        cuda_graph: decode through a captured CUDA graph; None (default) = on CUDA devices only.
 
     The repetition penalty covers the prompt ids (when given as ids) and every generated token.
     """
@@ -213,7 +246,7 @@ def generate(
     out = torch.full((batch, config.max_new_tokens), config.pad_id, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     n_new = torch.full((batch,), config.max_new_tokens, dtype=torch.long, device=device)
-    step = CUDAGraphStep(model, state, batch) if cuda_graph else None
+    step = make_decode_step(model, state, batch, cuda_graph)
     for t in range(config.max_new_tokens):
         token = torch.where(done, config.pad_id, sampler(logits, seen))  # (B,)
         out[:, t] = token
@@ -225,6 +258,6 @@ def generate(
             if bool(done.all()):
                 break
         if t + 1 < config.max_new_tokens:
-            logits = step(token) if step is not None else model.step(token, state=state)
+            logits = step(token)
     used = int(n_new.max()) if batch else 0
     return GenerationOutput(out[:, :used], n_new, config.eos_token_id)

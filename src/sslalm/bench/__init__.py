@@ -15,11 +15,12 @@ import importlib.util
 import json
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "gpu": ("sslalm.bench.gpu", "every GPU row (Mamba-2.8B, DASS, LLaMA-7B shapes), one JSON line per row"),
     "encoder": ("sslalm.bench.encoder", "DASS vs AST: CPU time and peak memory at 10 s, 60 s, 600 s"),
     "lm": ("sslalm.bench.lm", "our Mamba LM vs transformers' Mamba and LLaMA: prefill and decode"),
     "scan": (
         "sslalm.bench.scan",
-        "selective-scan methods (ref, chunked, recurrent, loop, transformers) side by side",
+        "selective-scan methods (ref, chunked, recurrent, loop, numba, transformers) side by side",
     ),
 }
 

@@ -15,7 +15,9 @@ memory, the greedy decode loop, tables.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -151,3 +153,23 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = 
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def torch_kernels_only(enabled: bool = True):
+    """Within the block (when ``enabled``), ``auto`` dispatch ignores numba: the torch kernels run, as before
+    the compiled ones existed. Restores the environment and the backend probe afterwards."""
+    from sslalm.ops.dispatch import backend_available
+
+    old = os.environ.get("SSLALM_DISABLE_NUMBA")
+    if enabled:
+        os.environ["SSLALM_DISABLE_NUMBA"] = "1"
+    backend_available.cache_clear()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SSLALM_DISABLE_NUMBA", None)
+        else:
+            os.environ["SSLALM_DISABLE_NUMBA"] = old
+        backend_available.cache_clear()

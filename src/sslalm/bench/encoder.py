@@ -5,7 +5,9 @@ length, while a transformer's (AST) grows quadratically through self-attention. 
 process (``run_isolated``) so its peak resident memory is its own. Inputs are random fbanks with 100 frames
 per second (kaldi 10 ms shift); weights are random (cost does not depend on their values).
 
-* DASS: :class:`sslalm.models.dass.DASSModel` ``forward_features`` (the map the LALM consumes), any length.
+* DASS: :class:`sslalm.models.dass.DASSModel` ``forward_features`` (the map the LALM consumes), any length;
+  with the kernels ``auto`` picks (numba on a CPU) and, as "DASS-<size> torch", with numba switched off (the
+  torch scans, as before the compiled kernels), unless ``--skip-torch-kernels``.
 * AST: ``transformers.ASTModel`` with its default config (patch 16, strides 10, 1024 frames). A 10 s clip is
   zero-padded to 1024 frames as AST's feature extractor does; longer inputs set ``max_length`` to the input
   length, so the positional table and the attention grow with it. The attention kernel is transformers'
@@ -23,7 +25,7 @@ import os
 import resource
 from typing import Any
 
-from sslalm.bench.common import format_table, peak_rss, run_isolated, timed
+from sslalm.bench.common import format_table, peak_rss, run_isolated, timed, torch_kernels_only
 
 FRAMES_PER_SECOND = 100
 AST_LAYERS, AST_WIDTH, AST_FFN, AST_HEADS = 12, 768, 3072, 12
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in each case")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case (median reported)")
     parser.add_argument("--skip-ast", action="store_true", help="only DASS")
+    parser.add_argument("--skip-torch-kernels", action="store_true", help="no DASS row with numba off")
     parser.add_argument("--dass-size", choices=["small", "medium"], default="small")
     parser.add_argument(
         "--ast-limit", type=float, default=600.0, help="skip AST cases estimated to take longer (s)"
@@ -86,7 +89,14 @@ def _timed_with_os_split(step: Any, repeats: int) -> dict[str, float]:
     }
 
 
-def _dass_case(frames: int, threads: int, repeats: int, size: str) -> dict[str, Any]:
+def _dass_case(
+    frames: int, threads: int, repeats: int, size: str, torch_kernels: bool = False
+) -> dict[str, Any]:
+    with torch_kernels_only(torch_kernels):
+        return _dass_case_inner(frames, threads, repeats, size)
+
+
+def _dass_case_inner(frames: int, threads: int, repeats: int, size: str) -> dict[str, Any]:
     import torch
 
     from sslalm.models.dass import DASSConfig, DASSModel
@@ -148,17 +158,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     durations = sorted(args.durations)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
+    variants = [("", False)] + ([] if args.skip_torch_kernels else [(" torch", True)])
     for duration in durations:
         frames = _frames(duration)
-        print(f"DASS-{args.dass_size}: {duration:g} s ({frames} frames) ...", flush=True)
-        try:
-            result = run_isolated(
-                _dass_case, frames, args.threads, args.repeats, args.dass_size, timeout=args.timeout
-            )
-            rows.append(_row(f"DASS-{args.dass_size}", duration, frames, result))
-        except RuntimeError as exc:
-            rows.append({"model": f"DASS-{args.dass_size}", "audio_s": duration, "frames": frames,
-                         "status": f"failed: {exc}"})  # fmt: skip
+        for suffix, torch_kernels in variants:
+            name = f"DASS-{args.dass_size}{suffix}"
+            print(f"{name}: {duration:g} s ({frames} frames) ...", flush=True)
+            try:
+                result = run_isolated(_dass_case, frames, args.threads, args.repeats, args.dass_size,
+                                      torch_kernels, timeout=args.timeout)  # fmt: skip
+                rows.append(_row(name, duration, frames, result))
+            except RuntimeError as exc:
+                rows.append(
+                    {"model": name, "audio_s": duration, "frames": frames, "status": f"failed: {exc}"}
+                )
     if not args.skip_ast:
         measured: dict[str, Any] | None = None
         for duration in durations:

@@ -7,9 +7,14 @@ Measured side by side in one run, random weights (cost does not depend on their 
 * decode: milliseconds per generated token after a prompt of each ``--decode-contexts`` length (median of
   ``--decode-tokens`` steps). Our state and transformers' Mamba cache have a fixed size; LLaMA's KV cache
   grows with the context, so its time per token is expected to grow while ours stays flat;
-* ``--train``: forward + backward of a small model (default d_model 256, 4 layers, batch 4, length 256), ours
-  (the "auto" scan, which picks the recurrent scan under autograd) against transformers' pure-PyTorch
-  fallback, i.e. the training path.
+* ``--train``: forward + backward of a small model (default d_model 256, 4 layers, batch 4, length 256) and
+  of the demo's LM (d_model 64, 2 layers, batch 32, length 60, vocabulary 1024), ours against transformers'
+  pure-PyTorch fallback, i.e. the training path.
+
+"ours" uses what ``auto`` picks on this machine (the compiled numba kernels on a CPU); "ours-torch" is the
+same model with numba switched off (``SSLALM_DISABLE_NUMBA``), i.e. the torch kernels (``loop`` for
+prefill, ``recurrent`` for training, the torch decode step), the path before the compiled kernels.
+``scan_share`` is the fraction of one prefill of the longest prompt spent inside the selective scan.
 
 transformers' ``MambaForCausalLM`` gets exactly our weights (``load_state_dict``) and the logits of both are
 compared as a sanity check. Each model runs in a fresh process (``run_isolated``), so the peak resident
@@ -26,9 +31,16 @@ import statistics
 import time
 from typing import Any
 
-from sslalm.bench.common import format_table, run_isolated, timed
+from sslalm.bench.common import format_table, run_isolated, timed, torch_kernels_only
 
-MAMBA, HF_MAMBA, LLAMA = "ours", "transformers-mamba", "transformers-llama"
+MAMBA, MAMBA_TORCH, HF_MAMBA, LLAMA = "ours", "ours-torch", "transformers-mamba", "transformers-llama"
+OURS = (MAMBA, MAMBA_TORCH)
+DEMO_TRAIN = dict(d_model=64, layers=2, batch=32, length=60, vocab=1024)
+
+
+def kernels_for(kind: str):
+    """ "ours-torch" runs with numba switched off (inside the returned context); every other kind as is."""
+    return torch_kernels_only(kind == MAMBA_TORCH)
 
 
 def _ints(text: str) -> list[int]:
@@ -50,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed prefills (median) for ours and LLaMA")
     parser.add_argument("--hf-repeats", type=int, default=1, help="timed prefills for transformers' Mamba")
     parser.add_argument("--no-bf16", action="store_true", help="skip our bf16-weights row")
+    parser.add_argument("--skip-torch-kernels", action="store_true", help="skip the ours-torch rows")
     parser.add_argument("--skip-hf-mamba", action="store_true")
     parser.add_argument("--hf-bf16", action="store_true", help="also run transformers' Mamba in bf16 on CPU")
     parser.add_argument("--skip-llama", action="store_true")
@@ -60,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--train-length", type=int, default=256)
     parser.add_argument("--train-vocab", type=int, default=50280)
+    parser.add_argument("--skip-demo-train", action="store_true", help="skip the demo-LM training shape")
     parser.add_argument("--no-gpu", action="store_true", help="CPU only even when CUDA is available")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per-case limit (s)")
 
@@ -94,7 +108,7 @@ def _build(kind: str, spec: dict, device: str, dtype_name: str):
     cfg = _mamba_config(spec["d_model"], spec["layers"], spec["vocab"])
     torch.manual_seed(0)
     ours = MambaLM(cfg)
-    if kind == MAMBA:
+    if kind in OURS:
         return ours.to(device).to_compute_dtype(dtype).eval()
     hf = transformers.MambaForCausalLM(transformers.MambaConfig(**cfg.to_hf_dict()))
     hf.load_state_dict(ours.state_dict())
@@ -108,7 +122,7 @@ class _Runner:
         from sslalm.models.backends import lm_backend
 
         self.model = model
-        self.backend = lm_backend("mamba" if kind == MAMBA else "hf")
+        self.backend = lm_backend("mamba" if kind in OURS else "hf")
 
     def prefill(self, ids):
         return self.backend.prefill(self.model, input_ids=ids)
@@ -119,6 +133,34 @@ class _Runner:
 
 def inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_graph: bool = False) -> dict:
     """Prefill and decode timings of one model (run in a child process on CPU)."""
+    with kernels_for(kind):
+        return _inference_case(kind, spec, device, dtype_name, cuda_graph)
+
+
+def _scan_seconds(model, prompt, runner) -> tuple[float, float]:
+    """(seconds inside the selective scan, total seconds) of one prefill of ``prompt``."""
+    import sslalm.models.mamba as mamba_module
+
+    spent = [0.0]
+    scan = mamba_module.selective_scan
+
+    def timed_scan(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = scan(*args, **kwargs)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    mamba_module.selective_scan = timed_scan
+    try:
+        t0 = time.perf_counter()
+        runner.prefill(prompt)
+        total = time.perf_counter() - t0
+    finally:
+        mamba_module.selective_scan = scan
+    return spent[0], total
+
+
+def _inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_graph: bool) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -172,6 +214,9 @@ def inference_case(kind: str, spec: dict, device: str, dtype_name: str, cuda_gra
                     torch.cuda.synchronize()
                 times[n].append(time.perf_counter() - t0)
         result["decode_ms"] = {n: 1000 * statistics.median(ts) for n, ts in sorted(times.items())}
+        if kind in OURS and not cuda:
+            scan_s, total_s = _scan_seconds(model, ids[:, : max(spec["prefill"])], runner)
+            result["scan_share"] = scan_s / total_s
         if cuda_graph and kind == MAMBA:
             graph = {
                 n: _graph_decode_ms(model, cache, logits.argmax(-1), spec)
@@ -198,15 +243,26 @@ def _graph_decode_ms(model, state, token, spec: dict) -> float:
     return 1000 * (time.perf_counter() - t0) / spec["decode_tokens"]
 
 
-def train_case(kind: str, spec: dict) -> dict:
-    """Seconds per forward + backward (median) of a small model in training mode."""
+def train_case(kind: str, spec: dict, demo: bool = False) -> dict:
+    """Seconds per forward + backward (median) of a small model in training (the demo's LM if ``demo``)."""
+    with kernels_for(kind):
+        return _train_case(kind, spec, demo)
+
+
+def _train_case(kind: str, spec: dict, demo: bool) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    shape = {"d_model": spec["train_d_model"], "layers": spec["train_layers"], "vocab": spec["train_vocab"]}
-    model = _build(kind, shape, "cpu", "float32").train()
+    if demo:
+        d, layers, batch, length, vocab = (
+            DEMO_TRAIN[k] for k in ("d_model", "layers", "batch", "length", "vocab")
+        )
+    else:
+        d, layers, vocab = spec["train_d_model"], spec["train_layers"], spec["train_vocab"]
+        batch, length = spec["train_batch"], spec["train_length"]
+    model = _build(kind, {"d_model": d, "layers": layers, "vocab": vocab}, "cpu", "float32").train()
     gen = torch.Generator().manual_seed(2)
-    ids = torch.randint(0, spec["train_vocab"], (spec["train_batch"], spec["train_length"]), generator=gen)
+    ids = torch.randint(0, vocab, (batch, length), generator=gen)
     box = {}
 
     def fwd_bwd():
@@ -251,6 +307,8 @@ def _inference_rows(spec: dict, args: argparse.Namespace, device: str, dtype: st
     bf16 = device == "cpu" and not args.no_bf16
     if bf16:
         cases.append((MAMBA, "bfloat16"))
+    if device == "cpu" and not args.skip_torch_kernels:
+        cases.append((MAMBA_TORCH, dtype))
     if not args.skip_hf_mamba:
         cases.append((HF_MAMBA, dtype))
         if bf16 and args.hf_bf16:
@@ -276,6 +334,8 @@ def _inference_rows(spec: dict, args: argparse.Namespace, device: str, dtype: st
             row[f"decode@{n}_ms"] = ms
         for n, ms in res.get("graph_decode_ms", {}).items():
             row[f"graph@{n}_ms"] = ms
+        if "scan_share" in res:
+            row["scan_share"] = res["scan_share"]
         row["peak_MB"] = res.get("peak_gpu_mb", res.get("peak_rss_mb"))
         rows.append(row)
     return rows
@@ -346,28 +406,36 @@ def run(args: argparse.Namespace) -> dict:
             print(format_table(rows, list(dict.fromkeys(k for r in rows for k in r))))
             out.update(_summary(out["results"], spec, "cuda"))
     if args.train or args.train_only:
-        rows = []
-        for kind in (MAMBA, HF_MAMBA):
-            print(f"running training fwd+bwd {kind} ...", flush=True)
-            res = run_isolated(train_case, kind, spec, timeout=args.timeout)
-            out["results"][f"train {kind}"] = res
-            rows.append(
-                {
-                    "model": kind,
-                    "params_M": res["params"] / 1e6,
-                    "fwd_bwd_s": res["fwd_bwd_s"],
-                    "loss": res["loss"],
-                    "peak_MB": res["peak_rss_mb"],
-                }
-            )
-        ratio = rows[1]["fwd_bwd_s"] / rows[0]["fwd_bwd_s"]
-        out["train_speedup_vs_transformers_mamba"] = ratio
-        print(
-            f"\nTraining forward + backward, d_model {args.train_d_model}, {args.train_layers} layers, "
-            f"batch {args.train_batch}, length {args.train_length}, vocab {args.train_vocab} (CPU):"
-        )
-        print(format_table(rows, ["model", "params_M", "fwd_bwd_s", "loss", "peak_MB"]))
-        print(f"ours is {ratio:.1f}x faster")
+        out.update(_train_rows(spec, args, out["results"]))
     for res in out["results"].values():
         res.pop("check_logits", None)
+    return out
+
+
+def _train_rows(spec: dict, args: argparse.Namespace, results: dict) -> dict:
+    """Training forward + backward: ours (auto kernels), ours-torch and transformers' Mamba, per shape."""
+    out: dict[str, Any] = {}
+    shapes = [("train", False)] + ([] if args.skip_demo_train else [("demo-train", True)])
+    kinds = (
+        [MAMBA]
+        + ([] if args.skip_torch_kernels else [MAMBA_TORCH])
+        + ([] if args.skip_hf_mamba else [HF_MAMBA])
+    )
+    for label, demo in shapes:
+        rows = []
+        for kind in kinds:
+            print(f"running {label} fwd+bwd {kind} ...", flush=True)
+            res = run_isolated(train_case, kind, spec, demo, timeout=args.timeout)
+            results[f"{label} {kind}"] = res
+            rows.append({"model": kind, "params_M": res["params"] / 1e6, "fwd_bwd_s": res["fwd_bwd_s"],
+                         "loss": res["loss"], "peak_MB": res["peak_rss_mb"]})  # fmt: skip
+        for row in rows[1:]:
+            out[f"{label}_speedup[ours vs {row['model']}]"] = row["fwd_bwd_s"] / rows[0]["fwd_bwd_s"]
+        if demo:
+            what = ", ".join(f"{k} {v}" for k, v in DEMO_TRAIN.items())
+        else:
+            what = (f"d_model {args.train_d_model}, {args.train_layers} layers, batch {args.train_batch}, "
+                    f"length {args.train_length}, vocab {args.train_vocab}")  # fmt: skip
+        print(f"\nTraining forward + backward ({label}: {what}), CPU, {args.threads} thread(s):")
+        print(format_table(rows, ["model", "params_M", "fwd_bwd_s", "loss", "peak_MB"]))
     return out

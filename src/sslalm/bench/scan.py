@@ -7,17 +7,22 @@ Cases (batch, dim, L, N):
 * ``lm-demo-train``: (32, 128, 60, 16), forward + backward: the tiny demo LM (d_model 64) at batch 32.
 * ``dass-train``: (4, 384, 8192, 1) with G=4 groups, forward + backward: DASS-small stage 0, 4 x 1024 frames.
 * ``dass-fwd``: (1, 384, 8192, 1) with G=4 groups, forward without grad: DASS stage 0 (4 directions x 96).
+* ``lm130m-prefill``: (1, 1536, 1024, 16), forward without grad: one mamba-130m layer reading 1,024 tokens.
+* ``decode-step``: (1, 5120, 1, 16), forward without grad: one token through a mamba-2.8b layer's scan.
 
-Rows: our ``ref`` twin, ``chunked``, ``recurrent`` (hand-written backward), ``loop`` (inference only), what
-``auto`` picks, and transformers' pure-PyTorch fallback (``mamba_selective_scan``) as the outside baseline
-(ungrouped cases only). ``rel_err`` is the max error of the output against ``ref`` relative to the output's
-largest magnitude. LM cases pass u, delta, B, C as the Mamba LM does: (batch, L, dim) memory, transposed.
+Rows: our ``ref`` twin, ``chunked``, ``recurrent`` (hand-written backward), ``loop`` (inference only), the
+compiled ``numba`` kernels, what ``auto`` picks, and transformers' pure-PyTorch fallback
+(``mamba_selective_scan``) as the outside baseline (ungrouped cases only). Fast methods are timed after
+``--warmup`` untimed calls; ``first_call_s`` is the first call (numba's compile or cache load is in it).
+``rel_err`` is the max error of the output against ``ref`` relative to the output's largest magnitude.
+LM cases pass u, delta, B, C as the Mamba LM does: (batch, L, dim) memory, transposed.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import time
 from typing import Any
 
 CASES = {
@@ -26,8 +31,10 @@ CASES = {
     "lm-demo-train": dict(shape=(32, 128, 60, 16), groups=None, grad=True),
     "dass-train": dict(shape=(4, 384, 8192, 1), groups=4, grad=True),
     "dass-fwd": dict(shape=(1, 384, 8192, 1), groups=4, grad=False),
+    "lm130m-prefill": dict(shape=(1, 1536, 1024, 16), groups=None, grad=False),
+    "decode-step": dict(shape=(1, 5120, 1, 16), groups=None, grad=False),
 }
-METHODS = ("ref", "chunked", "recurrent", "loop", "auto", "transformers")
+METHODS = ("ref", "chunked", "recurrent", "loop", "numba", "auto", "transformers")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median reported)")
     parser.add_argument("--ref-repeats", type=int, default=1, help="timed repeats of ref and transformers")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every L by this (quick runs)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing the fast methods")
 
 
 def _inputs(shape: tuple[int, int, int, int], groups: int | None, seed: int = 0) -> tuple:
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from sslalm.bench.common import format_table, timed
-    from sslalm.ops.scan import _pick_method
+    from sslalm.ops.scan import pick_method
 
     torch.set_num_threads(args.threads)
     rows = []
@@ -106,13 +114,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if method == "transformers" and case["groups"] is not None:
                 continue  # no grouped B/C there
             if method == "auto":
-                row["picks"] = _pick_method(inputs[0], inputs[2], case["grad"])
+                row["picks"] = pick_method(inputs[0], inputs[2], case["grad"])
             fn = _runner(method, inputs, case["grad"])
             slow = method in ("ref", "transformers")
             try:
+                t0 = time.perf_counter()
                 y = fn()
+                row["first_call_s"] = time.perf_counter() - t0
                 reps = args.ref_repeats if slow else args.repeats
-                row.update(timed(fn, repeats=reps, warmup=0 if slow else 1))
+                row.update(timed(fn, repeats=reps, warmup=0 if slow else args.warmup))
             except ImportError as exc:  # transformers missing or without the fallback function
                 row["error"] = str(exc)
                 rows.append(row)
@@ -128,7 +138,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in rows:
             if base and r["case"] == name and "cpu_s" in r:
                 r["speedup_vs_ref"] = base["cpu_s"] / r["cpu_s"]
-    cols = ["case", "shape", "groups", "mode", "method", "picks", "wall_s", "cpu_s", "speedup_vs_ref"]
+    cols = [
+        "case",
+        "shape",
+        "groups",
+        "mode",
+        "method",
+        "picks",
+        "wall_s",
+        "cpu_s",
+        "first_call_s",
+        "speedup_vs_ref",
+    ]
     print(format_table(rows, [*cols, "rel_err"]))
     return {
         "benchmark": "scan",

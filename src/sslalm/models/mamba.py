@@ -40,7 +40,7 @@ from sslalm.models.mamba_config import (  # noqa: F401  (re-exported: the public
     lora_config,
     lora_parameter_count,
 )
-from sslalm.ops import selective_scan, selective_state_update
+from sslalm.ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
 
 logger = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -110,24 +110,16 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def causal_conv(ext: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Depthwise causal conv, time-major: ext (B, K + L, D) = K earlier inputs then the L new ones.
-
-    out[:, t] = bias + sum_j weight[:, 0, j] * ext[:, t + 1 + j] for t < L, i.e. ``F.conv1d`` with K - 1 steps
-    of history (the tested twin), but as K shifted multiply-adds: no layout change, 2-3x faster on CPU.
-    weight is the Conv1d's (D, 1, K). Returns (B, L, D).
-    """
-    k = weight.shape[-1]
-    length = ext.shape[1] - k
-    w = weight[:, 0, :]  # (D, K)
-    out = ext[:, 1 : 1 + length] * w[:, 0]
-    for j in range(1, k):
-        out = out.addcmul_(ext[:, 1 + j : 1 + j + length], w[:, j])
-    return out if bias is None else out.add_(bias)
-
-
 class MambaMixer(nn.Module):
-    """The selective-SSM mixer of one block; parameter names match mamba_ssm and transformers."""
+    """The selective-SSM mixer of one block; parameter names match mamba_ssm and transformers.
+
+    The conv, the scan and the decode step go through ``sslalm.ops``' dispatchers, which pick the kernel per
+    device (numba on CPU, mamba_ssm or Triton on CUDA, torch elsewhere). ``scan_method`` / ``step_method``
+    (default ``"auto"``) force one, for comparisons and tests.
+    """
+
+    scan_method: str = "auto"
+    step_method: str = "auto"
 
     def __init__(self, config: MambaConfig):
         super().__init__()
@@ -183,12 +175,10 @@ class MambaMixer(nn.Module):
         x, z = self.in_proj(h).chunk(2, dim=-1)  # (B, L, d_inner) each
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)
-        if conv_state is None:
-            prefix = x.new_zeros(batch, k, self.d_inner)
-        else:
-            prefix = conv_state.transpose(1, 2).to(x.dtype)  # (B, k, d_inner)
-        ext = torch.cat([prefix, x], dim=1)  # (B, k + L, d_inner)
-        xc = F.silu(causal_conv(ext, self.conv1d.weight, self.conv1d.bias))  # (B, L, d_inner)
+        weight = self.conv1d.weight[:, 0, :]  # (d_inner, k)
+        history = None if conv_state is None else conv_state[..., 1:].to(x.dtype)  # (B, d_inner, k - 1)
+        xc = causal_conv1d(x.transpose(1, 2), weight, self.conv1d.bias, history, activation="silu")
+        xc = xc.transpose(1, 2)  # (B, L, d_inner)
         delta, B, C = self._ssm_inputs(xc)  # (B, L, d_inner) fp32, (B, L, N), (B, L, N)
         if mask is not None:
             delta = delta * mask[..., None]
@@ -203,29 +193,34 @@ class MambaMixer(nn.Module):
             z=z.transpose(1, 2),
             initial_state=ssm_state,
             return_last_state=return_state,
-            method="auto",
+            method=self.scan_method,
         )
         y, last = res if return_state else (res, None)
         out = self.out_proj(y.transpose(1, 2).to(h.dtype))  # (B, L, d_model)
         new_conv = None
-        if return_state:
+        if return_state:  # the last k pre-conv inputs before each sequence's end
+            if conv_state is None:
+                prefix = x.new_zeros(batch, k, self.d_inner)
+            else:
+                prefix = conv_state.transpose(1, 2).to(x.dtype)  # (B, k, d_inner)
+            ext = torch.cat([prefix, x], dim=1)  # (B, k + L, d_inner)
             ends = torch.full((batch,), length, device=h.device) if ends is None else ends
             idx = (ends[:, None] + torch.arange(k, device=h.device))[..., None].expand(-1, -1, self.d_inner)
-            new_conv = torch.gather(ext, 1, idx).transpose(1, 2)  # (B, d_inner, k): last k inputs before ends
+            new_conv = torch.gather(ext, 1, idx).transpose(1, 2)  # (B, d_inner, k)
         return out, new_conv, last
 
     def step(self, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
         """One decoding step. h (B, d_model); states are updated in place. Returns (B, d_model)."""
         x, z = self.in_proj(h).chunk(2, dim=-1)  # (B, d_inner)
-        conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
-        conv_state[:, :, -1] = x
-        xc = (conv_state * self.conv1d.weight[:, 0, :]).sum(-1)  # (B, d_inner)
-        if self.conv1d.bias is not None:
-            xc = xc + self.conv1d.bias
-        xc = F.silu(xc)
-        delta, B, C = self._ssm_inputs(xc)
+        weight = self.conv1d.weight[:, 0, :]
+        xc = causal_conv1d_update(x, conv_state, weight, self.conv1d.bias, activation="silu")
+        dt, B, C = torch.split(self.x_proj(xc), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # bias and softplus are fused into the step (fp32 bias)
         A = -torch.exp(self.A_log.float())
-        y = selective_state_update(ssm_state, xc, delta, A, B, C, D=self.D, z=z)
+        y = selective_state_update(
+            ssm_state, xc, dt, A, B, C, D=self.D, z=z, dt_bias=self.dt_proj.bias, dt_softplus=True,
+            method=self.step_method,
+        )  # fmt: skip
         return self.out_proj(y.to(h.dtype))
 
 

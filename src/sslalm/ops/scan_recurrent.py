@@ -1,17 +1,26 @@
 """Selective scan ``"recurrent"``: the sequential recurrence with a hand-written backward (CPU training).
 
 The forward steps h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t without an autograd graph; the backward
-is written out (a reverse-time loop for the state gradient, then vectorised reductions). Why and how much
-faster than ``chunked``, and the memory it keeps: see the ``sslalm.ops.scan`` module docstring, which also
-holds the argument convention and the ``"auto"`` rule. Tested against ``selective_scan_ref`` (every
-gradient, grouped and ungrouped B/C, N = 1 and N > 1) and with ``gradcheck`` in float64.
+is written out: one reverse-time loop for the state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}, then
+vectorised reductions: d(delta*u)_t = B_t.g_t, dB_t / dC_t = channel sums (per group) of delta_t u_t g_t /
+dy_t h_t, w_t = g_t a_t h_{t-1} gives d delta_t = sum_n w_t A and dA = sum over batch and time of w_t delta_t,
+d h0 = a_1 g_1. The softplus, delta bias, delta*u, D skip and z gate stay plain autograd ops around it.
+
+Why: ``chunked`` builds an autograd graph of a few ops per step; here the forward is one in-place
+``addcmul_`` per step with no graph, in a (batch, L, dim[, N]) layout that the Mamba LM's transposed
+(batch, L, dim) activations already have (no copy). It keeps every state h_t and decay a_t = exp(delta_t A)
+for the backward (two (batch, dim, L, N) fp32 buffers; the backward adds two more), about chunked's peak
+memory or less. It is the torch training path when numba is missing, the compiled scan's torch twin, and the
+only path besides ``ref`` that computes in fp64 (``gradcheck``). Timings: docs/benchmarks.md. Tested against
+``selective_scan_ref`` (every gradient, grouped and ungrouped B/C, N = 1 and N > 1) and with ``gradcheck``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sslalm.ops.scan import _finish, _grouped, _prepare, selective_scan_ref
+from sslalm.ops.scan_args import check_groups, finish, grouped, prepare
+from sslalm.ops.scan_ref import selective_scan_ref
 
 Tensor = torch.Tensor
 
@@ -168,14 +177,13 @@ def selective_scan_recurrent(
         args = (D, z, delta_bias, delta_softplus, initial_state, return_last_state)
         return selective_scan_ref(u, delta, A, B, C, *args)
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    uf, df, Af = _prepare(u, delta, A, delta_bias, delta_softplus, work)
-    Bg, Cg = _grouped(B, work), _grouped(C, work)
+    uf, df, Af = prepare(u, delta, A, delta_bias, delta_softplus, work)
+    Bg, Cg = grouped(B, work), grouped(C, work)
     G, N = Bg.shape[1], Af.shape[1]
-    if dim % G:
-        raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
+    check_groups(dim, G)
     Dg = dim // G
     h0 = None if initial_state is None else initial_state.to(work).reshape(batch, G, Dg, N)
     du = (df * uf).view(batch, G, Dg, length)
     y, last = _Recurrence.apply(du, df.view(batch, G, Dg, length), Af.view(G, Dg, N), Bg, Cg, h0)
-    y = _finish(y.reshape(batch, dim, length), uf, D, z, dtype)
+    y = finish(y.reshape(batch, dim, length), uf, D, z, dtype)
     return (y, last.reshape(batch, dim, N)) if return_last_state else y

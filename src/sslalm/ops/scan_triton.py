@@ -257,7 +257,7 @@ def selective_scan_triton(
     if dim % G:
         raise ValueError(f"dim={dim} is not divisible by the number of B/C groups {G}")
     if length == 0:
-        from sslalm.ops.scan import selective_scan_ref
+        from sslalm.ops.scan_ref import selective_scan_ref
 
         args = (D, z, delta_bias, delta_softplus, initial_state, return_last_state)
         return selective_scan_ref(u, delta, A, B, C, *args)
