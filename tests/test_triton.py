@@ -19,10 +19,13 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
+from sslalm.ops import (  # noqa: E402
+    scan_triton,  # noqa: E402
+    selective_scan_ref,
+    selective_state_update,
+)
 from sslalm.ops.conv1d import causal_conv1d_torch  # noqa: E402
-from sslalm.ops import scan_triton  # noqa: E402
 from sslalm.ops.conv1d_triton import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
-from sslalm.ops import selective_scan_ref, selective_state_update  # noqa: E402
 from sslalm.ops.scan_triton import selective_scan_triton, selective_state_update_triton  # noqa: E402
 from sslalm.ops.triton_support import INSTALL_HINT, cpu_interpreter, require_triton  # noqa: E402
 

@@ -155,9 +155,10 @@ class StaticStep:
     run eagerly it is the graph's twin, so a CPU exercises everything but the capture itself.
     """
 
-    def __init__(self, model: Any, state: Any, batch: int):
+    def __init__(self, model: Any, state: Any, batch: int, device: torch.device | str | None = None):
         self.model, self.state = model, state
-        self.ids = torch.zeros(batch, dtype=torch.long, device=state.ssm.device)
+        device = state.ssm.device if device is None else device
+        self.ids = torch.zeros(batch, dtype=torch.long, device=device)
         self.logits: Tensor | None = None
 
     def run(self) -> Tensor:
@@ -197,16 +198,22 @@ class CUDAGraphStep(StaticStep):
         return self.logits
 
 
-def make_decode_step(model: Any, state: Any, batch: int, cuda_graph: bool | None = None) -> StaticStep:
+def make_decode_step(
+    model: Any,
+    state: Any,
+    batch: int,
+    cuda_graph: bool | None = None,
+    device: torch.device | str | None = None,
+) -> StaticStep:
     """The decode step ``generate`` uses: a captured CUDA graph on CUDA (``cuda_graph`` None or True), else
-    the same step run eagerly."""
+    the same step run eagerly. ``device``: where the token ids live (default: the state's)."""
     ssm = getattr(state, "ssm", None)  # a MambaState; other steppers (the backends' fallback) run eagerly
     on_cuda = isinstance(ssm, torch.Tensor) and ssm.device.type == "cuda"
     if cuda_graph and not on_cuda:
         raise ValueError("cuda_graph=True needs the model and state on a CUDA device")
     if on_cuda and cuda_graph is not False:
         return CUDAGraphStep(model, state, batch)
-    return StaticStep(model, state, batch)
+    return StaticStep(model, state, batch, device)
 
 
 @torch.inference_mode()
@@ -246,7 +253,7 @@ def generate(
     out = torch.full((batch, config.max_new_tokens), config.pad_id, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     n_new = torch.full((batch,), config.max_new_tokens, dtype=torch.long, device=device)
-    step = make_decode_step(model, state, batch, cuda_graph)
+    step = make_decode_step(model, state, batch, cuda_graph, device)
     for t in range(config.max_new_tokens):
         token = torch.where(done, config.pad_id, sampler(logits, seen))  # (B,)
         out[:, t] = token
