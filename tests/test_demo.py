@@ -154,7 +154,7 @@ def test_the_two_models_have_comparable_sizes(tmp_path):
 
 
 def test_linear_probe_learns_separable_features_and_guesses_only_allowed_labels():
-    from sslalm.demo.baselines import fbank_statistics, probe_accuracy
+    from sslalm.demo.baselines import fbank_statistics, fit_probe, probe_accuracy
 
     rng = np.random.default_rng(0)
     centres = {"dog": 0.0, "piano": 3.0, "cat": -3.0}
@@ -162,9 +162,10 @@ def test_linear_probe_learns_separable_features_and_guesses_only_allowed_labels(
     train_x = np.stack([rng.normal(centres[y], 1.0, 8) for y in train_y])
     test_y = ["dog", "piano", "cat"] * 10
     test_x = np.stack([rng.normal(centres[y], 1.0, 8) for y in test_y])
-    assert probe_accuracy(train_x, train_y, test_x, [[y] for y in test_y], list(centres)) > 90
+    clf = fit_probe(train_x, train_y)
+    assert probe_accuracy(clf, test_x, [[y] for y in test_y], list(centres)) > 90
     # "cat" is not a label of this set: its clips can only be wrong, the others stay right
-    acc = probe_accuracy(train_x, train_y, test_x, [[y] for y in test_y], ["dog", "piano"])
+    acc = probe_accuracy(clf, test_x, [[y] for y in test_y], ["dog", "piano"])
     assert 55 < acc < 70
     fb = np.arange(12, dtype=np.float32).reshape(4, 3)  # (T, F)
     np.testing.assert_allclose(fbank_statistics(fb), [4.5, 5.5, 6.5, *fb.std(0), 9, 10, 11])

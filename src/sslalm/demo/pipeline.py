@@ -453,9 +453,14 @@ def prepare_data(options: DemoOptions, say) -> DemoData:
     if s.unseen_size > 0:
         unseen_dir = root.parent / f"{root.name}-unseen"
         say(f"unseen-sources set ({s.unseen_size} clips) in {unseen_dir}")
-        unseen = build_unseen(
-            unseen_dir, all_labels["all"], s.unseen_size, options.seed, progress=options.progress
-        )
+        try:
+            unseen = build_unseen(
+                unseen_dir, all_labels["all"], s.unseen_size, options.seed, progress=options.progress
+            )
+        except RuntimeError as exc:  # none of its sources is installed: the demo runs without it
+            logger.warning("no unseen-sources set: %s (scripts/setup-system.sh installs them)", exc)
+            unseen_dir = None
+    if unseen_dir is not None:
         unseen_cla = json.loads((unseen_dir / "unseen_cla.json").read_text(encoding="utf-8"))
         unseen_labels = json.loads((unseen_dir / "labels.json").read_text(encoding="utf-8"))["cla"]["unseen"]
     test_records = json.loads((root / "test.json").read_text(encoding="utf-8"))
