@@ -42,13 +42,20 @@ def fbank_statistics(fbank: np.ndarray) -> np.ndarray:
 
 def clip_features(paths: Sequence[str | Path]) -> np.ndarray:
     """(N, 384) fbank statistics of whole clips (the models' 128-bin Kaldi fbank, not cropped)."""
+    import torch
+
     from sslalm.audio import FbankExtractor, load_audio
 
     extractor = FbankExtractor(target_length=None)
     rows = []
-    for p in paths:
-        fb = extractor(load_audio(str(p)))  # (T, 128)
-        rows.append(fbank_statistics(fb.numpy()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one small FFT per clip: more threads only wait on each other
+    try:
+        for p in paths:
+            fb = extractor(load_audio(str(p)))  # (T, 128)
+            rows.append(fbank_statistics(fb.numpy()))
+    finally:
+        torch.set_num_threads(threads)
     return np.stack(rows)
 
 
