@@ -334,3 +334,110 @@ def test_cli_build_reuses_and_reports(corpus, capsys):
         ]
     )
     assert rc == 0 and "reused" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- channels, facts, the unseen-sources set
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is needed")
+def test_channel_is_seeded_keeps_the_peak_and_changes_the_sound(tmp_path):
+    import random
+
+    from sslalm.data.corpus.channel import apply_channel, channel_effects, channel_spec
+
+    specs = [channel_spec(random.Random(i)) for i in range(200)]
+    assert specs[7] == channel_spec(random.Random(7))
+    assert all(abs(c["pitch_cents"]) <= 30 and 0.94 <= c["tempo"] <= 1.06 for c in specs)  # notes keep names
+    assert (
+        sum(c["reverb"] is not None for c in specs) > 40 and sum(c["noise"] is not None for c in specs) > 60
+    )
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    loud = {"eq": [["equalizer", 440, "1q", 9.0]], "reverb": [50, 50, 50], "pitch_cents": 0, "tempo": 1.0}
+    loud["noise"] = {"colour": "pink", "snr": 20}
+    assert channel_effects(loud) == ["equalizer", "440", "1q", "9.0", "reverb", "50", "50", "50"]
+    a = apply_channel(tone, loud, tmp_path, seed=1)
+    assert np.max(np.abs(a)) == pytest.approx(0.3, rel=1e-4)  # the peak encodes loudness: kept
+    assert np.array_equal(a, apply_channel(tone, loud, tmp_path, seed=1))
+    assert not np.array_equal(a, apply_channel(tone, loud, tmp_path, seed=2))  # the noise follows the seed
+    assert not np.allclose(a[: tone.size], tone, atol=1e-3)
+
+
+def test_plan_gives_a_channel_to_a_share_of_every_split():
+    from sslalm.data.corpus.channel import CHANNEL_SHARE
+
+    res = find_resources(None, allow_download=False)
+    plan = make_plan(res, 600, 0)
+    for split in SPLITS:
+        specs = [s for s in plan if s["split"] == split]
+        share = sum(s["channel"] is not None for s in specs) / len(specs)
+        assert abs(share - CHANNEL_SHARE) < 0.15, (split, share)
+
+
+def test_facts_read_the_first_term_whole_words_and_order():
+    from sslalm.data.corpus.facts import fact_of, score_facts
+
+    assert fact_of("gender", "It is a female voice: a woman is speaking.") == "female"
+    assert fact_of("gender", "A man speaks.") == "male"
+    assert fact_of("gender", "Hello there.") is None
+    assert fact_of("gender", "a male or a female voice") == "male"  # the first term named counts
+    assert fact_of("language", "The speaker is speaking Portuguese with a Brazilian accent.") == "Portuguese"
+    assert (
+        fact_of("instrument", "It is an electric guitar, an amplified string instrument.")
+        == "electric guitar"
+    )
+    assert (
+        fact_of("instrument family", "It is a saxophone, a single-reed woodwind made of brass.") == "woodwind"
+    )
+    assert fact_of("instrument family", "A cello plays.") == "string"
+    assert fact_of("count", "Four digits: 7, 3.") == "4" and fact_of("count", "12") == "12"
+    ref = "female speech, then white noise, then telephone"
+    assert fact_of("order", ref) == ("female speech", "white noise", "telephone")
+    assert fact_of("order", "speech then a telephone") == ("speech", "telephone")
+    got = score_facts(
+        "order", [ref, ref], ["Female speech, white noise and a telephone.", "telephone, then x"]
+    )
+    assert got == {"n": 2, "correct": 1, "accuracy": 50.0}
+    assert score_facts("gender", ["a woman"], ["a man or a woman"])["correct"] == 0
+
+
+def test_every_open_reference_of_a_corpus_states_its_fact(corpus):
+    from sslalm.data.corpus.facts import FACTS, fact_of, fact_records
+
+    records = _records(corpus.out_dir)["train"]
+    picked = fact_records(records, 5, seed=1)
+    assert picked == fact_records(records, 5, seed=1)
+    for name, fact in FACTS.items():
+        assert all(r["task"] == fact.task and fact_of(name, r["output"]) is not None for r in picked[name])
+    by_task = {"open_gender": "gender", "open_language": "language", "open_instrument": "instrument"}
+    by_task.update(count="count", temporal_order="order", open_event="event", open_source="sound source")
+    for r in records:
+        if r["task"] in by_task:
+            assert fact_of(by_task[r["task"]], r["output"]) is not None, r
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("flite", "fluidsynth", "sox"))
+    or not Path("/usr/share/sounds/sf2/TimGM6mb.sf2").is_file(),
+    reason="flite, fluidsynth, sox and the TimGM6mb soundfont are needed",
+)
+def test_unseen_set_uses_only_other_sources_and_loads_as_a_benchmark(tmp_path):
+    from sslalm.data.corpus.unseen import build_unseen
+    from sslalm.eval.local import load_local
+
+    labels = ["female speech", "male speech", "notification chime", "camera shutter", "emptying the trash"]
+    labels += [i.label for i in INSTRUMENTS] + [DRUM_KIT]
+    info = build_unseen(tmp_path / "u", labels, size=12, seed=0, progress=False)
+    assert sum(info.clips.values()) == 12 and not info.reused
+    entries = json.loads((tmp_path / "u" / "unseen_cla.json").read_text())
+    assert {e["label"] for e in entries} <= set(labels)
+    sources = {e["source"].split()[0] for e in entries}
+    assert sources <= {"flite", "TimGM6mb", "yaru", "deepin"} and {"flite", "TimGM6mb"} <= sources
+    assert {e["label"] for e in entries if e["source"].startswith("flite")} == {
+        "female speech",
+        "male speech",
+    }
+    cla, label = load_local(tmp_path / "u", "unseen", kinds=("cla", "label"))
+    assert len(cla.clips) == 12 and cla.labels == sorted(labels)
+    again = build_unseen(tmp_path / "u", labels, size=12, seed=0, progress=False)
+    assert again.reused

@@ -1,5 +1,6 @@
 """``sslalm demo``: helpers (fast) and the quick pipeline end to end (slow: the CI check that it learns)."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,20 +12,18 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from sslalm.demo.pipeline import chance_levels, fingerprint, pick_questions
+from sslalm.demo.baselines import chance_levels
+from sslalm.demo.pipeline import fingerprint, pick_questions
 from sslalm.demo.recipe import (
-    CLA_TASKS,
     FULL,
     QUICK,
-    curriculum,
+    STAGES,
     sslalm_recipe,
-    stage_parts,
+    stage_config,
+    stage_yaml,
     transformer_recipe,
 )
 from sslalm.eval.local import LABEL_PROMPT, load_local, share_answers
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -63,44 +62,65 @@ def test_fingerprint_changes_with_any_part():
     assert a != fingerprint("corpus", {"x": 1}, 1)
 
 
-def test_stages_mirror_the_paper_configs():
-    """Trainable parts, data groups and the stage-1 / later learning-rate order follow configs/stage*.yaml."""
-    from sslalm.data.corpus import CLOSED_TASKS
-
-    data_groups = {"combine_cla.json": CLA_TASKS, "all_closed_qa.json": tuple(CLOSED_TASKS)}
-    stages = curriculum()
-    lrs = []
-    for spec in stages:
-        cfg = yaml.safe_load((REPO / spec.config).read_text())
-        assert tuple(cfg["trainable"]) == spec.trainable
-        name = Path(cfg["train_files"][0]).name
-        assert spec.tasks == data_groups.get(name), (spec.number, name)
-        lrs.append(cfg["learning_rate"])
-    assert [s.number for s in stages] == [1, 2, 3, 4]
-    assert lrs[0] > lrs[1] == lrs[2] == lrs[3]
-    assert stages[0].lr_factor > stages[1].lr_factor == stages[2].lr_factor == stages[3].lr_factor
+def _demo_stage(number, schedule=FULL, **kwargs):
+    args = dict(output_dir=f"out/stage{number}", train_file="corpus/train.json", seed=5, progress=False)
+    args["init_from"] = None if number == 1 else f"out/stage{number - 1}"
+    args.update(kwargs)
+    return stage_config(number, schedule, **args)
 
 
-def test_stage_parts_apply_the_schedules_departures():
-    """Stage 1 trains the projector only; later stages add the stand-in LM's weights; stage 2 keeps the
-    stage-0 encoder frozen; stages 3-4 train everything (module docstring of ``recipe``)."""
-    import dataclasses
-
-    stages = curriculum()
-    assert [stage_parts(spec, FULL) for spec in stages] == [
-        ("projector",),
-        ("projector", "lora", "lm"),
-        ("projector", "encoder", "lora", "lm"),
-        ("projector", "encoder", "lora", "lm"),
+def test_demo_stages_are_the_tiny_yaml_files_with_the_demo_overrides():
+    """Each demo stage is configs/tiny/stage<N>.yaml through train.load_config: the YAML's data (tasks) and
+    the parts it trains, plus the stated departures (lm from stage 2, stage-2 encoder frozen), sizes from
+    the schedule."""
+    stages = {n: _demo_stage(n) for n in STAGES}
+    for n, cfg in stages.items():
+        yml = yaml.safe_load(stage_yaml(n).read_text())
+        assert cfg.tasks == yml["tasks"], n
+        assert cfg.cutoff_len == yml["cutoff_len"] and cfg.bf16 == yml["bf16"]
+        assert cfg.max_steps == FULL.stage_steps[n - 1] and cfg.seed == 5
+        assert cfg.train_files == ["corpus/train.json"] and cfg.output_dir == f"out/stage{n}"
+        assert cfg.train_on_inputs is False and yml["train_on_inputs"] is True  # a stated departure
+    assert [stages[n].trainable for n in STAGES] == [
+        ["projector"],
+        ["projector", "lora", "lm"],
+        ["projector", "encoder", "lora", "lm"],
+        ["projector", "encoder", "lora", "lm"],
     ]
+    assert stages[1].learning_rate == FULL.learning_rate
+    assert stages[2].learning_rate == FULL.learning_rate * FULL.later_lr_factor
+    assert stages[1].init_from is None and stages[3].init_from == "out/stage2"
     paper = dataclasses.replace(FULL, tune_lm=False, encoder_frozen_in=())
-    assert [stage_parts(spec, paper) for spec in stages] == [spec.trainable for spec in stages]
+    for n in STAGES:
+        assert _demo_stage(n, paper).trainable == yaml.safe_load(stage_yaml(n).read_text())["trainable"]
 
 
-def test_quick_schedule_is_smaller_than_full():
-    assert QUICK.corpus_size < FULL.corpus_size
-    assert sum(QUICK.stage_steps) < sum(FULL.stage_steps)
-    assert QUICK.lm_steps <= FULL.lm_steps and QUICK.encoder_steps <= FULL.encoder_steps
+def test_demo_stage_one_builds_the_recipes_model_through_the_train_loader(monkeypatch):
+    """Stage 1 carries the preset and the stage-0 checkpoints as model_overrides, which train.build_model
+    applies; later stages start from the previous folder instead."""
+    from sslalm.train import build_model
+
+    cfg = _demo_stage(1, model_overrides={"train_frames": 96, "min_inference_frames": 96}, preset="tiny-ltu")
+    assert cfg.model == "tiny-ltu" and cfg.model_overrides["train_frames"] == 96
+    model = build_model(cfg)
+    assert model.config.encoder_type == "ast" and model.config.train_frames == 96
+    assert _demo_stage(2).model_overrides == {}
+
+
+def test_editing_the_yaml_changes_the_demo(tmp_path, monkeypatch):
+    """configs/tiny is the single source: a changed YAML file changes the demo's stage."""
+    import sslalm.demo.recipe as recipe
+
+    for n in STAGES:
+        text = stage_yaml(n).read_text()
+        if n == 3:
+            text = text.replace("cutoff_len: 108", "cutoff_len: 77")
+        (tmp_path / f"stage{n}.yaml").write_text(text)
+    monkeypatch.setattr(recipe, "CURRICULUM_DIR", tmp_path)
+    assert _demo_stage(3).cutoff_len == 77 and _demo_stage(2).cutoff_len == 108
+    (tmp_path / "stage4.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="configs/tiny"):
+        _demo_stage(4)
 
 
 def test_the_two_models_have_comparable_sizes(tmp_path):
@@ -131,6 +151,41 @@ def test_the_two_models_have_comparable_sizes(tmp_path):
         lms[r.key] = sum(p.numel() for _, p in model.parameter_groups()["lm"]) + extra
     assert 0.85 < sizes["transformer"] / sizes["sslalm"] < 1.15, sizes
     assert 0.98 < lms["transformer"] / lms["sslalm"] < 1.02, lms
+
+
+def test_linear_probe_learns_separable_features_and_guesses_only_allowed_labels():
+    from sslalm.demo.baselines import fbank_statistics, fit_probe, probe_accuracy
+
+    rng = np.random.default_rng(0)
+    centres = {"dog": 0.0, "piano": 3.0, "cat": -3.0}
+    train_y = [lab for lab in centres for _ in range(30)]
+    train_x = np.stack([rng.normal(centres[y], 1.0, 8) for y in train_y])
+    test_y = ["dog", "piano", "cat"] * 10
+    test_x = np.stack([rng.normal(centres[y], 1.0, 8) for y in test_y])
+    clf = fit_probe(train_x, train_y)
+    assert probe_accuracy(clf, test_x, [[y] for y in test_y], list(centres)) > 90
+    # "cat" is not a label of this set: its clips can only be wrong, the others stay right
+    acc = probe_accuracy(clf, test_x, [[y] for y in test_y], ["dog", "piano"])
+    assert 55 < acc < 70
+    fb = np.arange(12, dtype=np.float32).reshape(4, 3)  # (T, F)
+    np.testing.assert_allclose(fbank_statistics(fb), [4.5, 5.5, 6.5, *fb.std(0), 9, 10, 11])
+
+
+def test_encoder_augmentation_is_seeded_and_changes_level_noise_and_spectrum():
+    from sslalm.demo.pretrain import augment_fbank, augment_waveform
+
+    wav = torch.sin(torch.linspace(0, 2000, 16000))
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return augment_waveform(wav, g), augment_fbank(torch.zeros(50, 128), g, 4.5)
+
+    (w1, f1), (w2, f2), (w3, _) = run(1), run(1), run(2)
+    assert torch.equal(w1, w2) and torch.equal(f1, f2)
+    assert not torch.equal(w1, w3) and not torch.equal(w1, wav)
+    assert f1.shape == (50, 128) and torch.equal(f1[0], f1[-1])  # one curve for every frame
+    db = f1[0] * 2 * 4.5 / (math.log(10) / 10)
+    assert db.abs().max() <= 14.0 + 1e-4  # tilt of at most 6 dB plus a bump of at most 8 dB
 
 
 # ------------------------------------------------------------------------------------------- local corpus
@@ -361,6 +416,11 @@ def _results(models=("sslalm", "transformer")):
                 "captions_not_run": {"SPICE": "no jars"},
                 "n_clips": 10,
                 "embedder": "minilm",
+                "unseen": {"accuracy": 21.5, "label_accuracy": 23.5, "n_clips": 8},
+                "facts": {
+                    "gender": {"n": 4, "correct": 3, "accuracy": 75.0},
+                    "order": {"n": 2, "correct": 1, "accuracy": 50.0 if k == "sslalm" else 12.5},
+                },
             },
             "latency": {"ttft_ms": 12.0, "per_token_ms": 0.5, "peak_rss_mb": 600.0, "start_rss_mb": 550.0},
             "answers": ["a dog"],
@@ -386,6 +446,12 @@ def _results(models=("sslalm", "transformer")):
             "majority_label": "dog",
             "num_clips": 10,
         },
+        "baselines": {
+            "test": {"uniform": 25.0, "majority": 30.0, "majority_label": "dog", "linear_probe": 61.25},
+            "unseen": {"uniform": 10.0, "majority": 40.0, "majority_label": "piano", "linear_probe": 33.75},
+        },
+        "unseen": {"dir": "u", "clips": {"speech": 4, "instrument": 4}, "skipped": {}},
+        "final_model": "runs/x/sslalm/stage4",
         "questions": [
             {
                 "audio_id": "a.wav",
@@ -413,6 +479,31 @@ def test_report_plot_and_table_from_results(tmp_path):
     table = console_table(_results(("sslalm",)))
     assert "40.0" in table and "n/r" in table  # SPICE did not run
     assert "0.250 / 0.001" in table  # total / trainable parameters in millions
+    assert "21.5 / 23.5" in table  # the unseen-sources set beside the test split
+
+
+def test_report_has_baselines_fact_table_and_ends_with_the_model_commands(tmp_path):
+    from sslalm.demo.report import baseline_rows, console_table, fact_rows, write_outputs
+
+    results = _results()
+    text = write_outputs(results, tmp_path)["report"].read_text()
+    header, rows = baseline_rows(results)
+    assert header == ["", "test split (%)", "unseen sources (%)"]
+    assert rows[1] == ["majority answer", "30.0 (dog)", "40.0 (piano)"]
+    assert rows[2] == ["linear probe on fbank statistics", "61.2", "33.8"]
+    assert rows[3][1:] == ["40.0 / 35.5", "21.5 / 23.5"]
+    header, rows = fact_rows(results)
+    assert header[1:] == ["questions", "SSLALM (%)", "TRANSFORMER (%)"]
+    assert rows == [["gender", "4", "75.0", "75.0"], ["order", "2", "50.0", "12.5"]]
+    assert "| linear probe on fbank statistics | 61.2 | 33.8 |" in text
+    assert "| order | 2 | 50.0 | 12.5 |" in text
+    end = text.rstrip().splitlines()[-3:]
+    assert end == [
+        "sslalm app --model runs/x/sslalm/stage4",
+        "sslalm serve --model runs/x/sslalm/stage4",
+        "```",
+    ]
+    assert "unseen sources" in console_table(results, baseline_rows)
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -454,6 +545,15 @@ def test_quick_demo_learns_and_writes_its_report(tmp_path, capsys):
     assert stages == ["0:", "0:", "1:", "2:", "3:", "4:"]
     assert ev["accuracy"] >= 3 * chance["uniform"], (ev, chance)
     assert ev["accuracy"] >= chance["majority"] + QUICK_MARGIN, (ev, chance)
+    base = results["baselines"]
+    assert 0 < base["test"]["linear_probe"] <= 100 and 0 < base["unseen"]["linear_probe"] <= 100
+    assert ev["unseen"]["n_clips"] == base["unseen"]["num_clips"] > 0
+    assert {"gender", "language", "instrument family", "count", "order"} <= set(ev["facts"])
+    assert all(f["n"] > 0 for f in ev["facts"].values())
+    final = results["final_model"]
+    assert final.endswith("stage4") and (Path(final) / "config.json").is_file()
+    assert printed.rstrip().endswith(f"sslalm serve --model {final}")
+    assert f"sslalm app --model {final}" in (out / "report.md").read_text()
 
 
 QUICK_MARGIN = 10.0  # percentage points over always answering the most frequent label

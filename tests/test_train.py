@@ -229,7 +229,8 @@ def test_tiny_curriculum_configs_follow_the_full_one():
             f.learning_rate,
             f.num_train_epochs,
         )
-    assert [t.tasks for t in tiny] == [["cla_label"], ["cla_label"], list(CLOSED_TASKS), None]
+    cla = ["cla_label", "caption"]  # classification + acoustic description, as combine_cla.json
+    assert [t.tasks for t in tiny] == [cla, cla, list(CLOSED_TASKS), None]
 
 
 def test_config_overrides_and_errors(tmp_path):

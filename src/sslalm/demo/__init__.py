@@ -6,19 +6,23 @@ The main job of the README, end to end on a CPU:
 2. a byte-level BPE tokenizer trained on the training split's text;
 3. stage 0, a stand-in for the pretrained weights the paper starts from (none can be downloaded): the Mamba
    LM learns the training text, the DASS encoder the training labels (``sslalm.demo.pretrain``);
-4. curriculum stages 1-4 of ``configs/stage*.yaml`` at toy scale (``sslalm.train``); the stand-in LM's own
-   weights train too from stage 2 on and stage 2 keeps the stage-0 encoder, the two measured departures
-   that ``sslalm.demo.recipe`` explains;
-5. the test split with the paper's Table I protocol: classification accuracy by caption-embedding
-   similarity, caption metrics (``sslalm.eval``), a few test questions answered on screen;
-6. ``report.md``, ``loss.png`` and ``results.json`` in ``--out``.
+4. curriculum stages 1-4: ``configs/tiny/stage*.yaml`` read by ``sslalm.train.load_config`` (as ``sslalm
+   train`` reads them) with the demo's overrides, stated in ``sslalm.demo.recipe``;
+5. the test split with the paper's Table I protocol (classification accuracy by caption-embedding
+   similarity, caption metrics), the same on a set made from sources the corpus never uses
+   (``sslalm.data.corpus.unseen``), open-ended questions scored by the fact they state
+   (``sslalm.data.corpus.facts``), baselines (chance, majority answer, linear probe), a few test questions
+   answered on screen;
+6. ``report.md``, ``loss.png`` and ``results.json`` in ``--out``, and the ``sslalm app`` / ``sslalm serve``
+   commands for the trained model.
 
 ``--compare`` trains an LTU-style transformer LALM of about the same size (AST + LLaMA) on the same data
 and schedule, and adds training time, time to first token, per-token latency and peak memory side by side.
 ``--quick`` runs the same pipeline at a size CI can afford.
 
-Modules: ``recipe`` (models, stages, schedules), ``pretrain`` (stage 0), ``pipeline`` (the run),
-``measure`` (latency and memory), ``report`` (outputs).
+Modules: ``recipe`` (models, schedules, the curriculum's overrides), ``pretrain`` (stage 0), ``pipeline``
+(the run), ``baselines`` (chance, majority, linear probe), ``measure`` (latency and memory), ``report``
+(outputs). ``docs/demo.md`` records what was tried and measured.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from sslalm.demo.pipeline import DemoOptions, run_demo
     from sslalm.demo.recipe import SCHEDULES
-    from sslalm.demo.report import console_table
+    from sslalm.demo.report import baseline_rows, console_table, fact_rows, model_commands
 
     schedule = SCHEDULES["quick" if args.quick else "full"]
     if args.size is not None:
@@ -86,7 +90,14 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"  {results['models'][key]['title']}: {answer}")
     print("\n== results on the test split\n")
     print(console_table(results))
+    print("\n== baselines and the unseen-sources set\n")
+    print(console_table(results, baseline_rows))
+    print("\n== open-ended questions: share of answers that state the right fact\n")
+    print(console_table(results, fact_rows))
     out = options.out_dir
     print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'loss.png'}\nresults: {out / 'results.json'}")
     print(f"total time: {results['total_s'] / 60:.1f} min")
+    commands = model_commands(results)
+    if commands:
+        print("\ntry the trained ssLALM:\n  " + "\n  ".join(commands))
     return 0

@@ -4,11 +4,13 @@
 line. Each model is trained in a fresh child process (``sslalm.bench.common.run_isolated``), so its peak
 resident memory is its own and the two models of ``--compare`` never share allocator state; that child
 writes the Trainer's log lines to ``<model>/train.log`` and keeps progress bars and log messages on the
-console. Evaluation, the answers shown on screen and the latency measurement (another child) follow.
+console. The curriculum stages are ``configs/tiny/stage*.yaml`` read by ``sslalm.train.load_config`` with the
+demo's overrides (``sslalm.demo.recipe``). Evaluation (test split, unseen-sources set, open-ended facts),
+the answers shown on screen and the latency measurement (another child) follow.
 
-Reruns reuse what is already there: the corpus (``build_corpus`` checks its config), and a model folder whose
-``training.json`` fingerprint matches the corpus, the schedule, the recipe and the seed; evaluation answers
-are resumed by the eval runner. ``force`` retrains.
+Reruns reuse what is already there: the corpus (``build_corpus`` checks its config), the unseen set, and a
+model folder whose ``training.json`` fingerprint matches the corpus, the schedule, the recipe and the seed;
+evaluation answers are resumed by the eval runner. ``force`` retrains.
 """
 
 from __future__ import annotations
@@ -21,24 +23,24 @@ import os
 import random
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sslalm.demo.baselines import chance_levels
 from sslalm.demo.recipe import (
+    FACTS_PER_TASK,
+    STAGES,
     ModelRecipe,
     Schedule,
-    curriculum,
     sslalm_recipe,
-    stage_parts,
+    stage_config,
     transformer_recipe,
 )
 
 logger = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.json"
-FINAL_STAGE = "stage4"
 QA_TASKS = (
     "cla_label",
     "caption",
@@ -76,19 +78,6 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def chance_levels(entries: list[dict], labels: list[str]) -> dict[str, Any]:
-    """Accuracy of guessing: uniform over the label set, and the best constant answer (majority label)."""
-    counts = Counter(label for e in entries for label in set(e["labels"]))
-    best, hits = max(counts.items(), key=lambda kv: (kv[1], kv[0])) if counts else ("", 0)
-    return {
-        "num_labels": len(labels),
-        "uniform": 100.0 / max(1, len(labels)),
-        "majority": 100.0 * hits / max(1, len(entries)),
-        "majority_label": best,
-        "num_clips": len(entries),
-    }
-
-
 def pick_questions(records: list[dict], n: int, seed: int) -> list[dict]:
     """``n`` test records of different tasks (in ``QA_TASKS`` order), one random record per task."""
     rng = random.Random(seed)
@@ -117,6 +106,13 @@ def loss_log():
     return LossLog()
 
 
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 
@@ -135,6 +131,131 @@ def _timed_stage(name: str, steps: int, fn, *args, **kwargs) -> dict[str, Any]:
     }
 
 
+def _encoder_clips(train_records: list[dict], corpus: Path) -> dict[str, list[str]]:
+    """Audio path -> labels of every training clip, from its ``cla_label`` record."""
+    return {
+        str(corpus / r["audio_id"]): r["output"].split(", ")
+        for r in train_records
+        if r["task"] == "cla_label"
+    }
+
+
+def pretrain_stage0(
+    r: ModelRecipe,
+    s: Schedule,
+    corpus: Path,
+    tokenizer_dir: str,
+    model_dir: Path,
+    seed: int,
+    progress: bool,
+    stages: list[dict],
+) -> dict[str, Any]:
+    """Stage 0: the LM on the training text, the encoder on the training labels (``sslalm.demo.pretrain``).
+
+    Appends each part's timing and losses to ``stages``; returns the ``model_overrides`` that make stage 1
+    start from them (the recipe's architecture, the two checkpoints, the tokenizer, the crop length).
+    """
+    from sslalm.demo.pretrain import pretrain_encoder, pretrain_language_model
+    from sslalm.models.lalm import SSLALMConfig, build_encoder
+    from sslalm.tokenizer import load_tokenizer
+
+    train_records = json.loads((corpus / "train.json").read_text(encoding="utf-8"))
+    tok = load_tokenizer(tokenizer_dir)
+    logger.info("%s: stage 0, language model on the training text", r.title)
+    lm_dir = model_dir / "stage0_lm"
+    stages.append(
+        _timed_stage(
+            "0: LM text",
+            s.lm_steps,
+            pretrain_language_model,
+            r.lm_type,
+            r.lm_config,
+            tok,
+            train_records,
+            lm_dir,
+            s.lm_steps,
+            batch_size=s.lm_batch,
+            learning_rate=s.lm_lr,
+            seed=seed,
+            progress=progress,
+        )
+    )
+    overrides: dict[str, Any] = {
+        "encoder_config": r.encoder_config,
+        "lm_type": r.lm_type,
+        "lm_config": r.lm_config,
+        "lm_checkpoint": str(lm_dir.resolve()),
+        "tokenizer": str(Path(tokenizer_dir).resolve()),
+        "train_frames": s.frames,
+        "min_inference_frames": s.frames,
+    }
+    if s.encoder_steps > 0:
+        logger.info("%s: stage 0, audio encoder on the training labels", r.title)
+        clips = _encoder_clips(train_records, corpus)
+        labels = sorted({lab for names in clips.values() for lab in names})
+        encoder = build_encoder(SSLALMConfig(encoder_type=r.encoder_type, encoder_config=r.encoder_config))
+        enc_dir = model_dir / "stage0_encoder"
+        stages.append(
+            _timed_stage(
+                "0: encoder labels",
+                s.encoder_steps,
+                pretrain_encoder,
+                encoder,
+                r.encoder_type,
+                list(clips.items()),
+                labels,
+                s.frames,
+                enc_dir,
+                s.encoder_steps,
+                batch_size=s.encoder_batch,
+                learning_rate=s.encoder_lr,
+                seed=seed,
+                progress=progress,
+                augment=s.encoder_augment,
+            )
+        )
+        overrides["encoder_checkpoint"] = str(enc_dir.resolve())
+    return overrides
+
+
+def run_curriculum(
+    r: ModelRecipe,
+    s: Schedule,
+    corpus: Path,
+    model_dir: Path,
+    model_overrides: dict[str, Any],
+    seed: int,
+    progress: bool,
+    stages: list[dict],
+) -> tuple[str, list[str]]:
+    """Stages 1-4 from ``configs/tiny`` with the demo's overrides; returns the last stage's folder and every
+    part that trained."""
+    from sslalm.train import train
+
+    previous: str | None = None
+    trained: set[str] = set()
+    for number in STAGES:
+        cfg = stage_config(
+            number,
+            s,
+            output_dir=str(model_dir / f"stage{number}"),
+            train_file=str(corpus / "train.json"),
+            init_from=previous,
+            seed=seed,
+            progress=progress,
+            model_overrides=model_overrides,
+            preset=r.preset,
+        )
+        data = "every task" if cfg.tasks is None else ", ".join(cfg.tasks)
+        title = f"{' + '.join(cfg.trainable)} on {data}"
+        logger.info("%s: stage %d, %s (%d steps)", r.title, number, title, cfg.max_steps)
+        stages.append(_timed_stage(f"{number}: {title}", cfg.max_steps, train, cfg))
+        trained.update(cfg.trainable)
+        previous = cfg.output_dir
+    assert previous is not None
+    return previous, sorted(trained)
+
+
 def train_model(
     recipe: dict,
     schedule: dict,
@@ -146,17 +267,14 @@ def train_model(
     progress: bool = True,
     log_level: int = logging.INFO,
 ) -> dict[str, Any]:
-    """Stage 0 (LM text, encoder labels) then curriculum stages 1-4; the model ends in ``model_dir/stage4``.
+    """Stage 0 then curriculum stages 1-4; the model ends in ``model_dir/stage4``.
 
     Plain arguments (dicts and paths) so that it can run in a spawned child process.
     """
     import torch
 
     from sslalm.demo.measure import peak_rss, reset_peak_rss
-    from sslalm.demo.pretrain import pretrain_encoder, pretrain_language_model
-    from sslalm.models.lalm import SSLALM, SSLALMConfig, build_encoder
-    from sslalm.tokenizer import load_tokenizer
-    from sslalm.train import StageConfig, train
+    from sslalm.models.lalm import SSLALM
 
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -164,120 +282,16 @@ def train_model(
     for noisy in ("transformers", "peft", "sslalm.data.openaqa"):
         logging.getLogger(noisy).setLevel(max(log_level, logging.WARNING))
     torch.set_num_threads(threads)
-    r = ModelRecipe(**recipe)
-    s = Schedule(**schedule)
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    corpus = Path(corpus_dir)
-    train_records = json.loads((corpus / "train.json").read_text(encoding="utf-8"))
-    tok = load_tokenizer(tokenizer_dir)
-    stages = []
+    r, s = ModelRecipe(**recipe), Schedule(**schedule)
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: list[dict] = []
     start_rss = reset_peak_rss()
     # the Trainer prints its log dicts to stdout: into train.log; progress bars and logging stay on stderr
-    with (
-        open(model_dir / "train.log", "a", encoding="utf-8") as log_file,
-        contextlib.redirect_stdout(log_file),
-    ):
-        logger.info("%s: stage 0, language model on the training text", r.title)
-        stages.append(
-            _timed_stage(
-                "0: LM text",
-                s.lm_steps,
-                pretrain_language_model,
-                r.lm_type,
-                r.lm_config,
-                tok,
-                train_records,
-                model_dir / "stage0_lm",
-                s.lm_steps,
-                batch_size=s.lm_batch,
-                learning_rate=s.lm_lr,
-                seed=seed,
-                progress=progress,
-            )
-        )
-        encoder_checkpoint = None
-        if s.encoder_steps > 0:
-            logger.info("%s: stage 0, audio encoder on the training labels", r.title)
-            clips = {}
-            for rec in train_records:
-                if rec["task"] == "cla_label":
-                    clips[str(corpus / rec["audio_id"])] = rec["output"].split(", ")
-            labels = sorted({lab for names in clips.values() for lab in names})
-            encoder = build_encoder(
-                SSLALMConfig(encoder_type=r.encoder_type, encoder_config=r.encoder_config)
-            )
-            stages.append(
-                _timed_stage(
-                    "0: encoder labels",
-                    s.encoder_steps,
-                    pretrain_encoder,
-                    encoder,
-                    r.encoder_type,
-                    list(clips.items()),
-                    labels,
-                    s.frames,
-                    model_dir / "stage0_encoder",
-                    s.encoder_steps,
-                    batch_size=s.encoder_batch,
-                    learning_rate=s.encoder_lr,
-                    seed=seed,
-                    progress=progress,
-                )
-            )
-            encoder_checkpoint = str((model_dir / "stage0_encoder").resolve())
-        config = SSLALMConfig.preset(
-            r.preset,
-            encoder_config=r.encoder_config,
-            lm_type=r.lm_type,
-            lm_config=r.lm_config,
-            lm_checkpoint=str((model_dir / "stage0_lm").resolve()),
-            encoder_checkpoint=encoder_checkpoint,
-            tokenizer=str(Path(tokenizer_dir).resolve()),
-            train_frames=s.frames,
-            min_inference_frames=s.frames,
-        )
-        torch.manual_seed(seed)
-        model = SSLALM(config)
-        previous = None
-        for spec, steps in zip(curriculum(), s.stage_steps, strict=True):
-            out = model_dir / f"stage{spec.number}"
-            parts = stage_parts(spec, s)
-            title = f"{' + '.join(parts)} on {spec.title}"
-            logger.info("%s: stage %d, %s (%d steps)", r.title, spec.number, title, steps)
-            cfg = StageConfig(
-                output_dir=str(out),
-                train_files=[str(corpus / "train.json")],
-                init_from=previous,
-                trainable=list(parts),
-                tasks=list(spec.tasks) if spec.tasks else None,
-                learning_rate=s.learning_rate * spec.lr_factor,
-                max_steps=steps,
-                warmup_steps=max(1, steps // 10),
-                per_device_train_batch_size=s.batch_size,
-                effective_batch_size=s.batch_size,
-                crop_seconds=s.frames / 100,
-                train_on_inputs=s.train_on_inputs,
-                seed=seed,
-                save_steps=10**9,  # no intermediate checkpoints: the stage's model is saved at its end
-                logging_steps=max(1, steps // 25),
-                report_to=[],
-                dataloader_num_workers=0,
-                overwrite_output_dir=True,
-                training_args={"disable_tqdm": not progress},
-            )
-            stages.append(
-                _timed_stage(
-                    f"{spec.number}: {title}",
-                    steps,
-                    train,
-                    cfg,
-                    model=model if previous is None else None,
-                )
-            )
-            previous = str(out)
-        trained_parts = sorted({p for spec in curriculum() for p in stage_parts(spec, s)})
-        final = SSLALM.from_pretrained(previous)
+    with open(out / "train.log", "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
+        overrides = pretrain_stage0(r, s, Path(corpus_dir), tokenizer_dir, out, seed, progress, stages)
+        final_dir, trained = run_curriculum(r, s, Path(corpus_dir), out, overrides, seed, progress, stages)
+        final = SSLALM.from_pretrained(final_dir)
         groups = {k: sum(p.numel() for _, p in v) for k, v in final.parameter_groups().items()}
     return {
         "stages": stages,
@@ -285,8 +299,8 @@ def train_model(
         "cpu_s": sum(st["cpu_s"] for st in stages),
         "num_parameters": sum(groups.values()),
         "parameters": groups,
-        "trainable_parts": trained_parts,
-        "final_dir": previous,
+        "trainable_parts": trained,
+        "final_dir": final_dir,
         "threads": threads,
         "start_rss_mb": start_rss,
         "peak_rss_mb": peak_rss(),
@@ -296,35 +310,40 @@ def train_model(
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate_model(
+def evaluate_split(
     model: Any,
-    corpus_dir: Path,
+    root: Path,
+    split: str,
     eval_dir: Path,
     schedule: Schedule,
     embedder: Any,
     seed: int,
     model_name: str,
     progress: bool = True,
+    captions: bool = True,
 ) -> dict[str, Any]:
-    """The test split with the Table I protocol (``sslalm.eval.local``); returns the runner's results."""
+    """One split with the Table I protocol (``sslalm.eval.local``); returns the headline numbers."""
     from sslalm.eval.local import load_local, share_answers
     from sslalm.eval.runner import evaluate, generate_predictions
     from sslalm.eval.scoring import predictions_path
 
-    cla, cap, label = load_local(corpus_dir, "test")
+    benches = load_local(root, split, kinds=("cla", "cap", "label") if captions else ("cla", "label"))
+    cla = benches[0]
     gen = {"max_new_tokens": schedule.max_new_tokens, "seed": seed}  # the paper's sampling otherwise
     # one caption per clip answers the classification prompt and is scored as a caption too
     generate_predictions(
         model, cla, predictions_path(eval_dir, cla.name), schedule.eval_batch, gen, progress=progress
     )
-    share_answers(
-        predictions_path(eval_dir, cla.name),
-        predictions_path(eval_dir, cap.name),
-        {c.audio_id: c.references for c in cap.clips},
-    )
-    return evaluate(
+    if captions:
+        cap = benches[1]
+        share_answers(
+            predictions_path(eval_dir, cla.name),
+            predictions_path(eval_dir, cap.name),
+            {c.audio_id: c.references for c in cap.clips},
+        )
+    results = evaluate(
         model,
-        [cla, cap, label],
+        benches,
         eval_dir,
         batch_size=schedule.eval_batch,
         generation_kwargs=gen,
@@ -332,14 +351,15 @@ def evaluate_model(
         model_name=model_name,
         progress=progress,
     )
+    return summarize_eval(results)
 
 
 def summarize_eval(results: dict) -> dict[str, Any]:
-    """The demo's headline numbers from the runner's results (percentages)."""
+    """The headline numbers from the runner's results (percentages)."""
     b = results["benchmarks"]
     cla = next(v for k, v in b.items() if k.startswith("local_cla"))
-    cap = next(v for k, v in b.items() if k.startswith("local_cap"))
     label = next(v for k, v in b.items() if k.startswith("local_label"))
+    cap = next((v for k, v in b.items() if k.startswith("local_cap")), {})
     return {
         "accuracy": cla["value"],
         "label_accuracy": label["value"],
@@ -350,24 +370,43 @@ def summarize_eval(results: dict) -> dict[str, Any]:
     }
 
 
-def answer_questions(
-    model: Any, corpus_dir: Path, questions: list[dict], schedule: Schedule, seed: int
+def answer_records(
+    model: Any, corpus_dir: Path, records: list[dict], schedule: Schedule, seed: int
 ) -> list[str]:
-    """The model's answers to the chosen test questions (the paper's sampling, seeded)."""
-    audio = [str(corpus_dir / q["audio_id"]) for q in questions]
-    return model.generate(
-        audio, [q["instruction"] for q in questions], max_new_tokens=schedule.max_new_tokens, seed=seed
-    )
+    """The model's answers to corpus records (their own questions; the paper's sampling, seeded)."""
+    answers: list[str] = []
+    b = schedule.eval_batch
+    for i in range(0, len(records), b):
+        chunk = records[i : i + b]
+        answers += model.generate(
+            [str(corpus_dir / q["audio_id"]) for q in chunk],
+            [q["instruction"] for q in chunk],
+            max_new_tokens=schedule.max_new_tokens,
+            seed=seed,
+        )
+    return answers
+
+
+def evaluate_facts(
+    model: Any, corpus_dir: Path, by_fact: dict[str, list[dict]], schedule: Schedule, seed: int
+) -> dict[str, Any]:
+    """Open-ended test questions scored by the fact the answer states (``sslalm.data.corpus.facts``)."""
+    from sslalm.data.corpus.facts import score_facts
+
+    unique: dict[tuple[str, str], dict] = {}
+    for recs in by_fact.values():
+        for r in recs:
+            unique.setdefault((r["audio_id"], r["instruction"]), r)
+    keys = list(unique)
+    answers = dict(zip(keys, answer_records(model, corpus_dir, [unique[k] for k in keys], schedule, seed)))
+    out = {}
+    for name, recs in by_fact.items():
+        refs = [r["output"] for r in recs]
+        out[name] = score_facts(name, refs, [answers[(r["audio_id"], r["instruction"])] for r in recs])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the demo
-
-
-def _load_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def prepare_tokenizer(corpus_dir: Path, out: Path, vocab_size: int, force: bool) -> Path:
@@ -382,28 +421,29 @@ def prepare_tokenizer(corpus_dir: Path, out: Path, vocab_size: int, force: bool)
     return out
 
 
-def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
-    """Run the whole demo; returns (and writes) ``results.json``; also ``report.md`` and ``loss.png``.
+@dataclass
+class DemoData:
+    """What every model of a run is evaluated on."""
 
-    ``on_stage(name)`` is called when a phase starts (the command line prints it).
-    """
-    import torch
+    corpus: Any  # CorpusInfo
+    corpus_s: float
+    unseen_dir: Path | None
+    unseen: Any  # UnseenInfo or None
+    test_cla: list[dict]
+    labels: list[str]
+    unseen_cla: list[dict]
+    unseen_labels: list[str]
+    questions: list[dict]
+    facts: dict[str, list[dict]]
 
-    from sslalm.bench.common import run_isolated
+
+def prepare_data(options: DemoOptions, say) -> DemoData:
+    """The corpus, the unseen-sources set, the questions shown on screen and the fact-scored records."""
     from sslalm.data.corpus import build_corpus
-    from sslalm.demo.measure import measure_isolated
-    from sslalm.demo.report import write_outputs
-    from sslalm.eval.datasets import CLASSIFICATION_PROMPT
-    from sslalm.eval.embedders import make_embedder
-    from sslalm.models.lalm import SSLALM
+    from sslalm.data.corpus.facts import fact_records
+    from sslalm.data.corpus.unseen import build_unseen
 
-    say = on_stage or (lambda name: logger.info("%s", name))
     s = options.schedule
-    out = Path(options.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-
     say(f"corpus ({s.corpus_size} clips) in {options.corpus_dir}")
     t0 = time.perf_counter()
     corpus = build_corpus(
@@ -414,69 +454,160 @@ def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
         progress=options.progress,
     )
     corpus_s = time.perf_counter() - t0
-    corpus_dir = Path(corpus.out_dir)
+    root = Path(corpus.out_dir)
+    all_labels = json.loads((root / "labels.json").read_text(encoding="utf-8"))
+    unseen_dir, unseen, unseen_cla, unseen_labels = None, None, [], []
+    if s.unseen_size > 0:
+        unseen_dir = root.parent / f"{root.name}-unseen"
+        say(f"unseen-sources set ({s.unseen_size} clips) in {unseen_dir}")
+        try:
+            unseen = build_unseen(
+                unseen_dir, all_labels["all"], s.unseen_size, options.seed, progress=options.progress
+            )
+        except RuntimeError as exc:  # none of its sources is installed: the demo runs without it
+            logger.warning("no unseen-sources set: %s (scripts/setup-system.sh installs them)", exc)
+            unseen_dir = None
+    if unseen_dir is not None:
+        unseen_cla = json.loads((unseen_dir / "unseen_cla.json").read_text(encoding="utf-8"))
+        unseen_labels = json.loads((unseen_dir / "labels.json").read_text(encoding="utf-8"))["cla"]["unseen"]
+    test_records = json.loads((root / "test.json").read_text(encoding="utf-8"))
+    return DemoData(
+        corpus=corpus,
+        corpus_s=corpus_s,
+        unseen_dir=unseen_dir,
+        unseen=unseen,
+        test_cla=json.loads((root / "test_cla.json").read_text(encoding="utf-8")),
+        labels=all_labels["cla"]["test"],
+        unseen_cla=unseen_cla,
+        unseen_labels=unseen_labels,
+        questions=pick_questions(test_records, s.qa_examples, options.seed),
+        facts=fact_records(test_records, FACTS_PER_TASK, options.seed),
+    )
 
-    recipes = [sslalm_recipe()] + ([transformer_recipe(s.frames)] if options.compare else [])
-    stamp = fingerprint(corpus.config_hash, s.to_dict(), options.seed)
+
+def baselines(data: DemoData, seed: int) -> dict[str, Any]:
+    """Uniform chance, the majority answer and the linear probe on the test split and the unseen set."""
+    from sslalm.demo.baselines import linear_probe
+
+    root = Path(data.corpus.out_dir)
+    sets = {"test": (root, data.test_cla, data.labels)}
+    out = {"test": chance_levels(data.test_cla, data.labels)}
+    if data.unseen_dir is not None:
+        sets["unseen"] = (data.unseen_dir, data.unseen_cla, data.unseen_labels)
+        out["unseen"] = chance_levels(data.unseen_cla, data.unseen_labels)
+    train_records = json.loads((root / "train.json").read_text(encoding="utf-8"))
+    for name, acc in linear_probe(root, train_records, sets, seed).items():
+        out[name]["linear_probe"] = acc
+    return out
+
+
+def train_or_reuse(
+    recipe: ModelRecipe, options: DemoOptions, stamp: str, tokenizer_dir: Path, force: bool, say
+):
+    """The model's ``training.json``: trained in a child process, or reused when its fingerprint matches."""
+    from sslalm.bench.common import run_isolated
+
+    model_dir = Path(options.out_dir) / recipe.key
+    model_stamp = fingerprint(stamp, recipe.to_dict())
+    training = _load_json(model_dir / TRAINING_FILE)
+    if not force and training is not None and training.get("fingerprint") == model_stamp:
+        say(f"reusing the trained {recipe.title} in {model_dir}")
+        return training
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    say(f"training {recipe.title}")
+    training = run_isolated(
+        train_model,
+        recipe.to_dict(),
+        options.schedule.to_dict(),
+        str(options.corpus_dir),
+        str(tokenizer_dir),
+        str(model_dir),
+        options.seed,
+        options.threads,
+        options.progress,
+        logging.getLogger().getEffectiveLevel(),
+    )
+    training["fingerprint"] = model_stamp
+    (model_dir / TRAINING_FILE).write_text(json.dumps(training, indent=1), encoding="utf-8")
+    return training
+
+
+def evaluate_model(
+    recipe: ModelRecipe, training: dict, data: DemoData, options: DemoOptions, embedder: Any, say
+) -> dict[str, Any]:
+    """Test split, unseen set, open-ended facts, the on-screen answers and latency of one trained model."""
+    from sslalm.demo.measure import measure_isolated
+    from sslalm.eval.datasets import CLASSIFICATION_PROMPT
+    from sslalm.models.lalm import SSLALM
+
+    s = options.schedule
+    root = Path(data.corpus.out_dir)
+    model_dir = Path(options.out_dir) / recipe.key
+    final_dir = Path(training["final_dir"])
+    say(f"evaluating {recipe.title}")
+    model = SSLALM.from_pretrained(final_dir)
+    common = dict(schedule=s, embedder=embedder, seed=options.seed, model_name=recipe.title)
+    ev = evaluate_split(model, root, "test", model_dir / "eval", progress=options.progress, **common)
+    if data.unseen_dir is not None:
+        ev["unseen"] = evaluate_split(
+            model,
+            data.unseen_dir,
+            "unseen",
+            model_dir / "eval_unseen",
+            progress=options.progress,
+            captions=False,
+            **common,
+        )
+    ev["facts"] = evaluate_facts(model, root, data.facts, s, options.seed)
+    answers = answer_records(model, root, data.questions, s, options.seed)
+    del model
+    say(f"timing {recipe.title}")
+    latency_clips = [str(root / e["audio_id"]) for e in data.test_cla[: s.latency_clips]]
+    latency = measure_isolated(
+        str(final_dir), latency_clips, CLASSIFICATION_PROMPT, s.latency_tokens, options.threads
+    )
+    return {
+        "title": recipe.title,
+        "recipe": recipe.to_dict(),
+        "training": training,
+        "eval": ev,
+        "answers": answers,
+        "latency": latency,
+    }
+
+
+def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
+    """Run the whole demo; returns (and writes) ``results.json``; also ``report.md`` and ``loss.png``.
+
+    ``on_stage(name)`` is called when a phase starts (the command line prints it).
+    """
+    import torch
+
+    from sslalm.demo.report import write_outputs
+    from sslalm.eval.embedders import make_embedder
+
+    say = on_stage or (lambda name: logger.info("%s", name))
+    s = options.schedule
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    data = prepare_data(options, say)
+    stamp = fingerprint(data.corpus.config_hash, s.to_dict(), options.seed)
     old = _load_json(out / "fingerprint.json")
     force = options.force or (old or {}).get("fingerprint") != stamp
-    tokenizer_dir = prepare_tokenizer(corpus_dir, out / "tokenizer", s.vocab_size, force)
+    tokenizer_dir = prepare_tokenizer(Path(data.corpus.out_dir), out / "tokenizer", s.vocab_size, force)
     (out / "fingerprint.json").write_text(json.dumps({"fingerprint": stamp}), encoding="utf-8")
-
-    test_cla = json.loads((corpus_dir / "test_cla.json").read_text(encoding="utf-8"))
-    labels = json.loads((corpus_dir / "labels.json").read_text(encoding="utf-8"))["cla"]["test"]
-    test_records = json.loads((corpus_dir / "test.json").read_text(encoding="utf-8"))
-    questions = pick_questions(test_records, s.qa_examples, options.seed)
-    latency_clips = [str(corpus_dir / e["audio_id"]) for e in test_cla[: s.latency_clips]]
     torch.set_num_threads(options.threads)
+    say("baselines: chance, majority answer, linear probe on fbank statistics")
+    chance = baselines(data, options.seed)
     embedder = make_embedder("minilm")
-
-    models: dict[str, Any] = {}
+    recipes = [sslalm_recipe()] + ([transformer_recipe(s.frames)] if options.compare else [])
+    models = {}
     for recipe in recipes:
-        model_dir = out / recipe.key
-        model_stamp = fingerprint(stamp, recipe.to_dict())
-        training = _load_json(model_dir / TRAINING_FILE)
-        if force or training is None or training.get("fingerprint") != model_stamp:
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            say(f"training {recipe.title}")
-            training = run_isolated(
-                train_model,
-                recipe.to_dict(),
-                s.to_dict(),
-                str(corpus_dir),
-                str(tokenizer_dir),
-                str(model_dir),
-                options.seed,
-                options.threads,
-                options.progress,
-                logging.getLogger().getEffectiveLevel(),
-            )
-            training["fingerprint"] = model_stamp
-            (model_dir / TRAINING_FILE).write_text(json.dumps(training, indent=1), encoding="utf-8")
-        else:
-            say(f"reusing the trained {recipe.title} in {model_dir}")
-        final_dir = Path(training["final_dir"])
-        say(f"evaluating {recipe.title} on the test split")
-        model = SSLALM.from_pretrained(final_dir)
-        results = evaluate_model(
-            model, corpus_dir, model_dir / "eval", s, embedder, options.seed, recipe.title, options.progress
-        )
-        answers = answer_questions(model, corpus_dir, questions, s, options.seed)
-        del model
-        say(f"timing {recipe.title}")
-        latency = measure_isolated(
-            str(final_dir), latency_clips, CLASSIFICATION_PROMPT, s.latency_tokens, options.threads
-        )
-        models[recipe.key] = {
-            "title": recipe.title,
-            "recipe": recipe.to_dict(),
-            "training": training,
-            "eval": summarize_eval(results),
-            "answers": answers,
-            "latency": latency,
-        }
-
+        training = train_or_reuse(recipe, options, stamp, tokenizer_dir, force, say)
+        models[recipe.key] = evaluate_model(recipe, training, data, options, embedder, say)
     results = {
         "settings": {
             **s.to_dict(),
@@ -486,16 +617,20 @@ def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
             "compare": options.compare,
         },
         "corpus": {
-            "dir": str(corpus_dir),
-            "clips": corpus.clips,
-            "records": corpus.records,
-            "tasks": corpus.tasks,
-            "sources": corpus.sources,
-            "skipped_sources": corpus.skipped,
-            "reused": corpus.reused,
-            "seconds": corpus_s,
+            "dir": str(data.corpus.out_dir),
+            "clips": data.corpus.clips,
+            "records": data.corpus.records,
+            "tasks": data.corpus.tasks,
+            "sources": data.corpus.sources,
+            "skipped_sources": data.corpus.skipped,
+            "reused": data.corpus.reused,
+            "seconds": data.corpus_s,
         },
-        "chance": chance_levels(test_cla, labels),
+        "unseen": None
+        if data.unseen is None
+        else {"dir": str(data.unseen_dir), "clips": data.unseen.clips, "skipped": data.unseen.skipped},
+        "chance": chance["test"],
+        "baselines": chance,
         "questions": [
             {
                 "audio_id": q["audio_id"],
@@ -504,9 +639,10 @@ def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
                 "reference": q["output"],
                 "answers": {k: m["answers"][i] for k, m in models.items()},
             }
-            for i, q in enumerate(questions)
+            for i, q in enumerate(data.questions)
         ],
         "models": models,
+        "final_model": models["sslalm"]["training"]["final_dir"],
         "machine": {
             "cpus": os.cpu_count(),
             "threads": options.threads,

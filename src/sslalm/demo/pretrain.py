@@ -21,6 +21,7 @@ language model is built by ``sslalm.models.lalm.build_language_model`` and saved
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -110,8 +111,35 @@ def pretrain_language_model(
 # ---------------------------------------------------------------------------------------------- the encoder
 
 
+def augment_waveform(wav: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random level (+-6 dB) and, half the time, white or pink-ish noise at 10-40 dB SNR. (N,) -> (N,)"""
+    u = torch.rand(4, generator=generator)
+    out = wav * 10 ** ((u[0] * 12 - 6) / 20)
+    if u[1] < 0.5:
+        noise = torch.randn(wav.shape, generator=generator)
+        if u[2] < 0.5:  # a first-order low-pass tilts white noise towards pink
+            noise = torch.cumsum(noise, 0)
+            noise = noise - torch.linspace(0, 1, noise.numel()) * noise[-1]
+        snr_db = 10 + 30 * u[3]
+        p_sig, p_noise = out.pow(2).mean(), noise.pow(2).mean().clamp(min=1e-12)
+        out = out + noise * torch.sqrt(p_sig / (p_noise * 10 ** (snr_db / 10)))
+    return out
+
+
+def augment_fbank(fbank: torch.Tensor, generator: torch.Generator, std: float) -> torch.Tensor:
+    """A random equaliser on normalised log-mel frames: a tilt and a bump of up to +-8 dB. (T, F) -> (T, F)"""
+    f = fbank.shape[1]
+    u = torch.rand(4, generator=generator)
+    x = torch.linspace(-1, 1, f)
+    db = (u[0] * 2 - 1) * 6 * x + (u[1] * 16 - 8) * torch.exp(
+        -(((x - (u[2] * 2 - 1)) / (0.1 + 0.3 * u[3])) ** 2)
+    )
+    return fbank + db * (math.log(10) / 10) / (2 * std)  # dB of power -> the extractor's normalised units
+
+
 class ClipLabelDataset(torch.utils.data.Dataset):
-    """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops)."""
+    """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops; with
+    ``augment``, random level, noise and equaliser, seeded per draw)."""
 
     def __init__(
         self,
@@ -119,6 +147,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         labels: Sequence[str],
         frames: int,
         seed: int = 0,
+        augment: bool = False,
     ):
         from sslalm.audio import FbankExtractor
 
@@ -127,6 +156,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         self.extractor = FbankExtractor(target_length=frames)
         self.frames = frames
         self.seed = seed
+        self.augment = augment
         self.calls = 0
 
     def __len__(self) -> int:
@@ -139,13 +169,17 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         path, names = self.clips[i]
         wav = load_audio(path)  # (N,)
         n = self.frames * 160
+        self.calls += 1  # a new window and augmentation each time the clip is drawn
         if wav.numel() > n:
-            self.calls += 1  # a new window each time the clip is drawn
             wav = crop_window(wav, n, [self.seed, i, self.calls])
         targets = torch.zeros(len(self.index))
         for name in names:
             targets[self.index[name]] = 1.0
-        return {"fbank": self.extractor(wav), "targets": targets}
+        if not self.augment:
+            return {"fbank": self.extractor(wav), "targets": targets}
+        gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
+        fbank = self.extractor(augment_waveform(wav, gen))
+        return {"fbank": augment_fbank(fbank, gen, self.extractor.std), "targets": targets}
 
 
 class EncoderClassifier(nn.Module):
@@ -188,13 +222,15 @@ def pretrain_encoder(
     seed: int = 0,
     callbacks: list | None = None,
     progress: bool = True,
+    augment: bool = False,
 ) -> dict[str, Any]:
-    """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``."""
+    """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: random
+    level, noise and equaliser on every draw (``ClipLabelDataset``)."""
     from transformers import set_seed
 
     set_seed(seed)
     model = EncoderClassifier(encoder, len(labels))
-    dataset = ClipLabelDataset(clips, labels, frames, seed)
+    dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment)
     logger.info(
         "stage 0 (encoder): %s with %.3f M parameters on %d clips x %d labels, %d steps of %d",
         encoder_type,

@@ -1,21 +1,19 @@
-"""What the demo trains: the two tiny models, the curriculum stages and the full / quick schedules.
+"""What the demo trains: the two tiny models, the full / quick schedules, and the curriculum's demo overrides.
 
-The stages mirror ``configs/stage1..4.yaml`` (LTU's curriculum, docs/ltu.md): which parts train, which tasks
-they see and how their learning rates relate, scaled down to minutes on a CPU (a test checks that the
-trainable parts and task groups agree with the YAML files). The schedules set the sizes; every number in
-them was chosen from measurements on the corpus (see the demo's report for what they give).
+The curriculum itself is not declared here: every stage is read from ``configs/tiny/stage<N>.yaml`` by
+``sslalm.train.load_config``, the loader ``sslalm train`` uses, with the overrides of ``stage_overrides``
+on top. Those overrides are the demo's only departures from the YAML files, stated in one place:
 
-Two departures from the paper's stages, both set by the schedule (``stage_parts``) and both measured on the
-3,000-clip corpus (tiny ssLALM, encoder pretrained in stage 0, 1 thread, test-split accuracy with the
-paper's prompt / the corpus's label question):
+- sizes: ``max_steps``, batch, warm-up and learning rates come from the schedule (minutes on a CPU, not
+  epochs over OpenAQA);
+- ``train_on_inputs: false``: the loss is on the answer only (the YAML files keep LTU's whole-text loss);
+- the stand-in LM's own weights train from stage 2 on (part ``lm``, ``Schedule.tune_lm``): the paper's LM is
+  a pretrained 2.8B model that LoRA only steers; ours saw minutes of text;
+- stage 2 keeps the stage-0 encoder (``Schedule.encoder_frozen_in``): half the step cost, no worse per step;
+- stage 1 builds the model from the stage-0 checkpoints (``model_overrides``), and the paths, seed and
+  logging are the demo's.
 
-- ``tune_lm``: stages 2-4 also train the stand-in LM's own weights (part ``lm``). The paper's LM is a
-  pretrained 2.8B model that LoRA only steers; ours is a 0.1M-parameter model that saw minutes of text.
-  With LoRA alone (rank 64 on in/x/dt projections, 600 steps) it reached 25.8 % / 37.5 %, with its weights
-  tuned 36.0 % / 50.0 % in the same steps.
-- ``encoder_frozen_in``: stage 2 leaves the encoder as stage 0 trained it. Training it there cost 0.46 CPU
-  s/step instead of 0.22 and was no better per step (32.2 % vs 34.5 % label accuracy after 200 steps);
-  stages 3 and 4 train it as the paper does.
+``docs/demo.md`` records what each choice was measured to give.
 """
 
 from __future__ import annotations
@@ -23,41 +21,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-CLA_TASKS = ("cla_label", "caption")  # "classification + acoustic description" (combine_cla.json)
+CURRICULUM_DIR = Path(__file__).resolve().parents[3] / "configs" / "tiny"  # the repository's configs/tiny
+STAGES = (1, 2, 3, 4)
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One curriculum stage at demo scale. ``tasks`` None: every task (closed and open-ended)."""
-
-    number: int
-    title: str  # its data
-    tasks: tuple[str, ...] | None
-    trainable: tuple[str, ...]
-    lr_factor: float  # times the schedule's base learning rate
-    config: str  # the paper-scale YAML it mirrors
-
-
-def curriculum() -> tuple[StageSpec, ...]:
-    """The four stages of ``configs/stage*.yaml``; the closed-ended task list comes from the corpus."""
-    from sslalm.data.corpus import CLOSED_TASKS
-
-    all_parts = ("projector", "encoder", "lora")
-    return (
-        StageSpec(1, "classification + captions", CLA_TASKS, ("projector",), 1.0, "configs/stage1.yaml"),
-        StageSpec(2, "classification + captions", CLA_TASKS, all_parts, 0.5, "configs/stage2.yaml"),
-        StageSpec(
-            3,
-            "all closed-ended tasks",
-            tuple(CLOSED_TASKS),
-            all_parts,
-            0.5,
-            "configs/stage3.yaml",
-        ),
-        StageSpec(4, "closed + open-ended tasks", None, all_parts, 0.5, "configs/stage4.yaml"),
-    )
+FACTS_PER_TASK = 60  # open-ended test records scored per fact (all of them when fewer)
 
 
 @dataclass
@@ -76,10 +46,13 @@ class Schedule:
     encoder_lr: float
     stage_steps: tuple[int, int, int, int]  # curriculum stages 1-4
     batch_size: int
-    learning_rate: float  # stage 1; later stages use StageSpec.lr_factor times this
+    learning_rate: float  # stage 1's peak learning rate
+    later_lr_factor: float = 0.5  # stages 2-4 run at this times ``learning_rate``
     train_on_inputs: bool = False  # loss on the answer only (LTU: on the whole text)
-    tune_lm: bool = True  # stages 2-4 also train the stand-in LM's weights (module docstring)
+    tune_lm: bool = True  # stages 2-4 also train the stand-in LM's weights
     encoder_frozen_in: tuple[int, ...] = (2,)  # stages that leave the stage-0 encoder as it is
+    encoder_augment: bool = True  # stage-0 encoder: random gain, noise and EQ on the waveform
+    unseen_size: int = 240  # clips of the unseen-sources evaluation set (0: skip it)
     eval_batch: int = 16
     max_new_tokens: int = 48
     qa_examples: int = 6
@@ -98,7 +71,7 @@ FULL = Schedule(
     lm_steps=400,
     lm_batch=32,
     lm_lr=5e-3,
-    encoder_steps=600,
+    encoder_steps=1000,
     encoder_batch=16,
     encoder_lr=3e-3,
     stage_steps=(50, 800, 150, 150),
@@ -112,8 +85,9 @@ QUICK = dataclasses.replace(  # the same pipeline at CI size
     corpus_size=600,
     vocab_size=512,
     lm_steps=150,
-    encoder_steps=300,
-    stage_steps=(30, 400, 60, 60),
+    encoder_steps=400,
+    stage_steps=(30, 500, 80, 80),
+    unseen_size=60,
     qa_examples=4,
     latency_clips=3,
     latency_tokens=16,
@@ -138,12 +112,79 @@ class ModelRecipe:
         return copy.deepcopy(dataclasses.asdict(self))
 
 
-def stage_parts(spec: StageSpec, schedule: Schedule) -> tuple[str, ...]:
-    """The parts a demo stage trains: the paper's (``spec.trainable``), with the schedule's departures."""
-    parts = [p for p in spec.trainable if not (p == "encoder" and spec.number in schedule.encoder_frozen_in)]
-    if schedule.tune_lm and spec.number > 1:
+def stage_yaml(number: int) -> Path:
+    """``configs/tiny/stage<number>.yaml``; a clear error when the repository's configs are not there."""
+    path = CURRICULUM_DIR / f"stage{number}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: sslalm demo reads the curriculum from the repository's configs/tiny "
+            "(install sslalm from a clone with pip install -e)"
+        )
+    return path
+
+
+def stage_overrides(
+    number: int,
+    schedule: Schedule,
+    output_dir: str,
+    train_file: str,
+    init_from: str | None,
+    trainable: list[str],
+    seed: int,
+    progress: bool = True,
+    model_overrides: dict[str, Any] | None = None,
+    preset: str | None = None,
+) -> dict[str, Any]:
+    """The demo's overrides of ``configs/tiny/stage<number>.yaml`` (the module docstring says why).
+
+    ``trainable`` is the YAML's list; the schedule's departures (``lm`` from stage 2 on, the encoder kept
+    frozen in ``encoder_frozen_in``) are applied here.
+    """
+    steps = schedule.stage_steps[number - 1]
+    parts = [p for p in trainable if not (p == "encoder" and number in schedule.encoder_frozen_in)]
+    if schedule.tune_lm and number > 1:
         parts.append("lm")
-    return tuple(parts)
+    lr = schedule.learning_rate * (1.0 if number == 1 else schedule.later_lr_factor)
+    out: dict[str, Any] = {
+        "output_dir": output_dir,
+        "train_files": [train_file],
+        "init_from": init_from,
+        "trainable": parts,
+        "learning_rate": lr,
+        "max_steps": steps,
+        "warmup_steps": max(1, steps // 10),
+        "per_device_train_batch_size": schedule.batch_size,
+        "effective_batch_size": schedule.batch_size,
+        "crop_seconds": schedule.frames / 100,
+        "train_on_inputs": schedule.train_on_inputs,
+        "seed": seed,
+        "save_steps": 10**9,  # no intermediate checkpoints: the stage's model is saved at its end
+        "logging_steps": max(1, steps // 25),
+        "report_to": [],
+        "dataloader_num_workers": 0,
+        "overwrite_output_dir": True,
+        "training_args": {"disable_tqdm": not progress},
+    }
+    if init_from is None:
+        out["model_overrides"] = dict(model_overrides or {})
+        if preset is not None:
+            out["model"] = preset
+    return out
+
+
+def stage_config(number: int, schedule: Schedule, **kwargs: Any):
+    """``configs/tiny/stage<number>.yaml`` through ``sslalm.train.load_config`` with the demo's overrides.
+
+    ``kwargs`` go to ``stage_overrides`` except ``trainable``, which is the YAML's own list.
+    """
+    import yaml
+
+    from sslalm.train import load_config
+
+    path = stage_yaml(number)
+    trainable = list(yaml.safe_load(path.read_text(encoding="utf-8"))["trainable"])
+    overrides = stage_overrides(number, schedule, trainable=trainable, **kwargs)
+    return load_config(path, overrides)
 
 
 def sslalm_recipe() -> ModelRecipe:

@@ -25,6 +25,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _pair(ev: dict | None, a: str, b: str) -> str:
+    return f"{_num(ev.get(a))} / {_num(ev.get(b))}" if ev else "n/r"
+
+
 def _millions(n: int) -> str:
     return f"{n / 1e6:.3f}"
 
@@ -60,6 +64,10 @@ def results_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             lambda m: _num(m["eval"]["accuracy"]),
         ),
         row("accuracy, corpus label question (%)", lambda m: _num(m["eval"]["label_accuracy"])),
+        row(
+            "unseen sources: accuracy, paper prompt / label question (%)",
+            lambda m: _pair(m["eval"].get("unseen"), "accuracy", "label_accuracy"),
+        ),
         *[row(f"caption {k}", caption(k)) for k in CAPTION_METRICS],
         row(
             "training time: wall / CPU (s)",
@@ -79,9 +87,57 @@ def results_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def console_table(results: dict) -> str:
-    """The results table as aligned plain text."""
-    header, rows = results_rows(results)
+def baseline_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Accuracy of the baselines and the models, on the test split and the unseen-sources set."""
+    base = results.get("baselines") or {"test": results["chance"]}
+    sets = [k for k in ("test", "unseen") if k in base]
+    header = ["", *[f"{'test split' if k == 'test' else 'unseen sources'} (%)" for k in sets]]
+    rows = [
+        ["uniform chance", *[_num(base[k]["uniform"]) for k in sets]],
+        [
+            "majority answer",
+            *[f"{_num(base[k]['majority'])} ({base[k]['majority_label']})" for k in sets],
+        ],
+        ["linear probe on fbank statistics", *[_num(base[k].get("linear_probe")) for k in sets]],
+    ]
+    for m in results["models"].values():
+        evs = {"test": m["eval"], "unseen": m["eval"].get("unseen")}
+        rows.append(
+            [
+                f"{m['title']}, paper prompt / label question",
+                *[_pair(evs[k], "accuracy", "label_accuracy") for k in sets],
+            ]
+        )
+    return header, rows
+
+
+def fact_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Per fact: the share of open-ended test answers that state the reference's fact, per model."""
+    models = list(results["models"].values())
+    names: list[str] = []
+    for m in models:
+        names += [n for n in m["eval"].get("facts", {}) if n not in names]
+    header = ["fact (open-ended test questions)", "questions", *[m["title"] + " (%)" for m in models]]
+    rows = []
+    for name in names:
+        n = next(m["eval"]["facts"][name]["n"] for m in models if name in m["eval"].get("facts", {}))
+        rows.append(
+            [name, str(n), *[_num(m["eval"].get("facts", {}).get(name, {}).get("accuracy")) for m in models]]
+        )
+    return header, rows
+
+
+def model_commands(results: dict) -> list[str]:
+    """The commands that open the trained ssLALM (the last stage's folder) in the app and the HTTP server."""
+    final = results.get("final_model")
+    if not final:
+        return []
+    return [f"sslalm app --model {final}", f"sslalm serve --model {final}"]
+
+
+def console_table(results: dict, rows_fn=None) -> str:
+    """A table (default: ``results_rows``) as aligned plain text."""
+    header, rows = (rows_fn or results_rows)(results)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -196,6 +252,28 @@ def render_markdown(results: dict) -> str:
         "",
         "![training loss](loss.png)",
         "",
+        "## Baselines and generalisation",
+        "",
+        _table(*baseline_rows(results)),
+        "",
+        "Uniform chance guesses one of the label set's labels at random; the majority answer always gives "
+        "the label that is right most often; the linear probe is scikit-learn's logistic regression on "
+        "per-clip mean, standard deviation and maximum of the 128 fbank bins, trained on the training "
+        "split's single-label clips (`sslalm.demo.baselines`). The unseen-sources set "
+        + _unseen_text(results)
+        + " Its label set is every label of the corpus.",
+        "",
+        "## Open-ended questions: does the answer state the right fact?",
+        "",
+        _table(*fact_rows(results)),
+        "",
+        "Each open-ended test question's reference states one fact from a small vocabulary (a language, "
+        "female or male, an instrument or its family, a number, labels in order, an event, a sound source, "
+        "soft or loud). An answer is right when the first vocabulary term it names is the reference's (for "
+        "order: the labels it names, in the same order); whole words, case-insensitive, longer terms first "
+        "(`sslalm.data.corpus.facts`). Up to "
+        f"{_facts_cap(results)} questions per fact, the same for every model.",
+        "",
         "## Answers to a few test questions",
         "",
     ]
@@ -211,12 +289,14 @@ def render_markdown(results: dict) -> str:
         "No pretrained weights exist offline, so a stage 0 stands in for pretraining (the paper's DASS is "
         "AudioSet-pretrained and its Mamba Pile-pretrained): the language model learns the training split's "
         "text (question template and answer of every record, no audio), and "
-        "the audio encoder learns the training clips' labels. Then the curriculum of "
-        "`configs/stage1..4.yaml` runs (the parts each stage trains are in its name). Two departures "
-        "from the paper, both measured (see `sslalm.demo.recipe`): from stage 2 on, the stand-in language "
-        "model's own weights train beside LoRA (the paper's LM is a pretrained 2.8B model that LoRA only "
-        "steers; ours saw minutes of text), and stage 2 keeps the stage-0 encoder (half the step cost, "
-        "no worse per step).",
+        "the audio encoder learns the training clips' labels (with random level, noise and equaliser). Then "
+        "the curriculum of `configs/tiny/stage1..4.yaml` runs through `sslalm.train.load_config`, as "
+        "`sslalm train` runs it (the parts each stage trains are in its name). Both models get the same "
+        "departures from those files, set as overrides in `sslalm.demo.recipe.stage_overrides` and measured "
+        "in `docs/demo.md`: steps, batch and learning rates from the schedule; the loss on the answer only; "
+        "from stage 2 on, the stand-in language model's own weights train beside LoRA (the paper's LM is a "
+        "pretrained 2.8B model that LoRA only steers; ours saw minutes of text); stage 2 keeps the stage-0 "
+        "encoder. The transformer differs only in its parts (AST, pooling projector, LLaMA).",
         "",
         _stage_table(results),
         "",
@@ -238,7 +318,30 @@ def render_markdown(results: dict) -> str:
         + ".",
         "",
     ]
+    commands = model_commands(results)
+    if commands:
+        lines += ["## Try the trained ssLALM", "", "```", *commands, "```", ""]
     return "\n".join(lines)
+
+
+def _unseen_text(results: dict) -> str:
+    u = results.get("unseen")
+    if not u:
+        return "was not built."
+    clips = ", ".join(f"{k} {v}" for k, v in u["clips"].items())
+    skipped = f" (skipped: {', '.join(u['skipped'])})" if u.get("skipped") else ""
+    return (
+        f"(`{u['dir']}`: {clips}{skipped}) is made only from sources the corpus never uses: Flite voices, "
+        "the TimGM6mb soundfont, the Yaru and Deepin sound themes, half of them through a random room and "
+        "microphone (`sslalm.data.corpus.unseen`); it has no animals or telephones, for want of other "
+        "recordings in the package registries."
+    )
+
+
+def _facts_cap(results: dict) -> int:
+    from sslalm.demo.recipe import FACTS_PER_TASK
+
+    return FACTS_PER_TASK
 
 
 def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:

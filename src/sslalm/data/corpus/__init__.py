@@ -12,7 +12,9 @@ Command line: ``sslalm corpus build --out DIR [--size N] [--seed S] [--workers W
 
 Modules: ``inventory`` (what: languages, voices, instruments, recordings, licences), ``resources`` (what
 this machine has), ``plan`` (splits and clip specs), ``midi`` and ``tools`` (file formats and tool calls),
-``sources`` (rendering), ``questions`` (records), ``builder`` (the folder).
+``sources`` (rendering), ``channel`` (random rooms and microphones), ``questions`` (records), ``builder``
+(the folder), ``facts`` (scoring open-ended answers by the fact they state), ``unseen`` (an evaluation set
+from sources the corpus never uses).
 """
 
 from __future__ import annotations

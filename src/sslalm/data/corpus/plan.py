@@ -15,6 +15,9 @@ Split scheme (train / val / test share no source recording, voice, note or seed)
   labels of recordings are always labels seen in training, while the recordings themselves are new; the
   specific sound (which animal) is asked in open-ended questions and is then a true generalisation test.
   Training clips are augmented (crop, pitch shift, speed, reverb, added noise, level, repetition).
+- **channels**: in every split, ``channel.CHANNEL_SHARE`` of the clips pass through a random room and
+  microphone (equaliser, reverberation, small pitch or tempo change, background noise), drawn from the
+  clip's seed, so that a model learns sounds rather than the few sources that made them.
 - **seeds**: every clip's seed is a hash of (build seed, split, kind, index); a test checks they differ.
 Mixtures take all their parts from their own split's pools.
 
@@ -28,6 +31,7 @@ import hashlib
 import random
 from collections import defaultdict
 
+from .channel import CHANNEL_SHARE, channel_spec
 from .inventory import DIGIT_NAMES, DRUM_KIT, DRUMS, INSTRUMENTS, RECORDINGS, SENTENCES, WORDS
 from .resources import Resources
 
@@ -332,6 +336,12 @@ def speech_noise_spec(rng: random.Random, pool: dict, res: Resources, seed: int)
     }
 
 
+def _channel(clip_seed: int) -> dict | None:
+    """A random room and microphone for ``CHANNEL_SHARE`` of the clips (own RNG: the clip is unchanged)."""
+    rng = random.Random(derive_seed(clip_seed, "channel"))
+    return channel_spec(rng) if rng.random() < CHANNEL_SHARE else None
+
+
 def _pool_has(kind: str, pool: dict) -> bool:
     if kind in ("speech", "speech_noise"):
         return any(pool["voices"].values())
@@ -373,6 +383,7 @@ def make_plan(res: Resources, size: int, seed: int) -> list[dict]:
                 else:
                     spec = speech_noise_spec(rng, pool, res, clip_seed)
                 spec.update(kind=kind, seed=clip_seed, split=split, id=f"{split}-{kind}-{i:05d}")
+                spec["channel"] = _channel(clip_seed)
                 specs.append(spec)
     return specs
 

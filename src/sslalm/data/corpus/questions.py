@@ -259,7 +259,7 @@ def captions(m: dict) -> list[str]:
 # ---------------------------------------------------------------- questions
 
 
-def _closed(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+def closed_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
     out = [
         ("cla_label", rng.choice(CLA_QUESTIONS), cla_answer(m)),
         ("caption", rng.choice(CAPTION_QUESTIONS), captions(m)[0]),
@@ -303,176 +303,208 @@ def _closed(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
     return out
 
 
-def _open(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+def _speech_questions(s: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """Language, gender, pitch, speaking rate and content of a speech clip (``s``: the speech's metadata)."""
+    b = _speech_bits(s)
+    qs = [
+        (
+            "open_language",
+            rng.choice(["What language is the speaker using?", "Which language is spoken?"]),
+            f"The speaker is speaking {s['language']}{b['accent']}.",
+        ),
+        (
+            "open_gender",
+            rng.choice(["Is the speaker a man or a woman?", "Is this a male or a female voice?"]),
+            f"It is a {s['gender']} voice: a {_person(s)} is speaking.",
+        ),
+        (
+            "open_pitch",
+            rng.choice(["Is the voice high or low?", "How high is the speaker's voice?"]),
+            f"The voice is {b['pitch']} in pitch, a {s['gender']} voice.",
+        ),
+        ("open_speed", "Is the speaker talking fast or slowly?", f"The speaker talks {b['speed']}."),
+    ]
+    if s["content"] == "sentence" and s.get("meaning"):
+        said = f'The speaker says {b["said"]} in {s["language"]}, which means "{s["meaning"]}"'
+    else:
+        said = f"The speaker says {b['said']}" + (
+            " in " + s["language"] if s["language"] != "English" else ""
+        )
+    qs.append(("open_content", rng.choice(["What does the speaker say?", "What is being said?"]), _end(said)))
+    return qs
+
+
+def _noise_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """The background noise of speech over noise, and how it affects understanding."""
+    level, effect = _noise_level(m["snr"])
+    colour = m["noise_colour"]
+    return [
+        (
+            "open_noise",
+            rng.choice(["What is in the background?", "Describe the background noise."]),
+            f"Behind the voice there is {level} {colour} noise, {NOISE_SOUND[colour]}.",
+        ),
+        (
+            "open_noise",
+            "Is the speech easy to understand?",
+            f"The noise is {level} (signal-to-noise ratio about {m['snr']} dB), so {effect}.",
+        ),
+    ]
+
+
+def _instrument_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """Which instrument, how it is played (dynamics, articulation), its register and note."""
+    drums = m["instrument"] == DRUM_KIT
+    fam = "a set of drums and cymbals struck with sticks" if drums else FAMILY[m["instrument"]]
+    qs = [
+        (
+            "open_instrument",
+            rng.choice(
+                [
+                    "What instrument is playing?",
+                    "Which instrument do you hear?",
+                    "What kind of instrument makes this sound?",
+                ]
+            ),
+            f"It is {a_or_an(m.get('drum') or m['instrument'])}, {fam}.",
+        ),
+        (
+            "open_playing",
+            rng.choice(["How is the instrument played?", "Describe how the music is played."]),
+            _cap(_playing(m)) + ".",
+        ),
+        (
+            "open_playing",
+            "Is it played loudly or softly?",
+            "Softly: the notes are quiet and gentle."
+            if m["dynamics"] == "soft"
+            else "Loudly: the notes are strong and forceful.",
+        ),
+    ]
+    if drums:
+        return qs
+    if m["texture"] in ("arpeggio", "scale", "single note"):
+        qs.append(
+            (
+                "open_playing",
+                "Are the notes short and detached or smooth and connected?",
+                "Short and detached: it is played staccato."
+                if m["articulation"] == "staccato"
+                else "Smooth and connected: it is played legato.",
+            )
+        )
+    lo, hi = min(m["pitches"]), max(m["pitches"])
+    span = (
+        f"the note is {_note_name(lo)} (MIDI note {lo}, about {_hz(lo)} Hz)"
+        if lo == hi
+        else f"the notes range from {_note_name(lo)} (MIDI note {lo}, about {_hz(lo)} Hz) to "
+        f"{_note_name(hi)} (MIDI note {hi}, about {_hz(hi)} Hz)"
+    )
+    qs.append(
+        (
+            "open_pitch",
+            "Is the music high or low in pitch?",
+            f"It is in the {_register(m['pitches'])} register: {span}.",
+        )
+    )
+    if m["texture"] == "single note":
+        qs.append(
+            (
+                "open_note",
+                "What note is played?",
+                f"The note is {_note_name(m['root'])}, MIDI note {m['root']}, about {_hz(m['root'])} Hz.",
+            )
+        )
+    return qs
+
+
+def _event_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """What a sound event is; the pitch of a tone or the direction of a chirp."""
+    qs = [
+        (
+            "open_event",
+            rng.choice(["Describe the sound.", "What kind of sound is this?"]),
+            _cap(_event_text(m)) + ".",
+        )
+    ]
+    if m["event"] == "tone":
+        reg = "low" if m["freq"] < 400 else "high" if m["freq"] > 1200 else "medium"
+        octaves = math.log2(m["freq"] / 440.0)
+        rel = "above" if octaves > 0 else "below"
+        qs.append(
+            (
+                "open_pitch",
+                "Is the tone high or low?",
+                f"It is a {reg} tone at about {round(m['freq'])} Hz, {abs(octaves):.1f} octaves {rel} "
+                f"concert A (440 Hz).",
+            )
+        )
+    if m["event"] == "chirp":
+        up = m["f_end"] > m["f_start"]
+        qs.append(
+            (
+                "open_pitch",
+                "Does the pitch rise or fall?",
+                f"It {'rises' if up else 'falls'}, sweeping from about {round(m['f_start'])} Hz to "
+                f"{round(m['f_end'])} Hz.",
+            )
+        )
+    return qs
+
+
+def _recording_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """What made a recording, and the acoustics its augmentation added."""
+    what = "What animal makes this sound?" if m["label"] == "animal" else "What is making this sound?"
+    qs = [("open_source", what, f"It is {m['what']}: {m['phrase']}.")]
+    if (acoustics := _acoustics(m)) is not None:
+        question = rng.choice(
+            ["What can you tell about the recording conditions?", "Describe the acoustics."]
+        )
+        qs.append(("open_acoustics", question, acoustics))
+    return qs
+
+
+def _sequence_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """Which sound of a mixture comes first (with its timing), and what the sounds are."""
+    ev = m["events"]
+    first, rest = ev[0], ev[1:]
+    later = "; ".join(f"{e['label']} begins at {e['onset']:.1f} s" for e in rest)
+    return [
+        (
+            "open_temporal",
+            rng.choice(
+                [
+                    "Which sound comes first and why do you think so?",
+                    "What happens first in this recording, and how can you tell?",
+                ]
+            ),
+            f"The {first['label']} comes first: {first['phrase']} from {first['onset']:.1f} s to "
+            f"{first['offset']:.1f} s, before any other sound starts ({later}).",
+        ),
+        (
+            "open_events",
+            "What sounds can you hear?",
+            f"{_cap(_num(len(ev)))} sounds, one after another: " + _join([e["phrase"] for e in ev]) + ".",
+        ),
+    ]
+
+
+def open_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """Every open-ended (task, question, answer) that applies to a clip, in a fixed order."""
     kind = m["kind"]
     qs: list[tuple[str, str, str]] = []
     if kind in ("speech", "speech_noise"):
-        s = m if kind == "speech" else m["speech"]
-        b = _speech_bits(s)
-        qs += [
-            (
-                "open_language",
-                rng.choice(["What language is the speaker using?", "Which language is spoken?"]),
-                f"The speaker is speaking {s['language']}{b['accent']}.",
-            ),
-            (
-                "open_gender",
-                rng.choice(["Is the speaker a man or a woman?", "Is this a male or a female voice?"]),
-                f"It is a {s['gender']} voice: a {_person(s)} is speaking.",
-            ),
-            (
-                "open_pitch",
-                rng.choice(["Is the voice high or low?", "How high is the speaker's voice?"]),
-                f"The voice is {b['pitch']} in pitch, a {s['gender']} voice.",
-            ),
-            ("open_speed", "Is the speaker talking fast or slowly?", f"The speaker talks {b['speed']}."),
-        ]
-        if s["content"] == "sentence" and s.get("meaning"):
-            said = f'The speaker says {b["said"]} in {s["language"]}, which means "{s["meaning"]}"'
-        else:
-            said = f"The speaker says {b['said']}" + (
-                " in " + s["language"] if s["language"] != "English" else ""
-            )
-        qs.append(
-            ("open_content", rng.choice(["What does the speaker say?", "What is being said?"]), _end(said))
-        )
+        qs += _speech_questions(m if kind == "speech" else m["speech"], rng)
     if kind == "speech_noise":
-        level, effect = _noise_level(m["snr"])
-        colour = m["noise_colour"]
-        qs += [
-            (
-                "open_noise",
-                rng.choice(["What is in the background?", "Describe the background noise."]),
-                f"Behind the voice there is {level} {colour} noise, {NOISE_SOUND[colour]}.",
-            ),
-            (
-                "open_noise",
-                "Is the speech easy to understand?",
-                f"The noise is {level} (signal-to-noise ratio about {m['snr']} dB), so {effect}.",
-            ),
-        ]
+        qs += _noise_questions(m, rng)
     if kind == "instrument":
-        drums = m["instrument"] == DRUM_KIT
-        fam = "a set of drums and cymbals struck with sticks" if drums else FAMILY[m["instrument"]]
-        qs += [
-            (
-                "open_instrument",
-                rng.choice(
-                    [
-                        "What instrument is playing?",
-                        "Which instrument do you hear?",
-                        "What kind of instrument makes this sound?",
-                    ]
-                ),
-                f"It is {a_or_an(m.get('drum') or m['instrument'])}, {fam}.",
-            ),
-            (
-                "open_playing",
-                rng.choice(["How is the instrument played?", "Describe how the music is played."]),
-                _cap(_playing(m)) + ".",
-            ),
-            (
-                "open_playing",
-                "Is it played loudly or softly?",
-                "Softly: the notes are quiet and gentle."
-                if m["dynamics"] == "soft"
-                else "Loudly: the notes are strong and forceful.",
-            ),
-        ]
-        if not drums:
-            if m["texture"] != "drum beat" and m["texture"] in ("arpeggio", "scale", "single note"):
-                qs.append(
-                    (
-                        "open_playing",
-                        "Are the notes short and detached or smooth and connected?",
-                        "Short and detached: it is played staccato."
-                        if m["articulation"] == "staccato"
-                        else "Smooth and connected: it is played legato.",
-                    )
-                )
-            lo, hi = min(m["pitches"]), max(m["pitches"])
-            span = (
-                f"the note is {_note_name(lo)} (MIDI note {lo}, about {_hz(lo)} Hz)"
-                if lo == hi
-                else f"the notes range from {_note_name(lo)} (MIDI note {lo}, about {_hz(lo)} Hz) to "
-                f"{_note_name(hi)} (MIDI note {hi}, about {_hz(hi)} Hz)"
-            )
-            qs.append(
-                (
-                    "open_pitch",
-                    "Is the music high or low in pitch?",
-                    f"It is in the {_register(m['pitches'])} register: {span}.",
-                )
-            )
-            if m["texture"] == "single note":
-                qs.append(
-                    (
-                        "open_note",
-                        "What note is played?",
-                        f"The note is {_note_name(m['root'])}, MIDI note {m['root']}, "
-                        f"about {_hz(m['root'])} Hz.",
-                    )
-                )
+        qs += _instrument_questions(m, rng)
     if kind == "event":
-        qs.append(
-            (
-                "open_event",
-                rng.choice(["Describe the sound.", "What kind of sound is this?"]),
-                _cap(_event_text(m)) + ".",
-            )
-        )
-        if m["event"] == "tone":
-            reg = "low" if m["freq"] < 400 else "high" if m["freq"] > 1200 else "medium"
-            octaves = math.log2(m["freq"] / 440.0)
-            rel = "above" if octaves > 0 else "below"
-            qs.append(
-                (
-                    "open_pitch",
-                    "Is the tone high or low?",
-                    f"It is a {reg} tone at about {round(m['freq'])} Hz, {abs(octaves):.1f} octaves {rel} "
-                    f"concert A (440 Hz).",
-                )
-            )
-        if m["event"] == "chirp":
-            up = m["f_end"] > m["f_start"]
-            qs.append(
-                (
-                    "open_pitch",
-                    "Does the pitch rise or fall?",
-                    f"It {'rises' if up else 'falls'}, sweeping from about {round(m['f_start'])} Hz to "
-                    f"{round(m['f_end'])} Hz.",
-                )
-            )
+        qs += _event_questions(m, rng)
     if kind == "recording":
-        what = "What animal makes this sound?" if m["label"] == "animal" else "What is making this sound?"
-        qs.append(("open_source", what, f"It is {m['what']}: {m['phrase']}."))
-        if (acoustics := _acoustics(m)) is not None:
-            question = rng.choice(
-                ["What can you tell about the recording conditions?", "Describe the acoustics."]
-            )
-            qs.append(("open_acoustics", question, acoustics))
+        qs += _recording_questions(m, rng)
     if kind == "sequence":
-        ev = m["events"]
-        first, rest = ev[0], ev[1:]
-        later = "; ".join(f"{e['label']} begins at {e['onset']:.1f} s" for e in rest)
-        qs += [
-            (
-                "open_temporal",
-                rng.choice(
-                    [
-                        "Which sound comes first and why do you think so?",
-                        "What happens first in this recording, and how can you tell?",
-                    ]
-                ),
-                f"The {first['label']} comes first: {first['phrase']} from {first['onset']:.1f} s to "
-                f"{first['offset']:.1f} s, before any other sound starts ({later}).",
-            ),
-            (
-                "open_events",
-                "What sounds can you hear?",
-                f"{_cap(_num(len(ev)))} sounds, one after another: " + _join([e["phrase"] for e in ev]) + ".",
-            ),
-        ]
+        qs += _sequence_questions(m, rng)
     return qs
 
 
@@ -486,8 +518,10 @@ def cla_answer(m: dict) -> str:
 def qa_pairs(m: dict, rng: random.Random) -> list[tuple[str, str, str]]:
     """(task, question, answer) for a clip: every closed-ended question that applies and up to three
     open-ended ones; about half of the closed-ended questions get the ``Closed-ended question:`` prefix."""
-    closed = [(t, (CLOSED_PREFIX + q) if rng.random() < 0.5 else q, a) for t, q, a in _closed(m, rng)]
-    opens = _open(m, rng)
+    closed = [
+        (t, (CLOSED_PREFIX + q) if rng.random() < 0.5 else q, a) for t, q, a in closed_questions(m, rng)
+    ]
+    opens = open_questions(m, rng)
     if len(opens) > MAX_OPEN_PER_CLIP:
         opens = rng.sample(opens, MAX_OPEN_PER_CLIP)
     return closed + opens

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channel import apply_channel
 from .inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS, RECORDINGS, a_or_an
 from .midi import DRUM_CHANNEL, Note, write_midi
 from .tools import (
@@ -307,8 +308,11 @@ def render_any(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndarra
 
 
 def render_clip(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndarray, dict]:
-    """A finished corpus clip: rendered, cut to at most 10 s, padded with silence to at least 1 s."""
+    """A finished corpus clip: rendered, through its channel (if any), cut to at most 10 s, padded with
+    silence to at least 1 s."""
     audio, meta = render_any(spec, ctx, workdir)
+    if spec.get("channel"):
+        audio = apply_channel(audio, spec["channel"], workdir, (spec["seed"] * 31 + 7) % 2**63)
     audio = audio[: int(MAX_SECONDS * SAMPLE_RATE)]
     if audio.size < MIN_SECONDS * SAMPLE_RATE:
         audio = np.concatenate([audio, silence(MIN_SECONDS - audio.size / SAMPLE_RATE + 0.01)])
