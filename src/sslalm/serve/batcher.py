@@ -64,7 +64,94 @@ class _Job:
     t_submit: float = field(default_factory=time.monotonic)
 
 
-class DynamicBatcher:
+class QueueWorker:
+    """What both batching engines share: a bounded queue of jobs, one worker thread, pause and close.
+
+    Subclasses set up their own fields, then call ``_start(name)``; they implement ``_new_job(payload, key)
+    -> (job, handle)`` (the handle is what ``submit`` returns), ``_fail(job, error)`` and ``_loop``.
+    """
+
+    def __init__(self, max_batch: int, queue_size: int):
+        self.max_batch = max_batch
+        self.queue_size = queue_size
+        self._pending: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._paused = False
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._sizes: collections.Counter[int] = collections.Counter()  # rows per model call -> calls
+        self._busy_s = 0.0
+
+    def _start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _new_job(self, payload: Any, key: Hashable) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _fail(self, job: Any, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ callers
+    def submit(self, payload: Any, key: Hashable = None) -> Any:
+        """Queue one request; returns its handle. Raises ``QueueFull`` or ``BatcherClosed`` instead."""
+        job, handle = self._new_job(payload, key)
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the server is shutting down")
+            if len(self._pending) >= self.queue_size:
+                self._counts["rejected"] += 1
+                raise QueueFull(
+                    f"{len(self._pending)} requests are already waiting (queue size {self.queue_size})"
+                )
+            self._pending.append(job)
+            self._counts["submitted"] += 1
+            self._cond.notify_all()
+        return handle
+
+    def is_full(self) -> bool:
+        with self._cond:
+            return len(self._pending) >= self.queue_size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------ control
+    def pause(self) -> None:
+        """Start nothing new (what runs finishes). For tests and maintenance."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Refuse new work; finish the queue (``drain``) or fail it (``BatcherClosed``); join the thread."""
+        with self._cond:
+            self._closed = True
+            self._paused = False
+            if not drain:
+                while self._pending:
+                    self._fail(
+                        self._pending.popleft(), BatcherClosed("the server shut down before this request ran")
+                    )
+                    self._counts["failed"] += 1
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("%s still running after %.1f s", self._thread.name, timeout or 0.0)
+
+
+class DynamicBatcher(QueueWorker):
     """One worker thread that groups submitted requests into batches (see the module docstring).
 
     Args:
@@ -86,49 +173,20 @@ class DynamicBatcher:
             raise ValueError(
                 f"need max_batch >= 1, queue_size >= 1, wait_s >= 0; got {max_batch}, {queue_size}, {wait_s}"
             )
+        super().__init__(max_batch, queue_size)
         self.run_batch = run_batch
-        self.max_batch = max_batch
         self.wait_s = wait_s
-        self.queue_size = queue_size
-        self._pending: collections.deque[_Job] = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._paused = False
         self._running = 0  # requests in the call now running
-        self._counts = collections.Counter()  # submitted, completed, failed, rejected, cancelled, batches
-        self._sizes: collections.Counter[int] = collections.Counter()  # batch size -> number of calls
-        self._busy_s = 0.0
         self._last_batch_s = 0.0
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._start(name)
 
-    # ------------------------------------------------------------------ callers
-    def submit(self, payload: Any, key: Hashable = None) -> Future:
-        """Queue one request. Raises ``QueueFull`` or ``BatcherClosed`` instead of queueing."""
+    def _new_job(self, payload: Any, key: Hashable) -> tuple[_Job, Future]:
         future: Future = Future()
-        with self._cond:
-            if self._closed:
-                raise BatcherClosed("the server is shutting down")
-            if len(self._pending) >= self.queue_size:
-                self._counts["rejected"] += 1
-                raise QueueFull(
-                    f"{len(self._pending)} requests are already waiting (queue size {self.queue_size})"
-                )
-            self._pending.append(_Job(payload, key, future))
-            self._counts["submitted"] += 1
-            self._cond.notify_all()
-        return future
+        return _Job(payload, key, future), future
 
-    def is_full(self) -> bool:
-        with self._cond:
-            return len(self._pending) >= self.queue_size
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        if job.future.set_running_or_notify_cancel():
+            job.future.set_exception(error)
 
     def retry_after_s(self) -> int:
         """A whole-second hint for clients turned away: the time to serve the queue at the last batch rate."""
@@ -158,35 +216,6 @@ class DynamicBatcher:
                 "queue_size": self.queue_size,
                 "wait_ms": self.wait_s * 1000.0,
             }
-
-    # ------------------------------------------------------------------ control
-    def pause(self) -> None:
-        """Stop starting new batches (the running one finishes). For tests and maintenance."""
-        with self._cond:
-            self._paused = True
-
-    def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            self._cond.notify_all()
-
-    def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Refuse new work; finish the queue (``drain``) or fail it (``BatcherClosed``); join the thread."""
-        with self._cond:
-            self._closed = True
-            self._paused = False
-            if not drain:
-                while self._pending:
-                    job = self._pending.popleft()
-                    if job.future.set_running_or_notify_cancel():
-                        job.future.set_exception(
-                            BatcherClosed("the server shut down before this request ran")
-                        )
-                    self._counts["failed"] += 1
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            logger.warning("batch worker still running after %.1f s", timeout or 0.0)
 
     # ------------------------------------------------------------------ worker
     def _next_batch(self) -> list[_Job] | None:

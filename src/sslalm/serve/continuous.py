@@ -40,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslalm.serve.batcher import BatcherClosed, Completed, QueueFull
+from sslalm.serve.batcher import Completed, QueueWorker
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class _Job:
     t_submit: float = field(default_factory=time.monotonic)
 
 
-class ContinuousBatcher:
+class ContinuousBatcher(QueueWorker):
     """The scheduler: a bounded queue, one worker thread and a ``decoder`` that does the model work.
 
     ``decoder`` provides ``admit(payloads) -> rows`` (prefill the newcomers, append them to the running
@@ -198,49 +198,19 @@ class ContinuousBatcher:
     ):
         if max_batch < 1 or queue_size < 1:
             raise ValueError(f"need max_batch >= 1 and queue_size >= 1; got {max_batch}, {queue_size}")
+        super().__init__(max_batch, queue_size)
         self.decoder = decoder
-        self.max_batch = max_batch
-        self.queue_size = queue_size
         self.max_prefill = max(1, max_prefill)
-        self._pending: collections.deque[_Job] = collections.deque()
         self._running: list[_Job] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._paused = False
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._sizes: collections.Counter[int] = collections.Counter()  # rows per decode step -> steps
-        self._busy_s = 0.0
         self._step_s = 0.0  # last decode step's duration
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._start(name)
 
-    # ---------------------------------------------------------------- callers
-    def submit(self, payload: Any, key: Hashable = None) -> Generation:
-        """Queue one request; returns its ``Generation``. Raises ``QueueFull`` or ``BatcherClosed``."""
+    def _new_job(self, payload: Any, key: Hashable) -> tuple[_Job, Generation]:
         generation = Generation()
-        with self._cond:
-            if self._closed:
-                raise BatcherClosed("the server is shutting down")
-            if len(self._pending) >= self.queue_size:
-                self._counts["rejected"] += 1
-                raise QueueFull(
-                    f"{len(self._pending)} requests are already waiting (queue size {self.queue_size})"
-                )
-            self._pending.append(_Job(payload, generation))
-            self._counts["submitted"] += 1
-            self._cond.notify_all()
-        return generation
+        return _Job(payload, generation), generation
 
-    def is_full(self) -> bool:
-        with self._cond:
-            return len(self._pending) >= self.queue_size
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        job.generation.finish(error=error)
 
     def retry_after_s(self) -> int:
         """Seconds until a slot is likely free: the queue ahead at the last step rate, 64 tokens each."""
@@ -270,32 +240,6 @@ class ContinuousBatcher:
                 "max_batch": self.max_batch,
                 "queue_size": self.queue_size,
             }
-
-    # ---------------------------------------------------------------- control
-    def pause(self) -> None:
-        """Admit nothing new (running rows finish). For tests and maintenance."""
-        with self._cond:
-            self._paused = True
-
-    def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            self._cond.notify_all()
-
-    def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Refuse new work; finish the queue (``drain``) or fail it (``BatcherClosed``); join the thread."""
-        with self._cond:
-            self._closed = True
-            self._paused = False
-            if not drain:
-                while self._pending:
-                    job = self._pending.popleft()
-                    job.generation.finish(error=BatcherClosed("the server shut down before this request ran"))
-                    self._counts["failed"] += 1
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            logger.warning("decode worker still running after %.1f s", timeout or 0.0)
 
     # ---------------------------------------------------------------- worker
     def _take(self) -> list[_Job] | None:
