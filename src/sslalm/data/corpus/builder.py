@@ -97,10 +97,13 @@ class CorpusInfo:
 _CTX: SourceContext | None = None
 
 
-def _init_worker(ctx: SourceContext) -> None:
+def _init_worker(ctx: SourceContext, quiet: bool = True) -> None:
+    """Give a render worker its context; ``quiet``: a pool process logs warnings only (the parent reports
+    progress). The in-process path keeps the caller's logging as it is."""
     global _CTX
     _CTX = ctx
-    logging.getLogger("sslalm").setLevel(logging.WARNING)
+    if quiet:
+        logging.getLogger("sslalm").setLevel(logging.WARNING)
 
 
 def _render_to_file(job: tuple[dict, str]) -> tuple[str, dict | None, str]:
@@ -366,7 +369,7 @@ def build_corpus(
 
     bar = tqdm(total=len(jobs), desc="corpus clips", unit="clip", disable=not progress)
     if workers <= 1:
-        _init_worker(ctx)
+        _init_worker(ctx, quiet=False)
         results = map(_render_to_file, jobs)
         pool = None
     else:
