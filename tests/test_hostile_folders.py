@@ -78,14 +78,18 @@ def test_a_moved_run_folder_still_loads(pristine, tmp_path):
     torch.testing.assert_close(_logits(SSLALM.from_pretrained(moved / "stage2")), expected)
 
 
-def test_external_base_lm_pointer_absolute_outside_relative_inside_and_named_when_gone(tmp_path):
+def test_external_base_lm_pointer_absolute_outside_relative_inside_and_named_when_gone(tmp_path, monkeypatch):
+    """A large checkpoint on another filesystem (simulated) is pointed at by absolute path."""
+    from sslalm.models import folder
     from sslalm.models.mamba import MambaConfig, MambaLM
 
     lm = MambaLM(MambaConfig(d_model=64, n_layer=2, vocab_size=264))
     lm.save_pretrained(tmp_path / "pretrained")
     config = SSLALMConfig.preset("tiny-sslalm", lm_checkpoint=str(tmp_path / "pretrained"))
     model = SSLALM(config)
+    monkeypatch.setattr(folder, "can_bring_along", lambda source, into: False)
     model.save_pretrained(tmp_path / "outside")
+    monkeypatch.undo()
     assert json.loads((tmp_path / "outside" / "config.json").read_text())["lm_checkpoint"] == str(
         (tmp_path / "pretrained").resolve()
     )
@@ -101,6 +105,29 @@ def test_external_base_lm_pointer_absolute_outside_relative_inside_and_named_whe
         match=r"base language model \(lm_checkpoint\) .*outside the model folder\) does not exist",
     ):
         SSLALM.from_pretrained(tmp_path / "outside")
+
+
+def test_a_run_whose_stages_share_a_pretrained_lm_still_loads_when_moved(tmp_path):
+    """The demo's layout: every stage starts from one stand-in LM folder beside the stages. Each stage folder
+    takes the LM into its own base_lm/ (hard links on one filesystem), so the moved run still loads."""
+    from sslalm.models.mamba import MambaConfig, MambaLM
+
+    run = tmp_path / "run"
+    MambaLM(MambaConfig(d_model=64, n_layer=2, vocab_size=264)).save_pretrained(run / "stage0_lm")
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm", lm_checkpoint=str(run / "stage0_lm"))).eval()
+    model.save_pretrained(run / "stage1")
+    SSLALM.from_pretrained(run / "stage1").save_pretrained(run / "stage2")
+    for stage in ("stage1", "stage2"):
+        assert json.loads((run / stage / "config.json").read_text())["lm_checkpoint"] == "base_lm"
+    linked = run / "stage2" / "base_lm" / "model.safetensors"
+    assert os.path.samefile(linked, run / "stage0_lm" / "model.safetensors")  # no extra disk
+    run.rename(tmp_path / "moved")
+    shutil.rmtree(tmp_path / "moved" / "stage0_lm")
+    reloaded = SSLALM.from_pretrained(tmp_path / "moved" / "stage2")
+    wav = torch.sin(torch.arange(16000) / 7.0)
+    assert reloaded.ask(wav, "what?", do_sample=False, max_new_tokens=4) == model.ask(
+        wav, "what?", do_sample=False, max_new_tokens=4
+    )
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])

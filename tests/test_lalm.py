@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -151,9 +152,10 @@ def test_builds_from_local_dass_and_mamba_checkpoints(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.lm(input_ids=ids).logits, lm(input_ids=ids).logits)
     model.save_pretrained(tmp_path / "finetune")
-    assert not (tmp_path / "finetune" / "base_lm").exists()  # points at the checkpoint instead
     saved = json.loads((tmp_path / "finetune" / "config.json").read_text())
-    assert saved["lm_checkpoint"] == str(tmp_path / "mamba")
+    assert saved["lm_checkpoint"] == "base_lm"  # the folder holds its base LM: it loads from itself alone
+    for f in (tmp_path / "mamba").iterdir():  # as hard links to the checkpoint's files: no extra disk
+        assert os.path.samefile(f, tmp_path / "finetune" / "base_lm" / f.name)
     assert SSLALM.from_pretrained(tmp_path / "finetune").num_parameters() == model.num_parameters()
 
 

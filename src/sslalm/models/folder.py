@@ -145,20 +145,33 @@ def resolve_part(value: str | None, folder: Path | None, field: str) -> str | No
     return str(full)
 
 
+def is_inside(target: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True if ``target`` is ``folder`` or below it (symbolic links resolved)."""
+    target_abs, folder_abs = Path(target).resolve(), Path(folder).resolve()
+    return target_abs == folder_abs or folder_abs in target_abs.parents
+
+
 def pointer(target: str | os.PathLike, folder: str | os.PathLike) -> str:
     """How a model folder ``folder`` records the path ``target``: relative inside it, else absolute."""
     target_abs = Path(target).resolve()
-    folder_abs = Path(folder).resolve()
-    if target_abs == folder_abs or folder_abs in target_abs.parents:
-        return target_abs.relative_to(folder_abs).as_posix()
+    if is_inside(target_abs, folder):
+        return target_abs.relative_to(Path(folder).resolve()).as_posix()
     return str(target_abs)
 
 
-def is_saved_base_lm(path: str | os.PathLike, dirname: str) -> bool:
-    """True if ``path`` is the ``dirname`` (``base_lm``) folder of another saved model folder: a random
-    base LM written by ``save_pretrained``, which a new folder copies rather than points at."""
-    p = Path(path)
-    return p.name == dirname and p.is_dir() and (p.parent / "config.json").is_file()
+COPY_LIMIT = 1 << 30  # bytes: a base LM that cannot be hard-linked is copied into the folder up to this size
+
+
+def can_bring_along(source: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True if the checkpoint folder ``source`` can be placed inside the model folder ``folder`` cheaply:
+    on the same filesystem (hard links, no extra disk), or a copy of at most ``COPY_LIMIT`` bytes. A large
+    checkpoint on another filesystem stays where it is and is pointed at by absolute path."""
+    source, folder = Path(source), Path(folder)
+    if not source.is_dir():
+        return False
+    if os.stat(source).st_dev == os.stat(folder).st_dev:
+        return True
+    return sum(f.stat().st_size for f in source.rglob("*") if f.is_file()) <= COPY_LIMIT
 
 
 def copy_tree_linked(src: str | os.PathLike, dst: str | os.PathLike) -> None:

@@ -359,12 +359,22 @@ class SSLALM(nn.Module):
         """Write config, trainable weights (safetensors), tokenizer and, if random, the base LM.
 
         The folder loads from itself alone (``sslalm.models.folder``): a random base LM is written to
-        ``base_lm/`` (or linked from the model folder it was loaded from), a pretrained one outside the
-        folder is pointed at by absolute path. Files get the usual permissions (``0666 & ~umask``).
+        ``base_lm/``; a base LM from outside the folder (another model folder's, a pretrained checkpoint) is
+        brought into ``base_lm/`` as hard links (no extra disk) or, on another filesystem, as a copy up to
+        ``folder.COPY_LIMIT``; only a larger one on another filesystem is pointed at by absolute path. So a
+        run folder whose stages share one stand-in LM still loads after it is moved. Files get the usual
+        permissions (``0666 & ~umask``).
         """
         from safetensors.torch import save_file
 
-        from sslalm.models.folder import apply_umask, copy_tree_linked, is_saved_base_lm, pointer, same_tree
+        from sslalm.models.folder import (
+            apply_umask,
+            can_bring_along,
+            copy_tree_linked,
+            is_inside,
+            pointer,
+            same_tree,
+        )
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -374,7 +384,9 @@ class SSLALM(nn.Module):
         if source is None:
             self._save_base_lm(base_lm)
             config["lm_checkpoint"] = BASE_LM_DIR
-        elif is_saved_base_lm(source, BASE_LM_DIR):  # another model folder's random base LM: bring it along
+        elif is_inside(source, path):
+            config["lm_checkpoint"] = pointer(source, path)  # relative
+        elif can_bring_along(source, path):  # from outside: hard-link (or copy) it into base_lm/
             if not same_tree(source, base_lm):
                 if base_lm.exists():  # a different model's, from an earlier save into this folder
                     shutil.rmtree(base_lm)
