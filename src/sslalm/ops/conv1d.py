@@ -13,6 +13,8 @@ compiled kernel did not pay), ``triton`` and ``causal_conv1d`` on CUDA; ``ref`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -69,6 +71,31 @@ def causal_conv1d_torch(
     return _activate(out, activation)
 
 
+def _kernel(method: str, x: Tensor, step: bool) -> Callable[..., Tensor]:
+    """The sequence (``step=False``) or one-step kernel called ``method``; ``"auto"`` picks one for ``x``
+    (``sslalm.ops.dispatch.pick_conv_method``). CUDA-only kernels are imported only when chosen."""
+    if method == "auto":
+        from sslalm.ops.dispatch import available_backends, pick_conv_method
+
+        method = pick_conv_method(x.device.type, x.dtype, available_backends(x.device.type))
+    if method in ("torch", "ref") and step:
+        return causal_conv1d_update_torch
+    if method in ("torch", "ref"):
+        return causal_conv1d_torch if method == "torch" else causal_conv1d_ref
+    if method == "triton":
+        from sslalm.ops import conv1d_triton
+        from sslalm.ops.dispatch import check_triton_device
+
+        check_triton_device(x.device)
+        return conv1d_triton.causal_conv1d_update_triton if step else conv1d_triton.causal_conv1d_triton
+    if method == "causal_conv1d":
+        from sslalm.ops import scan_mamba_ssm
+
+        return scan_mamba_ssm.causal_conv1d_update_cuda if step else scan_mamba_ssm.causal_conv1d_cuda
+    name = "causal_conv1d_update" if step else "causal_conv1d"
+    raise ValueError(f"unknown {name} method {method!r} (use auto, torch, ref, triton or causal_conv1d)")
+
+
 def causal_conv1d(
     x: Tensor,
     weight: Tensor,
@@ -81,26 +108,7 @@ def causal_conv1d(
 
     ``method``: ``"ref"``, ``"torch"``, ``"triton"``, ``"causal_conv1d"`` or ``"auto"``
     (``sslalm.ops.dispatch.pick_conv_method``)."""
-    if method == "auto":
-        from sslalm.ops.dispatch import available_backends, pick_conv_method
-
-        method = pick_conv_method(x.device.type, x.dtype, available_backends(x.device.type))
-    if method == "torch":
-        return causal_conv1d_torch(x, weight, bias, initial_state, activation)
-    if method == "ref":
-        return causal_conv1d_ref(x, weight, bias, initial_state, activation)
-    if method == "triton":
-        from sslalm.ops.dispatch import check_triton_device
-
-        check_triton_device(x.device)
-        from sslalm.ops.conv1d_triton import causal_conv1d_triton
-
-        return causal_conv1d_triton(x, weight, bias, initial_state, activation)
-    if method == "causal_conv1d":
-        from sslalm.ops.scan_mamba_ssm import causal_conv1d_cuda
-
-        return causal_conv1d_cuda(x, weight, bias, initial_state, activation)
-    raise ValueError(f"unknown causal_conv1d method {method!r}")
+    return _kernel(method, x, step=False)(x, weight, bias, initial_state, activation)
 
 
 def causal_conv1d_update_torch(
@@ -126,21 +134,4 @@ def causal_conv1d_update(
 ) -> Tensor:
     """One decoding step of :func:`causal_conv1d`; ``conv_state`` is updated in place. Same ``method`` names
     as :func:`causal_conv1d` (``"ref"`` is the torch step)."""
-    if method == "auto":
-        from sslalm.ops.dispatch import available_backends, pick_conv_method
-
-        method = pick_conv_method(x.device.type, x.dtype, available_backends(x.device.type))
-    if method in ("torch", "ref"):
-        return causal_conv1d_update_torch(x, conv_state, weight, bias, activation)
-    if method == "triton":
-        from sslalm.ops.dispatch import check_triton_device
-
-        check_triton_device(x.device)
-        from sslalm.ops.conv1d_triton import causal_conv1d_update_triton
-
-        return causal_conv1d_update_triton(x, conv_state, weight, bias, activation)
-    if method == "causal_conv1d":
-        from sslalm.ops.scan_mamba_ssm import causal_conv1d_update_cuda
-
-        return causal_conv1d_update_cuda(x, conv_state, weight, bias, activation)
-    raise ValueError(f"unknown causal_conv1d_update method {method!r}")
+    return _kernel(method, x, step=True)(x, conv_state, weight, bias, activation)
