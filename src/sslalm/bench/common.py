@@ -135,6 +135,12 @@ def greedy_decode(
     return seconds, [list(map(int, row)) for row in zip(*(t.tolist() for t in tokens), strict=True)]
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = False) -> str:
     """A table of ``rows`` (dicts) in ``columns``: aligned plain text with right-aligned values, or a
     Markdown table; floats to 3 significant digits, missing values empty."""
@@ -146,8 +152,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = 
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+        return markdown_table(columns, cells)
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))

@@ -20,9 +20,9 @@ def _num(v: Any, fmt: str = "{:.1f}") -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    from sslalm.bench.common import markdown_table
+
+    return markdown_table(header, rows)
 
 
 def _pair(ev: dict | None, a: str, b: str) -> str:

@@ -386,13 +386,9 @@ class MambaDecoder:
     """
 
     def __init__(self, model: Any):
-        from sslalm.audio import FbankExtractor
-
         self.model = model
         self.lm = model.lm
         self.tokenizer = model.tokenizer
-        self._full = FbankExtractor(target_length=None)
-        self._padded = FbankExtractor(target_length=model.config.min_inference_frames)
         self._warpers: dict[Hashable, Any] = {}
         self.reset()
 
@@ -405,22 +401,9 @@ class MambaDecoder:
 
     # ---------------------------------------------------------------- prompts
     def prompt_embeddings(self, wave: Any, question: str) -> Any:
-        """(L, d) prompt embeddings of one 16 kHz clip (num_samples,) and question, as ``SSLALM.generate``."""
-        import torch
-
-        from sslalm.prompt import build_prompt
-
-        model = self.model
-        framing = (
-            self._padded
-            if self._full.num_frames(wave.numel()) < model.config.min_inference_frames
-            else self._full
-        )
-        fbank = framing(wave).to(model.device)[None]  # (1, T, 128)
-        audio = model.encode_audio(fbank)[0]  # (Na, d)
-        ids = self.tokenizer(build_prompt(question))["input_ids"]
-        text = model.embed_tokens(torch.tensor(ids, device=model.device))  # (Lt, d)
-        return torch.cat([audio.to(text.dtype), text])
+        """(L, d) prompt embeddings of one 16 kHz clip (num_samples,) and question: exactly what
+        ``SSLALM.generate`` decodes from (``SSLALM.prompt_embeddings``)."""
+        return self.model.prompt_embeddings([wave], [question])[0]
 
     def generation_config(self, settings: dict[str, Any]) -> Any:
         from sslalm.generate import GenerationConfig

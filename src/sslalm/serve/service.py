@@ -142,11 +142,8 @@ class ModelService:
     """
 
     def __init__(self, model: Any, limits: ServeLimits | None = None):
-        from sslalm.audio import FbankExtractor
-
         self.model = model
         self.limits = limits or ServeLimits()
-        self._framing = FbankExtractor(target_length=None)
         defaults = generation_defaults()
         defaults.pop("seed")
         defaults["max_new_tokens"] = min(defaults["max_new_tokens"], self.limits.max_new_tokens_limit)
@@ -265,14 +262,11 @@ class ModelService:
 
     def audio_tokens(self, num_samples: int) -> int:
         """Audio tokens the model sees for a clip of ``num_samples`` at 16 kHz (short clips are padded)."""
-        frames = max(self._framing.num_frames(num_samples), self.model.config.min_inference_frames)
-        return int(self.model.num_audio_tokens(frames))
+        return int(self.model.num_audio_tokens(self.model.processor.inference_frames(num_samples)))
 
     def prompt_tokens(self, num_samples: int, question: str) -> int:
         """Tokens the LM reads for a request: the clip's audio tokens plus the prompt's text tokens."""
-        from sslalm.prompt import build_prompt
-
-        return self.audio_tokens(num_samples) + len(self.model.tokenizer(build_prompt(question))["input_ids"])
+        return self.audio_tokens(num_samples) + len(self.model.processor.prompt_ids(question))
 
     # ------------------------------------------------------------------ answering
     def batch_key(self, settings: Mapping[str, Any]) -> Hashable:
