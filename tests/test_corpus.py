@@ -16,7 +16,8 @@ import pytest
 from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus
 from sslalm.data.corpus.inventory import ANIMALS_WHEEL, DRUM_KIT, EVENT_LABELS, INSTRUMENTS
 from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
-from sslalm.data.corpus.plan import SPLITS, make_plan, source_units, spec_label
+from sslalm.data.corpus import telephone
+from sslalm.data.corpus.plan import EVENTS, SPLITS, TRAIN_ONLY_EVENTS, make_plan, source_units, spec_label
 from sslalm.data.corpus.resources import animal_files, default_cache_dir, find_resources
 from sslalm.data.corpus.sources import SourceContext, render_clip
 from sslalm.data.corpus.tools import SAMPLE_RATE, coloured_noise, mix_at_snr, rms
@@ -144,7 +145,41 @@ def test_plan_splits_are_disjoint_at_default_scale():
         spec_label(p) for p in plan if p["split"] == "test" and p["kind"] in ("instrument", "event")
     }
     if {"instruments", "events"} <= set(res.sources):
-        assert test_labels == {i.label for i in INSTRUMENTS} | {DRUM_KIT} | set(EVENT_LABELS.values())
+        held_out_events = {EVENT_LABELS[e] for e in EVENTS}
+        assert test_labels == {i.label for i in INSTRUMENTS} | {DRUM_KIT} | held_out_events
+    # synthesised telephones are training material only: the held-out telephones stay real recordings
+    for p in plan:
+        parts = [p, *p.get("parts", [])]
+        if any(q["kind"] == "event" and q["event"] in TRAIN_ONLY_EVENTS for q in parts):
+            assert p["split"] == "train", p["id"]
+    assert any(p["kind"] == "event" and p["event"] == "phone" for p in plan)
+
+
+@pytest.mark.parametrize("kind", telephone.KINDS)
+def test_telephone_signals_follow_their_cadence_and_frequencies(kind):
+    """Each signal is seeded, starts in a tone burst, and has its plan's frequencies and on/off pattern."""
+    import numpy as np
+
+    a = telephone.render(kind, 4.0, np.random.default_rng(3))
+    assert a.dtype == np.float32 and a.shape == (4 * SAMPLE_RATE,)
+    assert np.array_equal(a, telephone.render(kind, 4.0, np.random.default_rng(3)))
+    assert 0.99 <= np.abs(a).max() <= 1.0 and np.abs(a[:800]).max() > 0.1  # sound within 50 ms
+    env = np.abs(a).reshape(-1, 160).max(1)  # 10 ms peaks
+    on = env > 0.05
+    if kind in telephone.PATTERNS:
+        _, freqs, cadence = telephone.PATTERNS[kind]
+        spectrum = np.abs(np.fft.rfft(a))
+        hz = np.fft.rfftfreq(a.size, 1 / SAMPLE_RATE)
+        peaks = {round(f) for f in hz[np.argsort(spectrum)[-40:]]}
+        for f in freqs:  # each tone within the 2 % detuning
+            assert any(abs(p - f) <= 0.021 * f for p in peaks), (f, sorted(peaks))
+        if not cadence:
+            assert on.mean() > 0.95
+        else:
+            duty = sum(x for x, _ in cadence) / sum(x + y for x, y in cadence)
+            assert 0.25 * duty < on.mean() < 1 - 0.5 * (1 - duty)
+    else:
+        assert 0.2 < on.mean() < 1.0  # rings come in bursts
 
 
 @needs_tools

@@ -26,11 +26,13 @@ from sslalm.prompt import build_prompt
 from sslalm.tokenizer import build_byte_tokenizer
 from sslalm.train import (
     StageConfig,
+    _make_trainer_class,
     build_model,
     gradient_accumulation_steps,
     last_checkpoint,
     load_config,
     train,
+    training_arguments,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -620,3 +622,60 @@ def test_tiny_curriculum_runs_on_the_local_corpus(tmp_path):
     model, question, greedy = stages[-1], "What is it?", {"do_sample": False, "max_new_tokens": 5}
     answer = model.ask(clip, question, **greedy)
     assert model.generate([clip, clip], [question, question], **greedy) == [answer, answer]
+
+
+def test_label_balance_weights_even_out_labels_per_task():
+    """Power 1: every label drawn equally often within its task; mixtures average their labels; clips
+    without a label record keep weight 1 before the per-task normalisation; power 0 changes nothing."""
+    from types import SimpleNamespace as R
+
+    from sslalm.data.balance import label_balance_weights
+
+    labels = ["speech"] * 6 + ["violin"] * 2 + ["speech, violin"]
+    recs = [R(task="cla_label", audio_path=f"c{i}", output=lab) for i, lab in enumerate(labels)]
+    recs += [R(task="caption", audio_path=f"c{i}", output=f"caption {i}") for i in range(len(labels))]
+    recs.append(R(task="caption", audio_path="unlabelled", output="x"))
+    w = label_balance_weights(recs, 1.0)
+    cla, cap = w[:9], w[9:]
+    assert sum(cla) == pytest.approx(9) and sum(cap) == pytest.approx(10)  # each task keeps its share
+    assert cla[6] / cla[0] == pytest.approx(7 / 3)  # speech on 7 clips, violin on 3 (with the mixture)
+    single = label_balance_weights(recs[:8], 1.0)
+    assert sum(single[:6]) == pytest.approx(sum(single[6:8]))  # single labels: equal shares
+    assert cla[8] == pytest.approx((cla[0] + cla[6]) / 2)  # the mixture: mean of its labels' weights
+    assert [c / cap[0] for c in cap[:9]] == pytest.approx([c / cla[0] for c in cla])  # same clip, same odds
+    assert cap[9] / cap[0] == pytest.approx(7)  # an unlabelled clip: raw weight 1 (speech: 1/7)
+    assert label_balance_weights(recs, 0.0) == pytest.approx([1.0] * len(recs))
+    with pytest.raises(ValueError):
+        label_balance_weights(recs, -1.0)
+
+
+def test_balanced_stage_draws_rare_labels_more_often(tmp_path):
+    """``balance_labels`` replaces the Trainer's shuffling by seeded weighted draws over the records."""
+    from transformers import TrainerCallback
+
+    from sslalm.data.openaqa import OpenAQADataset
+
+    folder = tmp_path / "data"
+    data = write_clips(folder, n=8)
+    records = json.loads(data.read_text())
+    for i, r in enumerate(records):
+        r["task"], r["output"] = "cla_label", "rare" if i == 0 else "common"
+    data.write_text(json.dumps(records))
+    seen = {}
+
+    class Peek(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            seen["dataset"] = train_dataloader.dataset
+
+    cfg = tiny_stage(tmp_path, data, balance_labels=1.0, max_steps=1)
+    train(cfg, model=make_double(), callbacks=[Peek()])
+    ds = seen["dataset"]
+    assert isinstance(ds, OpenAQADataset) and ds.sample_weights[0] == pytest.approx(7 * ds.sample_weights[1])
+    trainer = _make_trainer_class()(model=make_double(), args=training_arguments(cfg), train_dataset=ds)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, torch.utils.data.WeightedRandomSampler)
+    draws = [i for _ in range(50) for i in sampler]
+    assert 0.35 < draws.count(0) / len(draws) < 0.65  # the one rare clip: half the draws, not an eighth
+    assert draws[:8] == list(trainer._get_train_sampler())  # seeded
+    del ds.sample_weights
+    assert not isinstance(trainer._get_train_sampler(), torch.utils.data.WeightedRandomSampler)

@@ -64,6 +64,10 @@ class StageConfig:
     init_from: str | None = _opt(None, "previous stage's output folder")
     trainable: list[str] = _opt(factory=lambda: ["projector"], help=f"subset of {PARTS}")
     tasks: list[str] | None = _opt(None, "keep only records with these tasks")
+    balance_labels: float = _opt(
+        0.0, "draw records with weight n^-power, n = records of the task with the clip's label (0: off)"
+    )
+    label_task: str = _opt("cla_label", "task whose answer is a clip's label, for balance_labels")
     strict_data: bool = _opt(False, "fail on the first bad record or clip")
     check_audio: str = _opt("exists", "'exists' or 'decode' (decode every clip up front)")
     crop_seconds: float | None = _opt(10.24, "longest audio per example")
@@ -135,6 +139,8 @@ STAGE_SPECS: dict[str, Spec] = {
     "init_from": Spec("str", optional=True, nonempty=True),
     "trainable": Spec("str_list", nonempty=True),
     "tasks": Spec("str_list", optional=True),
+    "balance_labels": Spec("float", 0, 4),
+    "label_task": Spec("str", nonempty=True),
     "strict_data": Spec("bool"),
     "check_audio": Spec("str", choices=("exists", "decode")),
     "crop_seconds": Spec("float", 0, 3600, low_open=True, optional=True),
@@ -481,6 +487,16 @@ def _make_trainer_class():
             if self.pop_callback(TensorBoardCallback) is not None:
                 self.add_callback(TensorBoardLog)
 
+        def _get_train_sampler(self, train_dataset=None):
+            """Label-balanced draws (``StageConfig.balance_labels``, ``sslalm.data.balance``) when the dataset
+            carries ``sample_weights``; the Trainer's shuffling otherwise."""
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            weights = getattr(dataset, "sample_weights", None)
+            if weights is None:
+                return super()._get_train_sampler(train_dataset)
+            generator = torch.Generator().manual_seed(self.args.seed)
+            return torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)
             loss = outputs.loss  # mean over this micro-batch's target tokens
@@ -574,6 +590,10 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
     dataset = build_dataset(cfg, model)
     if len(dataset) == 0:
         raise UserError(f"no training examples in {cfg.train_files}: every record was skipped (see the log)")
+    if cfg.balance_labels > 0:
+        from sslalm.data.balance import label_balance_weights
+
+        dataset.sample_weights = label_balance_weights(dataset.records, cfg.balance_labels, cfg.label_task)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(
         model=model,

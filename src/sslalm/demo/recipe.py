@@ -52,6 +52,7 @@ class Schedule:
     tune_lm: bool = True  # stages 2-4 also train the stand-in LM's weights
     encoder_frozen_in: tuple[int, ...] = (2,)  # stages that leave the stage-0 encoder as it is
     encoder_augment: bool = True  # stage-0 encoder: random gain, noise and EQ on the waveform
+    balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power
     unseen_size: int = 240  # clips of the unseen-sources evaluation set (0: skip it)
     eval_batch: int = 16
     max_new_tokens: int = 48
@@ -157,6 +158,7 @@ def stage_overrides(
         "effective_batch_size": schedule.batch_size,
         "crop_seconds": schedule.frames / 100,
         "train_on_inputs": schedule.train_on_inputs,
+        "balance_labels": schedule.balance_labels,
         "seed": seed,
         "save_steps": 10**9,  # no intermediate checkpoints: the stage's model is saved at its end
         "logging_steps": max(1, steps // 25),

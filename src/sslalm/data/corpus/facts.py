@@ -73,6 +73,8 @@ _EVENT_WORDS = {
     "click": "clicks",
     "clicks": "clicks",
     "clicking": "clicks",
+    "telephone": "telephone",
+    "phone": "telephone",
 }
 _SOURCE_WORDS = {
     "telephone": "telephone",

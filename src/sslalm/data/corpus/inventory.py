@@ -216,6 +216,7 @@ EVENT_LABELS = {
     "brown": "brown noise",
     "beeps": "beeping",
     "clicks": "clicking",
+    "phone": "telephone",  # synthesised ring, ringback, busy and dial tones (telephone.py)
 }
 
 # ---------------------------------------------------------------- real recordings

@@ -7,6 +7,8 @@ Split scheme (train / val / test share no source recording, voice, note or seed)
 - **notes** (instruments): within every octave, 2 of the 12 pitches are val roots and 2 are test roots
   (shuffled with the seed), the other 8 train roots. A clip is built on one root; its chord, arpeggio or
   scale notes follow from that root. Drum clips have no pitch and are split by seed only.
+- **events** (sox / numpy): split by seed; synthesised telephone signals (``telephone.py``) are made for the
+  training split only, so the held-out telephones stay real recordings.
 - **recordings**: each real recording (or a whole speaker, for the eight ALSA words spoken by one person)
   is a group that lives in exactly one split. The classification label of a recording is a category
   (``animal``, ``notification chime``, ``telephone``) wherever single sounds have too few recordings; a
@@ -47,6 +49,8 @@ KIND_WEIGHTS = {
 }
 SINGLE_KINDS = ("speech", "instrument", "event", "recording")
 RECORDING_SOURCES = ("animals", "freedesktop", "alsa")
+EVENTS = ("tone", "chirp", "white", "pink", "brown", "beeps", "clicks")
+TRAIN_ONLY_EVENTS = ("phone",)  # synthesised telephone signals: the held-out splits keep real telephones
 REC_BY_ID = {r.id: r for r in RECORDINGS}
 INSTRUMENT_BY_LABEL = {i.label: i for i in INSTRUMENTS}
 
@@ -58,7 +62,10 @@ def derive_seed(*parts: object) -> int:
 
 def assign_splits(res: Resources, seed: int) -> dict[str, dict]:
     """Per split: the voices (by gender), instrument root pitches and recording ids it may use."""
-    pools: dict[str, dict] = {s: {"voices": {}, "roots": [], "recordings": []} for s in SPLITS}
+    pools: dict[str, dict] = {
+        s: {"voices": {}, "roots": [], "recordings": [], "events": list(EVENTS)} for s in SPLITS
+    }
+    pools["train"]["events"] += TRAIN_ONLY_EVENTS
     for gender, variants in sorted(res.voices.items()):
         order = sorted(variants)
         random.Random(derive_seed(seed, "voices", gender)).shuffle(order)
@@ -240,10 +247,17 @@ def instrument_spec(
 def event_spec(
     rng: random.Random, pool: dict, res: Resources, short: bool = False, slot: int | None = None
 ) -> dict:
-    ev = _pick(rng, ["tone", "chirp", "white", "pink", "brown", "beeps", "clicks"], slot)
+    ev = _pick(rng, pool.get("events", list(EVENTS)), slot)
     dur = round(rng.uniform(0.5, 1.5) if short else rng.uniform(0.8, 3.5), 2)
     spec = {"kind": "event", "event": ev, "duration": dur, "peak": round(rng.uniform(0.5, 0.95), 3)}
-    if ev == "tone":
+    if ev == "phone":
+        from .telephone import KINDS
+
+        spec.update(
+            signal=rng.choice(KINDS),
+            duration=round(rng.uniform(1.0, 2.0) if short else rng.uniform(2.0, 5.0), 2),
+        )
+    elif ev == "tone":
         spec["freq"] = round(150 * 20 ** rng.random(), 1)
     elif ev == "chirp":
         lo = 200 * 2.5 ** rng.random()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 
+from . import telephone
 from .inventory import ACCENTS, DRUM_KIT, INSTRUMENTS, NOTE_NAMES, a_or_an
 
 CLOSED_PREFIX = "Closed-ended question: "
@@ -175,6 +176,14 @@ def _event_text(m: dict) -> str:
         return f"pink noise: a steady rushing sound, darker than white noise, for {dur}"
     if ev == "brown":
         return f"brown noise: a deep, steady rumble with most energy at low frequencies, for {dur}"
+    if ev == "phone":
+        kind = telephone.signal_type(m["signal"])
+        what = telephone.DESCRIPTIONS[kind][0]
+        if kind in ("trill", "bell"):
+            return f"{what}, in bursts, for {dur}"
+        freqs = " and ".join(f"{round(f)}" for f in telephone.PATTERNS[m["signal"]][1])
+        beat = "steady" if kind == "dial" else "pulsing on and off"
+        return f"{what}: a {beat} tone of {freqs} Hz, for {dur}"
     if ev == "beeps":
         return (
             f"{_num(m['count'])} short {m['wave']}-wave beeps at about {round(m['freq'])} Hz, evenly spaced "

@@ -4,7 +4,7 @@ One renderer per kind of clip:
 - ``speech``: espeak-ng speaks a word, a digit sequence or a sentence with a voice variant, pitch and speed;
 - ``instrument``: a tiny MIDI file (``midi.py``) rendered by FluidSynth with a General MIDI soundfont;
   a single note, a chord, an arpeggio or a scale, staccato or legato, soft or loud; or drums on channel 10;
-- ``event``: sox tones, chirps, beeps and clicks, numpy coloured noise;
+- ``event``: sox tones, chirps, beeps and clicks, numpy coloured noise and telephone signals;
 - ``recording``: a real recording (animals, UI sounds, ALSA speech) cropped and augmented with sox
   (pitch shift, speed, reverb) and numpy (added noise, level), repeated when it is very short;
 - ``sequence``: two to four of the above, one after another, with their onsets;
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import telephone
 from .channel import apply_channel
 from .inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS, RECORDINGS, a_or_an
 from .midi import DRUM_CHANNEL, Note, write_midi
@@ -144,7 +145,8 @@ def render_instrument(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np
 
 
 def render_event(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndarray, dict]:
-    """Tones, chirps, beeps and clicks from sox; white, pink and brown noise from numpy (seeded)."""
+    """Tones, chirps, beeps and clicks from sox; white, pink and brown noise and telephone signals from
+    numpy (seeded)."""
     ev, dur = spec["event"], spec["duration"]
     tmp = workdir / "event.wav"
     if ev == "tone":
@@ -153,6 +155,8 @@ def render_event(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndar
         audio = sox_synth(dur, ["sine", f"{spec['f_start']:.1f}:{spec['f_end']:.1f}"], tmp)
     elif ev in ("white", "pink", "brown"):
         audio = coloured_noise(ev, dur, _np_rng(spec))
+    elif ev == "phone":
+        audio = telephone.render(spec["signal"], dur, _np_rng(spec))
     elif ev in ("beeps", "clicks"):
         if ev == "beeps":
             unit = fade(sox_synth(spec["unit"], [spec["wave"], f"{spec['freq']:.1f}"], tmp), 0.005)
@@ -186,6 +190,7 @@ def render_event(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndar
         "brown": "brown noise rumbles",
         "beeps": "an electronic beep repeats",
         "clicks": "a sharp click repeats",
+        "phone": telephone.DESCRIPTIONS[telephone.signal_type(spec.get("signal", "bell"))][1],
     }[ev]
     return audio, dict(spec, label=EVENT_LABELS[ev], phrase=phrase)
 

@@ -1,0 +1,38 @@
+"""Label-balanced sampling weights for a stage's records.
+
+Why: a corpus's sound classes are far from uniform (speech is a third of the local corpus, each of its
+thirteen instruments under 2 %), and a short fine-tuning run learns the frequent classes first: the demo's
+model answered every instrument with the same one while a linear probe on its own hidden state told them
+apart. Drawing records with weight ``n ** -power``, where ``n`` counts the records of the same task whose
+clip has the same label, evens that out (power 1: every label equally often; 0.5: a square-root compromise).
+
+A clip's labels are the answer of its ``label_task`` record (``cla_label`` in the local corpus and LTU's
+classification data: labels separated by ", ") in the same data; a clip with several labels (a mixture)
+gets the mean of its labels' weights. Records of clips without a label record, and every record when no
+such record exists, get weight 1. Weights are normalised per task, so each task keeps its share of draws.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+
+def label_balance_weights(records: Sequence[Any], power: float, label_task: str = "cla_label") -> list[float]:
+    """(N,) sampling weights for records with ``task``, ``audio_path`` and ``output`` attributes."""
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    labels = {r.audio_path: tuple(r.output.split(", ")) for r in records if r.task == label_task}
+    keys = [(r.task, labels.get(r.audio_path)) for r in records]
+    counts = Counter((task, label) for task, names in keys if names for label in names)
+    raw = [
+        1.0 if not names else sum(counts[(task, n)] ** -power for n in names) / len(names)
+        for task, names in keys
+    ]
+    per_task_sum: Counter = Counter()
+    per_task_n: Counter = Counter()
+    for (task, _), w in zip(keys, raw, strict=True):
+        per_task_sum[task] += w
+        per_task_n[task] += 1
+    return [w * per_task_n[task] / per_task_sum[task] for (task, _), w in zip(keys, raw, strict=True)]
