@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus
-from sslalm.data.corpus.inventory import ANIMALS_WHEEL, DRUM_KIT, EVENT_LABELS, INSTRUMENTS
+from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus, telephone
+from sslalm.data.corpus.inventory import ANIMALS_WHEEL, DRUM_KIT, EVENT_LABELS, INSTRUMENTS, SOUNDFONTS
 from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
-from sslalm.data.corpus import telephone
 from sslalm.data.corpus.plan import EVENTS, SPLITS, TRAIN_ONLY_EVENTS, make_plan, source_units, spec_label
 from sslalm.data.corpus.resources import animal_files, default_cache_dir, find_resources
 from sslalm.data.corpus.sources import SourceContext, render_clip
@@ -153,6 +152,27 @@ def test_plan_splits_are_disjoint_at_default_scale():
         if any(q["kind"] == "event" and q["event"] in TRAIN_ONLY_EVENTS for q in parts):
             assert p["split"] == "train", p["id"]
     assert any(p["kind"] == "event" and p["event"] == "phone" for p in plan)
+
+
+def test_instruments_are_drawn_from_every_installed_soundfont(monkeypatch):
+    """Several soundfonts: each instrument clip names one, all are used, the clip's notes stay the same;
+    SSLALM_SOUNDFONT pins one file, used alone."""
+    import dataclasses
+
+    res = find_resources(allow_download=False)
+    if "instruments" not in res.sources:
+        pytest.skip("no fluidsynth / soundfont")
+    fake = dataclasses.replace(res, soundfonts={"A": res.soundfont, "B": res.soundfont, "C": res.soundfont})
+    plan = make_plan(fake, 600, seed=5)
+    single = make_plan(dataclasses.replace(res, soundfonts={"A": res.soundfont}), 600, seed=5)
+    inst = [(p, q) for p, q in zip(plan, single, strict=True) if p["kind"] == "instrument"]
+    assert {p["soundfont"] for p, _ in inst} == {"A", "B", "C"}
+    assert all("soundfont" not in q for _, q in inst)
+    assert all({k: v for k, v in p.items() if k != "soundfont"} == q for p, q in inst)
+    for name in res.soundfonts:
+        assert name == "FluidR3" or Path(SOUNDFONTS[name][1]).is_file()
+    monkeypatch.setenv("SSLALM_SOUNDFONT", res.soundfont)
+    assert list(find_resources(allow_download=False).soundfonts.values()) == [res.soundfont]
 
 
 @pytest.mark.parametrize("kind", telephone.KINDS)

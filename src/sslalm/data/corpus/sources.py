@@ -56,7 +56,8 @@ RECORDINGS_BY_ID = {r.id: r for r in RECORDINGS}
 class SourceContext:
     """Machine-specific inputs for the renderers: soundfont path and local paths of the recordings."""
 
-    soundfont: str = ""
+    soundfont: str = ""  # the default soundfont
+    soundfonts: dict[str, str] = field(default_factory=dict)  # name -> file, for specs that name one
     recording_paths: dict[str, str] = field(default_factory=dict)
 
 
@@ -113,7 +114,8 @@ def instrument_notes(spec: dict) -> list[Note]:
 
 
 def render_instrument(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndarray, dict]:
-    """FluidSynth renders the spec's notes with its General MIDI program (drums on channel 10)."""
+    """FluidSynth renders the spec's notes with its General MIDI program (drums on channel 10), with the
+    soundfont the spec names (``ctx.soundfont`` when it names none or one this machine lacks)."""
     mid, wav = workdir / "clip.mid", workdir / "clip.wav"
     drums = spec["instrument"] == DRUM_KIT
     channel = DRUM_CHANNEL if drums else 0
@@ -130,7 +132,7 @@ def render_instrument(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np
             str(wav),
             "-r",
             str(SAMPLE_RATE),
-            ctx.soundfont,
+            ctx.soundfonts.get(spec.get("soundfont", ""), ctx.soundfont),
             str(mid),
         ]
     )
