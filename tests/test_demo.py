@@ -153,6 +153,53 @@ def test_the_two_models_have_comparable_sizes(tmp_path):
     assert 0.98 < lms["transformer"] / lms["sslalm"] < 1.02, lms
 
 
+def test_encoder_tags_are_the_labels_plus_the_language_of_speech(tmp_path):
+    """Stage 0's encoder targets: a clip's labels, and the language its open-ended record states."""
+    from sslalm.demo.pipeline import _encoder_clips
+
+    recs = [
+        {"audio_id": "a.wav", "task": "cla_label", "output": "female speech"},
+        {"audio_id": "a.wav", "task": "open_language", "output": "The speaker is speaking Polish."},
+        {"audio_id": "a.wav", "task": "open_gender", "output": "It is a female voice."},
+        {"audio_id": "b.wav", "task": "cla_label", "output": "violin, male speech"},
+        {"audio_id": "c.wav", "task": "open_language", "output": "French."},  # no label record: not a clip
+    ]
+    clips = _encoder_clips(recs, tmp_path)
+    assert clips == {
+        str(tmp_path / "a.wav"): ["female speech", "language: Polish"],
+        str(tmp_path / "b.wav"): ["violin", "male speech"],
+    }
+
+
+def test_encoder_loss_has_one_softmax_per_tag_group():
+    """Labels and the language are separate softmaxes: a speech clip's label keeps its whole target mass."""
+    import torch.nn.functional as F
+
+    from sslalm.demo.pretrain import EncoderClassifier, tag_groups
+
+    tags = ["female speech", "language: French", "language: Polish", "violin"]
+    assert tag_groups(tags) == [0, 1, 1, 0]
+
+    class Flat(torch.nn.Module):  # features = the fbank's first 4 bins, as a (B, C, 1, 1) map
+        hidden_size = 4
+
+        def forward_features(self, fbank):
+            return fbank[:, 0, :4, None, None]
+
+    torch.manual_seed(0)
+    model = EncoderClassifier(Flat(), 4, tag_groups(tags))
+    fbank = torch.randn(3, 2, 8)
+    targets = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 1]])  # speech+Polish, violin, a mixture
+    out = model(fbank, targets)
+    logits = out["logits"]
+    label, lang = [0, 3], [1, 2]
+    expected = (
+        F.cross_entropy(logits[:, label], torch.tensor([[1.0, 0], [0, 1], [0.5, 0.5]]), reduction="sum")
+        + F.cross_entropy(logits[:1, lang], torch.tensor([[0.0, 1]]), reduction="sum")
+    ) / 3
+    assert torch.allclose(out["loss"], expected)
+
+
 def test_linear_probe_learns_separable_features_and_guesses_only_allowed_labels():
     from sslalm.demo.baselines import fbank_statistics, fit_probe, probe_accuracy
 

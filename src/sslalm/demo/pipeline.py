@@ -131,13 +131,33 @@ def _timed_stage(name: str, steps: int, fn, *args, **kwargs) -> dict[str, Any]:
     }
 
 
+ENCODER_FACTS = ("language",)  # facts of open-ended records the stage-0 encoder also learns to tag
+
+
 def _encoder_clips(train_records: list[dict], corpus: Path) -> dict[str, list[str]]:
-    """Audio path -> labels of every training clip, from its ``cla_label`` record."""
-    return {
+    """Audio path -> tags of every training clip: its labels (``cla_label`` record) and, for the facts in
+    ``ENCODER_FACTS``, ``"<fact>: <value>"`` read from its open-ended records (``sslalm.data.corpus.facts``).
+
+    The paper's DASS learnt AudioSet's 527 classes, far richer than our 31 labels; the spoken language is
+    the one fact the corpus asks about that no label carries, and an encoder never told it learns no feature
+    for it (the demo model named the right language in 1 answer of 10).
+    """
+    from sslalm.data.corpus.facts import FACTS, fact_of
+
+    clips = {
         str(corpus / r["audio_id"]): r["output"].split(", ")
         for r in train_records
         if r["task"] == "cla_label"
     }
+    for r in train_records:
+        path = str(corpus / r["audio_id"])
+        for name in ENCODER_FACTS:
+            if r["task"] == FACTS[name].task and path in clips:
+                value = fact_of(name, r["output"])
+                tag = f"{name}: {value}"
+                if value is not None and tag not in clips[path]:
+                    clips[path].append(tag)
+    return clips
 
 
 def pretrain_stage0(

@@ -9,9 +9,9 @@ curriculum stages (with the departures ``sslalm.demo.recipe`` explains):
 - ``pretrain_language_model``: the LM (Mamba or LLaMA) learns the text of the training records (question
   template + answer, no audio) as a causal LM: what "Pile pretraining" gives the paper's LM, scaled down
   to the corpus's vocabulary. It never sees audio, so it can only learn the answers' marginal distribution.
-- ``pretrain_encoder``: the audio encoder (DASS or AST) learns the training clips' sound-class labels
+- ``pretrain_encoder``: the audio encoder (DASS or AST) learns the training clips' tags: sound-class labels
   (cross-entropy; a mixture's labels share the target mass), as DASS and AST learn AudioSet's 527 classes
-  before the paper uses them.
+  before the paper uses them, and facts such as the spoken language in softmaxes of their own.
 
 Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages). The
 language model is built by ``sslalm.models.lalm.build_language_model`` and saved with its own
@@ -182,21 +182,41 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         return {"fbank": augment_fbank(fbank, gen, self.extractor.std), "targets": targets}
 
 
-class EncoderClassifier(nn.Module):
-    """An LALM's audio encoder with a mean-pooled linear head: (B, T, 128) fbank -> (B, C) logits."""
+def tag_groups(tags: Sequence[str]) -> list[int]:
+    """Group index per tag: ``"<fact>: <value>"`` tags form one group per fact, plain labels group 0."""
+    names = ["label"] + sorted({t.split(": ", 1)[0] for t in tags if ": " in t})
+    return [names.index(t.split(": ", 1)[0]) if ": " in t else 0 for t in tags]
 
-    def __init__(self, encoder: nn.Module, num_labels: int):
+
+class EncoderClassifier(nn.Module):
+    """An LALM's audio encoder with a mean-pooled linear head: (B, T, 128) fbank -> (B, C) logits.
+
+    ``groups`` (one index per column, ``tag_groups``) splits the columns into separate softmaxes: sound
+    labels in one, each fact (the spoken language) in its own, so that a speech clip's language does not take
+    target mass from its label. A clip without a tag in a group adds nothing for that group.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, groups: Sequence[int] | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.hidden_size, num_labels)
+        self.groups = [0] * num_labels if groups is None else list(groups)
 
     def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feats = self.encoder.forward_features(fbank)  # (B, C, f, t)
         logits = self.head(feats.mean(dim=(2, 3)))  # (B, num_labels)
         out = {"logits": logits}
-        if targets is not None:  # soft-target cross-entropy: a clip's labels share its probability mass
-            dist = targets / targets.sum(dim=1, keepdim=True).clamp(min=1)
-            out["loss"] = nn.functional.cross_entropy(logits, dist)
+        if targets is not None:  # soft-target cross-entropy per group: a clip's labels share its mass
+            loss = logits.new_zeros(())
+            for g in sorted(set(self.groups)):
+                cols = torch.tensor([i for i, k in enumerate(self.groups) if k == g], device=logits.device)
+                t = targets[:, cols]  # (B, Cg)
+                has = t.sum(dim=1) > 0
+                if has.any():
+                    dist = t[has] / t[has].sum(dim=1, keepdim=True)
+                    ce = nn.functional.cross_entropy(logits[has][:, cols], dist, reduction="sum")
+                    loss = loss + ce / logits.shape[0]
+            out["loss"] = loss
         return out
 
 
@@ -233,7 +253,7 @@ def pretrain_encoder(
     from sslalm.data.balance import clip_balance_weights
 
     set_seed(seed)
-    model = EncoderClassifier(encoder, len(labels))
+    model = EncoderClassifier(encoder, len(labels), tag_groups(labels))
     dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment)
     if balance > 0:
         dataset.sample_weights = clip_balance_weights([names for _, names in clips], balance)

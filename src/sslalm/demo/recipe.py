@@ -190,8 +190,13 @@ def stage_config(number: int, schedule: Schedule, **kwargs: Any):
     return load_config(path, overrides)
 
 
+# Widths of the demo's models (``docs/demo.md`` records why): the DASS's four stages and the LM.
+DASS_DIMS = (16, 32, 64, 128)
+LM_WIDTH, LM_LAYERS = 128, 4
+
+
 def sslalm_recipe() -> ModelRecipe:
-    """The paper's ssLALM at toy size: DASS (dims 8-16-32-64) + conv projector + Mamba (64 wide, 2 layers)."""
+    """The paper's ssLALM at toy size: DASS (dims 16-32-64-128), conv projector, Mamba (128 x 4 layers)."""
     from sslalm.models.dass import DASSConfig
 
     return ModelRecipe(
@@ -199,18 +204,19 @@ def sslalm_recipe() -> ModelRecipe:
         title="ssLALM (DASS + Mamba)",
         preset="tiny-sslalm",
         encoder_type="dass",
-        encoder_config=DASSConfig.tiny(drop_path_rate=0.0).to_dict(),
+        encoder_config=DASSConfig.tiny(dims=list(DASS_DIMS), drop_path_rate=0.0).to_dict(),
         lm_type="mamba",
-        lm_config=dict(d_model=64, n_layer=2),
+        lm_config=dict(d_model=LM_WIDTH, n_layer=LM_LAYERS),
     )
 
 
 def transformer_recipe(frames: int) -> ModelRecipe:
     """LTU-style transformer LALM of about the same size: AST + pooling projector + LLaMA.
 
-    Part by part: the AST (64 wide, 2 layers) about as large as the tiny DASS, the LLaMA (64 wide, 2 layers)
-    within 1 % of the Mamba LM; LTU's pooling projector is smaller than the paper's convolutional one. The
-    AST's window is the training crop (``frames``), so both models see the same audio per example.
+    Part by part: the AST (128 wide, 2 layers) within 1 % of the DASS, the LLaMA (128 wide, 4 layers) within
+    1 % of the Mamba LM (``tests/test_demo.py`` checks both); LTU's pooling projector is smaller than the
+    paper's convolutional one. The AST's window is the training crop (``frames``), so both models see the
+    same audio per example.
     """
     from sslalm.models.lalm_config import TINY_AST, TINY_LLAMA
 
@@ -219,11 +225,18 @@ def transformer_recipe(frames: int) -> ModelRecipe:
         title="Transformer LALM (AST + LLaMA)",
         preset="tiny-ltu",
         encoder_type="ast",
-        encoder_config={**TINY_AST, "max_length": frames},
+        encoder_config={
+            **TINY_AST,
+            "hidden_size": DASS_DIMS[-1],
+            "intermediate_size": 344,  # encoder parameters within 1 % of the DASS's
+            "max_length": frames,
+        },
         lm_type="hf",
         lm_config={
             **TINY_LLAMA,
-            "intermediate_size": 88,  # base LM parameters within 1 % of the Mamba's
+            "hidden_size": LM_WIDTH,
+            "num_hidden_layers": LM_LAYERS,
+            "intermediate_size": 132,  # base LM parameters within 1 % of the Mamba's
             "bos_token_id": 0,
             "eos_token_id": 0,
             "pad_token_id": 1,
