@@ -10,6 +10,8 @@ on top. Those overrides are the demo's only departures from the YAML files, stat
 - the stand-in LM's own weights train from stage 2 on (part ``lm``, ``Schedule.tune_lm``): the paper's LM is
   a pretrained 2.8B model that LoRA only steers; ours saw minutes of text;
 - stage 2 keeps the stage-0 encoder (``Schedule.encoder_frozen_in``): half the step cost, no worse per step;
+- ``balance_labels``: records are drawn with weight (records of their clip's label)^-0.5
+  (``sslalm.data.balance``), so the thirteen instruments are not drowned by speech;
 - stage 1 builds the model from the stage-0 checkpoints (``model_overrides``), and the paths, seed and
   logging are the demo's.
 
@@ -76,9 +78,11 @@ FULL = Schedule(
     encoder_steps=1000,
     encoder_batch=16,
     encoder_lr=3e-3,
-    stage_steps=(50, 800, 150, 150),
+    encoder_balance=0.5,
+    stage_steps=(400, 1200, 250, 250),
     batch_size=16,
     learning_rate=4e-3,
+    balance_labels=0.5,
 )
 
 QUICK = dataclasses.replace(  # the same pipeline at CI size
@@ -88,7 +92,7 @@ QUICK = dataclasses.replace(  # the same pipeline at CI size
     vocab_size=512,
     lm_steps=150,
     encoder_steps=400,
-    stage_steps=(30, 500, 80, 80),
+    stage_steps=(100, 500, 80, 80),
     unseen_size=60,
     qa_examples=4,
     latency_clips=3,
