@@ -233,6 +233,7 @@ def pretrain_stage0(
                 progress=progress,
                 augment=s.encoder_augment,
                 balance=s.encoder_balance,
+                group_tags=s.encoder_tag_groups,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())

@@ -11,7 +11,8 @@ curriculum stages (with the departures ``sslalm.demo.recipe`` explains):
   to the corpus's vocabulary. It never sees audio, so it can only learn the answers' marginal distribution.
 - ``pretrain_encoder``: the audio encoder (DASS or AST) learns the training clips' tags: sound-class labels
   (cross-entropy; a mixture's labels share the target mass), as DASS and AST learn AudioSet's 527 classes
-  before the paper uses them, and facts such as the spoken language in softmaxes of their own.
+  before the paper uses them, and facts such as the spoken language (in the same softmax, or with
+  ``group_tags`` in one of their own).
 
 Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages). The
 language model is built by ``sslalm.models.lalm.build_language_model`` and saved with its own
@@ -244,16 +245,18 @@ def pretrain_encoder(
     progress: bool = True,
     augment: bool = False,
     balance: float = 0.0,
+    group_tags: bool = False,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: random
     level, noise and equaliser on every draw (``ClipLabelDataset``); ``balance``: draw clips with weight
-    (clips of their label)^-balance (``sslalm.data.balance``)."""
+    (clips of their label)^-balance (``sslalm.data.balance``); ``group_tags``: a softmax per tag group
+    (``tag_groups``) instead of one over all tags."""
     from transformers import set_seed
 
     from sslalm.data.balance import clip_balance_weights
 
     set_seed(seed)
-    model = EncoderClassifier(encoder, len(labels), tag_groups(labels))
+    model = EncoderClassifier(encoder, len(labels), tag_groups(labels) if group_tags else None)
     dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment)
     if balance > 0:
         dataset.sample_weights = clip_balance_weights([names for _, names in clips], balance)

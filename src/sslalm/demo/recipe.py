@@ -55,6 +55,7 @@ class Schedule:
     encoder_frozen_in: tuple[int, ...] = (2,)  # stages that leave the stage-0 encoder as it is
     encoder_augment: bool = True  # stage-0 encoder: random gain, noise and EQ on the waveform
     encoder_balance: float = 0.0  # stage-0 encoder: draw clips with weight (clips of their label)^-power
+    encoder_tag_groups: bool = False  # stage-0 encoder: the language in a softmax of its own (measured worse)
     balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power
     unseen_size: int = 240  # clips of the unseen-sources evaluation set (0: skip it)
     eval_batch: int = 16
