@@ -11,8 +11,8 @@ curriculum stages (with the departures ``sslalm.demo.recipe`` explains):
   to the corpus's vocabulary. It never sees audio, so it can only learn the answers' marginal distribution.
 - ``pretrain_encoder``: the audio encoder (DASS or AST) learns the training clips' tags: sound-class labels
   (cross-entropy; a mixture's labels share the target mass), as DASS and AST learn AudioSet's 527 classes
-  before the paper uses them, and facts such as the spoken language (in the same softmax, or with
-  ``group_tags`` in one of their own).
+  before the paper uses them, and facts such as the spoken language (with ``group_tags`` in a softmax of
+  their own, else in the labels').
 
 Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages). The
 language model is built by ``sslalm.models.lalm.build_language_model`` and saved with its own

