@@ -123,7 +123,8 @@ def test_editing_the_yaml_changes_the_demo(tmp_path, monkeypatch):
         _demo_stage(4)
 
 
-def test_the_two_models_have_comparable_sizes(tmp_path):
+@pytest.mark.parametrize("size", ["base", "small"])
+def test_the_two_models_have_comparable_sizes(tmp_path, size):
     """Built as the demo builds them (with the demo's vocabulary), the transformer LALM is within 15 % of
     the ssLALM in total parameters, and their language models within 2 %."""
     from sslalm.demo.pretrain import record_texts
@@ -132,8 +133,8 @@ def test_the_two_models_have_comparable_sizes(tmp_path):
 
     texts = record_texts([{"instruction": "Classify the sound.", "output": "a dog barks"}] * 20)
     tok = build_byte_tokenizer(texts, vocab_size=FULL.vocab_size)
-    sizes, lms = {}, {}
-    for r in (sslalm_recipe(), transformer_recipe(FULL.frames)):
+    sizes, lms, models = {}, {}, []
+    for r in (sslalm_recipe(size), transformer_recipe(FULL.frames, size)):
         lm_config = {**r.lm_config, "vocab_size": "auto"}
         config = SSLALMConfig.preset(
             r.preset,
@@ -143,6 +144,7 @@ def test_the_two_models_have_comparable_sizes(tmp_path):
             train_frames=FULL.frames,
         )
         model = SSLALM(config, tokenizer=tok)
+        models.append(model)
         # the demo's tokenizer has FULL.vocab_size entries; this one is smaller, so count the LM's embedding
         # as the demo's vocabulary would make it
         emb = model.lm.get_input_embeddings().weight
@@ -151,6 +153,12 @@ def test_the_two_models_have_comparable_sizes(tmp_path):
         lms[r.key] = sum(p.numel() for _, p in model.parameter_groups()["lm"]) + extra
     assert 0.85 < sizes["transformer"] / sizes["sslalm"] < 1.15, sizes
     assert 0.98 < lms["transformer"] / lms["sslalm"] < 1.02, lms
+    if size == "base":  # the encoders too (the small AST is 4 % larger than the small DASS)
+        encs = {
+            r.key: sum(p.numel() for _, p in m.parameter_groups()["encoder"])
+            for r, m in zip((sslalm_recipe(size), transformer_recipe(FULL.frames, size)), models, strict=True)
+        }
+        assert 0.99 < encs["transformer"] / encs["sslalm"] < 1.01, encs
 
 
 def test_encoder_tags_are_the_labels_plus_the_language_of_speech(tmp_path):

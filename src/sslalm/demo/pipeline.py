@@ -625,7 +625,9 @@ def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
     say("baselines: chance, majority answer, linear probe on fbank statistics")
     chance = baselines(data, options.seed)
     embedder = make_embedder("minilm")
-    recipes = [sslalm_recipe()] + ([transformer_recipe(s.frames)] if options.compare else [])
+    recipes = [sslalm_recipe(s.model_size)] + (
+        [transformer_recipe(s.frames, s.model_size)] if options.compare else []
+    )
     models = {}
     for recipe in recipes:
         training = train_or_reuse(recipe, options, stamp, tokenizer_dir, force, say)

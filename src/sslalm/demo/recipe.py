@@ -56,6 +56,7 @@ class Schedule:
     encoder_augment: bool = True  # stage-0 encoder: random gain, noise and EQ on the waveform
     encoder_balance: float = 0.0  # stage-0 encoder: draw clips with weight (clips of their label)^-power
     encoder_tag_groups: bool = True  # stage-0 encoder: the language in a softmax of its own, not the labels'
+    model_size: str = "base"  # MODEL_SIZES: widths of both models
     balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power
     unseen_size: int = 240  # clips of the unseen-sources evaluation set (0: skip it)
     eval_batch: int = 16
@@ -94,6 +95,7 @@ QUICK = dataclasses.replace(  # the same pipeline at CI size
     lm_steps=150,
     encoder_steps=400,
     stage_steps=(100, 500, 80, 80),
+    model_size="small",
     unseen_size=60,
     qa_examples=4,
     latency_clips=3,
@@ -195,36 +197,43 @@ def stage_config(number: int, schedule: Schedule, **kwargs: Any):
     return load_config(path, overrides)
 
 
-# Widths of the demo's models (``docs/demo.md`` records why): the DASS's four stages and the LM.
-DASS_DIMS = (16, 32, 64, 128)
-LM_WIDTH, LM_LAYERS = 128, 4
+# Widths of the demo's models (``docs/demo.md`` records why), with the transformer's MLP sizes that keep its
+# AST within 1 % of the DASS and its LLaMA within 1 % of the Mamba LM. "small" is the previous session's size:
+# the quick (CI) schedule's 500 steps on 600 clips leave the base models far behind it (measured).
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "base": {"dass_dims": (16, 32, 64, 128), "lm": (128, 4), "ast_mlp": 344, "llama_mlp": 132},
+    "small": {"dass_dims": (8, 16, 32, 64), "lm": (64, 2), "ast_mlp": 128, "llama_mlp": 88},
+}
 
 
-def sslalm_recipe() -> ModelRecipe:
-    """The paper's ssLALM at toy size: DASS (dims 16-32-64-128), conv projector, Mamba (128 x 4 layers)."""
+def sslalm_recipe(size: str = "base") -> ModelRecipe:
+    """The paper's ssLALM at toy size: DASS + conv projector + Mamba, widths from ``MODEL_SIZES[size]``
+    (base: DASS 16-32-64-128, Mamba 128 wide with 4 layers)."""
     from sslalm.models.dass import DASSConfig
 
+    m = MODEL_SIZES[size]
     return ModelRecipe(
         key="sslalm",
         title="ssLALM (DASS + Mamba)",
         preset="tiny-sslalm",
         encoder_type="dass",
-        encoder_config=DASSConfig.tiny(dims=list(DASS_DIMS), drop_path_rate=0.0).to_dict(),
+        encoder_config=DASSConfig.tiny(dims=list(m["dass_dims"]), drop_path_rate=0.0).to_dict(),
         lm_type="mamba",
-        lm_config=dict(d_model=LM_WIDTH, n_layer=LM_LAYERS),
+        lm_config=dict(d_model=m["lm"][0], n_layer=m["lm"][1]),
     )
 
 
-def transformer_recipe(frames: int) -> ModelRecipe:
+def transformer_recipe(frames: int, size: str = "base") -> ModelRecipe:
     """LTU-style transformer LALM of about the same size: AST + pooling projector + LLaMA.
 
-    Part by part: the AST (128 wide, 2 layers) within 1 % of the DASS, the LLaMA (128 wide, 4 layers) within
-    1 % of the Mamba LM (``tests/test_demo.py`` checks both); LTU's pooling projector is smaller than the
-    paper's convolutional one. The AST's window is the training crop (``frames``), so both models see the
-    same audio per example.
+    Part by part: the AST (as wide as the DASS's last stage, 2 layers) within 1 % of the DASS, the LLaMA (as
+    wide and deep as the Mamba) within 1 % of the Mamba LM (``tests/test_demo.py`` checks both); LTU's pooling
+    projector is smaller than the paper's convolutional one. The AST's window is the training crop
+    (``frames``), so both models see the same audio per example.
     """
     from sslalm.models.lalm_config import TINY_AST, TINY_LLAMA
 
+    m = MODEL_SIZES[size]
     return ModelRecipe(
         key="transformer",
         title="Transformer LALM (AST + LLaMA)",
@@ -232,16 +241,16 @@ def transformer_recipe(frames: int) -> ModelRecipe:
         encoder_type="ast",
         encoder_config={
             **TINY_AST,
-            "hidden_size": DASS_DIMS[-1],
-            "intermediate_size": 344,  # encoder parameters within 1 % of the DASS's
+            "hidden_size": m["dass_dims"][-1],
+            "intermediate_size": m["ast_mlp"],
             "max_length": frames,
         },
         lm_type="hf",
         lm_config={
             **TINY_LLAMA,
-            "hidden_size": LM_WIDTH,
-            "num_hidden_layers": LM_LAYERS,
-            "intermediate_size": 132,  # base LM parameters within 1 % of the Mamba's
+            "hidden_size": m["lm"][0],
+            "num_hidden_layers": m["lm"][1],
+            "intermediate_size": m["llama_mlp"],
             "bos_token_id": 0,
             "eos_token_id": 0,
             "pad_token_id": 1,
