@@ -45,19 +45,15 @@ def weighted_sampler(dataset: Any, seed: int):
 
 
 def label_balance_weights(records: Sequence[Any], power: float, label_task: str = "cla_label") -> list[float]:
-    """(N,) sampling weights for records with ``task``, ``audio_path`` and ``output`` attributes."""
-    if power < 0:
-        raise ValueError(f"power must be >= 0, got {power}")
-    labels = {r.audio_path: tuple(r.output.split(", ")) for r in records if r.task == label_task}
-    keys = [(r.task, labels.get(r.audio_path)) for r in records]
-    counts = Counter((task, label) for task, names in keys if names for label in names)
-    raw = [
-        1.0 if not names else sum(counts[(task, n)] ** -power for n in names) / len(names)
-        for task, names in keys
-    ]
-    per_task_sum: Counter = Counter()
-    per_task_n: Counter = Counter()
-    for (task, _), w in zip(keys, raw, strict=True):
-        per_task_sum[task] += w
-        per_task_n[task] += 1
-    return [w * per_task_n[task] / per_task_sum[task] for (task, _), w in zip(keys, raw, strict=True)]
+    """(N,) sampling weights for records with ``task``, ``audio_path`` and ``output`` attributes: per task,
+    ``clip_balance_weights`` of the records' clip labels."""
+    labels = {r.audio_path: r.output.split(", ") for r in records if r.task == label_task}
+    by_task: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_task.setdefault(r.task, []).append(i)
+    weights = [0.0] * len(records)
+    for rows in by_task.values():
+        clip_labels = [labels.get(records[i].audio_path, []) for i in rows]
+        for i, w in zip(rows, clip_balance_weights(clip_labels, power), strict=True):
+            weights[i] = w
+    return weights
