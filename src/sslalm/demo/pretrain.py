@@ -201,7 +201,8 @@ class EncoderClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.hidden_size, num_labels)
-        self.groups = [0] * num_labels if groups is None else list(groups)
+        groups = [0] * num_labels if groups is None else list(groups)
+        self.group_cols = [[i for i, k in enumerate(groups) if k == g] for g in sorted(set(groups))]
 
     def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feats = self.encoder.forward_features(fbank)  # (B, C, f, t)
@@ -209,8 +210,7 @@ class EncoderClassifier(nn.Module):
         out = {"logits": logits}
         if targets is not None:  # soft-target cross-entropy per group: a clip's labels share its mass
             loss = logits.new_zeros(())
-            for g in sorted(set(self.groups)):
-                cols = torch.tensor([i for i, k in enumerate(self.groups) if k == g], device=logits.device)
+            for cols in self.group_cols:  # column lists, built once
                 t = targets[:, cols]  # (B, Cg)
                 has = t.sum(dim=1) > 0
                 if has.any():
