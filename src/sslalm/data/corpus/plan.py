@@ -36,7 +36,16 @@ import random
 from collections import defaultdict
 
 from .channel import CHANNEL_SHARE, channel_spec
-from .inventory import DIGIT_NAMES, DRUM_KIT, DRUMS, INSTRUMENTS, RECORDINGS, SENTENCES, WORDS
+from .inventory import (
+    DIGIT_NAMES,
+    DRUM_KIT,
+    DRUMS,
+    EVENT_LABELS,
+    INSTRUMENTS,
+    RECORDINGS,
+    SENTENCES,
+    WORDS,
+)
 from .resources import Resources
 
 SPLITS = ("train", "val", "test")
@@ -51,8 +60,8 @@ KIND_WEIGHTS = {
 }
 SINGLE_KINDS = ("speech", "instrument", "event", "recording")
 RECORDING_SOURCES = ("animals", "freedesktop", "alsa")
-EVENTS = ("tone", "chirp", "white", "pink", "brown", "beeps", "clicks")
 TRAIN_ONLY_EVENTS = ("phone",)  # synthesised telephone signals: the held-out splits keep real telephones
+EVENTS = tuple(e for e in EVENT_LABELS if e not in TRAIN_ONLY_EVENTS)  # events of every split
 REC_BY_ID = {r.id: r for r in RECORDINGS}
 INSTRUMENT_BY_LABEL = {i.label: i for i in INSTRUMENTS}
 
@@ -126,8 +135,6 @@ def spec_label(spec: dict) -> str:
     if kind == "instrument":
         return spec["instrument"]
     if kind == "event":
-        from .inventory import EVENT_LABELS
-
         return EVENT_LABELS[spec["event"]]
     if kind == "recording":
         return REC_BY_ID[spec["recording"]].label

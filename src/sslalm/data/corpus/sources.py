@@ -184,6 +184,8 @@ def render_event(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndar
     else:
         raise ValueError(f"unknown event {ev!r}")
     audio = peak_normalise(fade(audio, 0.01), spec["peak"])
+    if ev == "phone":
+        return audio, dict(spec, label=EVENT_LABELS[ev], phrase=telephone.phrase(spec["signal"]))
     phrase = {
         "tone": "a steady tone sounds",
         "chirp": f"a tone sweeps {'up' if spec.get('f_end', 0) > spec.get('f_start', 0) else 'down'}",
@@ -192,7 +194,6 @@ def render_event(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndar
         "brown": "brown noise rumbles",
         "beeps": "an electronic beep repeats",
         "clicks": "a sharp click repeats",
-        "phone": telephone.DESCRIPTIONS[telephone.signal_type(spec.get("signal", "bell"))][1],
     }[ev]
     return audio, dict(spec, label=EVENT_LABELS[ev], phrase=phrase)
 

@@ -53,6 +53,11 @@ def signal_type(kind: str) -> str:
     return PATTERNS[kind][0] if kind in PATTERNS else kind
 
 
+def phrase(kind: str) -> str:
+    """The short phrase the corpus's texts use for one of ``KINDS`` ("a telephone rings")."""
+    return DESCRIPTIONS[signal_type(kind)][1]
+
+
 def _gate(n: int, cadence: tuple[tuple[float, float], ...], start: float) -> np.ndarray:
     """(n,) 0/1 envelope of a repeating on/off cadence, entered ``start`` seconds into its cycle."""
     if not cadence:
