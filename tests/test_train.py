@@ -381,6 +381,47 @@ def test_accumulation_equals_a_large_batch(tmp_path):
     assert_close_weights(runs["accumulate"], runs["batch"])
 
 
+def test_per_example_loss_weighs_every_example_once():
+    """Each example's token mean, then the mean over examples; audio positions and -100 carry no target."""
+    from sslalm.train import per_example_loss
+
+    torch.manual_seed(0)
+    n_audio, text, vocab = 3, 5, 7
+    logits = torch.randn(3, n_audio + text, vocab)
+    labels = torch.full((3, text), -100)
+    labels[0, 1:5] = torch.tensor([1, 2, 3, 4])  # four targets
+    labels[1, 2] = 5  # one target
+    expected = []
+    for b, positions in ((0, [1, 2, 3, 4]), (1, [2])):
+        losses = [
+            torch.nn.functional.cross_entropy(logits[b, n_audio + i - 1][None], labels[b, i][None])
+            for i in positions  # text token i is predicted at the position before it
+        ]
+        expected.append(torch.stack(losses).mean())
+    got = per_example_loss(logits, labels)
+    assert torch.allclose(got, torch.stack(expected).mean())  # example 2 has no target and is left out
+    token_mean = torch.nn.functional.cross_entropy(
+        logits[:, n_audio - 1 : -1].transpose(1, 2), labels, ignore_index=-100
+    )
+    assert not torch.allclose(got, token_mean)  # the one-target example weighs as much as the four-target one
+    assert per_example_loss(logits, torch.full((3, text), -100)).item() == 0.0
+
+
+def test_per_example_loss_accumulates_like_a_large_batch(tmp_path):
+    """``loss_per_example``: 4 micro-batches of 1 give the update of 1 batch of 4, and a different one than
+    the token-weighted loss."""
+    data = write_clips(tmp_path / "data")
+    runs = {}
+    for name, micro, per_example in (("accumulate", 1, True), ("batch", 4, True), ("tokens", 4, False)):
+        model = make_double()
+        cfg = tiny_stage(tmp_path / name, data, per_device_train_batch_size=micro, max_steps=2)
+        cfg.loss_per_example = per_example
+        train(cfg, model=model)
+        runs[name] = trainable_weights(model)
+    assert_close_weights(runs["accumulate"], runs["batch"])
+    assert any(not torch.allclose(runs["batch"][n], runs["tokens"][n]) for n in runs["batch"])
+
+
 def test_data_workers_give_the_same_run(tmp_path):
     """Loader processes get the dataset (tokenizer, extractor) and the epoch's crops: same result as none."""
     data = write_clips(tmp_path / "data", n=8, seconds=12.0)  # longer than 10.24 s: random crops

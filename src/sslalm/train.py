@@ -73,6 +73,9 @@ class StageConfig:
     crop_seconds: float | None = _opt(10.24, "longest audio per example")
     cutoff_len: int = _opt(108, "text tokens per example (LTU: 108)")
     train_on_inputs: bool = _opt(True, "loss on the prompt too (LTU) or on the answer only")
+    loss_per_example: bool = _opt(
+        False, "average the loss per example, then over examples (a one-word answer weighs as a caption)"
+    )
     learning_rate: float = _opt(1e-4, "peak learning rate")
     num_train_epochs: float = _opt(1.0, "passes over the data")
     max_steps: int = _opt(-1, "optimizer steps; overrides epochs when > 0")
@@ -146,6 +149,7 @@ STAGE_SPECS: dict[str, Spec] = {
     "crop_seconds": Spec("float", 0, 3600, low_open=True, optional=True),
     "cutoff_len": Spec("int", 1, 1_000_000),
     "train_on_inputs": Spec("bool"),
+    "loss_per_example": Spec("bool"),
     "learning_rate": Spec("float", 0, 10, low_open=True),
     "num_train_epochs": Spec("float", 0, 1_000_000),
     "max_steps": Spec("int"),  # -1 or > 0: checked in __post_init__
@@ -452,6 +456,28 @@ def load_trainable(model: torch.nn.Module, path: str | os.PathLike) -> None:
             own[name].copy_(tensor)
 
 
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over each example's target tokens, then over the examples that have any.
+
+    With the usual token average a caption of 15 tokens weighs 15 times a one-token label, so the one token
+    that names the class is a small share of the gradient; here every example weighs the same.
+
+    Args:
+        logits: (B, N_audio + L, V), the LM's output over the audio tokens and the text.
+        labels: (B, L) text targets, -100 where there is no target.
+    """
+    text_len = labels.shape[1]
+    pred = logits[:, logits.shape[1] - text_len - 1 : -1]  # (B, L, V): position i predicts text token i
+    tokens = torch.nn.functional.cross_entropy(
+        pred.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )  # (B, L)
+    counts = labels.ne(-100).sum(dim=1)  # (B,)
+    has = counts > 0
+    if not has.any():
+        return tokens.sum() * 0.0
+    return (tokens.sum(dim=1)[has] / counts[has]).mean()
+
+
 def _make_trainer_class():
     """``StageTrainer`` (a ``transformers.Trainer`` subclass), built on first use to keep imports lazy."""
     from transformers import Trainer, TrainerCallback
@@ -496,7 +522,14 @@ def _make_trainer_class():
             sampler = weighted_sampler(dataset, self.args.seed)
             return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
+        loss_per_example = False  # StageConfig.loss_per_example
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.loss_per_example and model.training:
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+                loss = per_example_loss(outputs.logits, inputs["labels"])
+                loss = loss / self.args.gradient_accumulation_steps  # the Trainer leaves scaling to us
+                return (loss, outputs) if return_outputs else loss
             outputs = model(**inputs)
             loss = outputs.loss  # mean over this micro-batch's target tokens
             if num_items_in_batch is not None and model.training:
@@ -601,6 +634,7 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
         data_collator=dataset.processor,  # the model's processor collates (right-padded text, fbank)
         callbacks=callbacks,
     )
+    trainer.loss_per_example = cfg.loss_per_example
     if args.should_save:
         os.makedirs(cfg.output_dir, exist_ok=True)
         with open(Path(cfg.output_dir) / STAGE_CONFIG_FILE, "w", encoding="utf-8") as fh:
