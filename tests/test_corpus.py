@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 from sslalm.data.corpus import CLOSED_PREFIX, CLOSED_TASKS, OPEN_TASKS, build_corpus, telephone
-from sslalm.data.corpus.inventory import ANIMALS_WHEEL, DRUM_KIT, EVENT_LABELS, INSTRUMENTS, SOUNDFONTS
+from sslalm.data.corpus.inventory import (
+    ANIMALS_WHEEL,
+    DRUM_KIT,
+    EVENT_LABELS,
+    FESTIVAL_SHARE,
+    FESTIVAL_VOICES,
+    INSTRUMENTS,
+    SOUNDFONTS,
+)
 from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
 from sslalm.data.corpus.plan import EVENTS, SPLITS, TRAIN_ONLY_EVENTS, make_plan, source_units, spec_label
 from sslalm.data.corpus.resources import animal_files, default_cache_dir, find_resources
@@ -173,6 +181,56 @@ def test_instruments_are_drawn_from_every_installed_soundfont(monkeypatch):
         assert name == "FluidR3" or Path(SOUNDFONTS[name][1]).is_file()
     monkeypatch.setenv("SSLALM_SOUNDFONT", res.soundfont)
     assert list(find_resources(allow_download=False).soundfonts.values()) == [res.soundfont]
+
+
+def test_festival_voices_speak_a_share_of_training_speech_only():
+    """Festival's voices (faked here: the plan needs no tool) speak about ``FESTIVAL_SHARE`` of the
+    training split's speech, in their own language and gender; val and test are the plan without them."""
+    import dataclasses
+
+    res = find_resources(allow_download=False)
+    if "speech" not in res.sources:
+        pytest.skip("no espeak-ng")
+    by_gender: dict[str, list[str]] = {}
+    for name, (gender, _, _) in sorted(FESTIVAL_VOICES.items()):
+        by_gender.setdefault(gender, []).append(name)
+    plan = make_plan(dataclasses.replace(res, festival=by_gender), 1500, seed=4)
+    without = make_plan(dataclasses.replace(res, festival={}), 1500, seed=4)
+    assert [p for p in plan if p["split"] != "train"] == [p for p in without if p["split"] != "train"]
+    speech = [p for p in plan if p["kind"] == "speech" and p["split"] == "train"]
+    festival = [p for p in speech if p.get("engine") == "festival"]
+    assert 0.6 * FESTIVAL_SHARE < len(festival) / len(speech) < 1.4 * FESTIVAL_SHARE
+    assert {p["voice"] for p in festival} == set(FESTIVAL_VOICES)
+    for p in festival:
+        gender, language, _ = FESTIVAL_VOICES[p["voice"]]
+        assert (p["gender"], p["language"], p["variant"]) == (gender, language, p["voice"])
+        assert p["text"] and (p["content"] != "digits" or len(p["digits"]) == p["count"])
+        assert p["content"] != "word" or language == "English"
+    setup = (Path(__file__).parents[1] / "scripts" / "setup-system.sh").read_text()
+    assert all(package in setup for _, _, package in FESTIVAL_VOICES.values())
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="Festival (text2wave) is needed")
+def test_every_festival_voice_renders_its_sentences_and_digits(tmp_path):
+    """Each installed Festival voice speaks (over half a second once trimmed) a sentence of its language where
+    the corpus has one (accented Latin-1 and Cyrillic text included), else digits; label and phrase follow
+    the voice's gender."""
+    import random
+
+    from sslalm.data.corpus.plan import _festival_speech
+    from sslalm.data.corpus.resources import festival_voices
+    from sslalm.data.corpus.sources import render_speech
+
+    installed = [v for voices in festival_voices().values() for v in voices]
+    if not installed:
+        pytest.skip("no Festival voice of FESTIVAL_VOICES installed")
+    base = {"kind": "speech", "language": "English", "content": "sentence", "text": "Hello.", "meaning": ""}
+    for voice in installed:
+        gender = FESTIVAL_VOICES[voice][0]
+        spec = _festival_speech(random.Random(0), dict(base, gender=gender), voice, short=False)
+        audio, meta = render_speech(spec, SourceContext(), tmp_path)
+        assert len(audio) > SAMPLE_RATE / 2 and np.abs(audio).max() == pytest.approx(0.9, abs=0.01), voice
+        assert meta["label"] == f"{gender} speech" and meta["phrase"].endswith("speaks")
 
 
 @pytest.mark.parametrize("kind", telephone.KINDS)

@@ -5,7 +5,8 @@ author and licence, which the manifest repeats per file. Only facts live here; r
 ``sources.py`` and split assignment in ``plan.py``.
 
 Licences of the inputs:
-- speech: synthesised by espeak-ng (GPL-3+); the generated audio is our own output.
+- speech: synthesised by espeak-ng (GPL-3+) and, for training only, by Festival with the voices of
+  ``FESTIVAL_VOICES`` (free licences, per Debian package); the generated audio is our own output.
 - instruments: rendered by FluidSynth (LGPL-2.1+) with General MIDI soundfonts (``SOUNDFONTS``: FluidR3, MIT,
   Frank Wen, Debian fluid-soundfont-gm; where installed the csound GM bank, LGPL-2.1+, Debian
   csound-soundfont); note sequences are ours.
@@ -160,6 +161,25 @@ EXCLUDED_VARIANTS = frozenset(
         "robosoft8",
     }
 )
+
+# Festival voices (Debian packages): diphone, unit-selection and HTS voices built from recordings of real
+# speakers, so the model meets speech that espeak-ng's formant synthesis never makes. Training split only:
+# the held-out splits keep espeak-ng's unseen variants, and the unseen-sources set keeps Flite's speakers
+# (kal, awb, rms, slt), none of whom is here. name -> (gender, language, Debian package).
+FESTIVAL_VOICES: dict[str, tuple[str, str, str]] = {
+    "czech_dita": ("female", "Czech", "festvox-czech-dita"),
+    "lp_diphone": ("female", "Italian", "festvox-italp16k"),
+    "suo_fi_lj_diphone": ("female", "Finnish", "festvox-suopuhe-lj"),
+    "upc_ca_ona_hts": ("female", "Catalan", "festvox-ca-ona-hts"),
+    "czech_machac": ("male", "Czech", "festvox-czech-machac"),
+    "czech_ph": ("male", "Czech", "festvox-czech-ph"),
+    "hy_fi_mv_diphone": ("male", "Finnish", "festvox-suopuhe-mv"),
+    "ked_diphone": ("male", "English", "festvox-kdlpc16k"),
+    "msu_ru_nsh_clunits": ("male", "Russian", "festvox-ru"),
+    "pc_diphone": ("male", "Italian", "festvox-itapc16k"),
+}
+FESTIVAL_TEXT_ENCODING = {"Russian": "utf-8"}  # Festival reads 8-bit text: Latin-1 for the other voices
+FESTIVAL_SHARE = 0.35  # of the training split's speech clips, where Festival has a voice of the gender
 
 # ---------------------------------------------------------------- instruments (FluidSynth, General MIDI)
 

@@ -3,7 +3,9 @@
 Split scheme (train / val / test share no source recording, voice, note or seed):
 - **voices** (speech): espeak-ng voice variants are shuffled per gender with the build seed; about 15 % of
   each gender's variants go to val, 15 % to test, the rest to train. Languages and texts are shared (the
-  language is what a question asks about; the voice is the speaker to generalise over).
+  language is what a question asks about; the voice is the speaker to generalise over). Festival's voices
+  of recorded speakers (``inventory.FESTIVAL_VOICES``) speak ``FESTIVAL_SHARE`` of the training split's
+  speech where installed, so that gender is learnt from more than one synthesiser.
 - **notes** (instruments): every clip is rendered with one of the installed General MIDI soundfonts, drawn at
   random in every split (the unseen-sources set keeps another one apart); within every octave, 2 of the 12
   pitches are val roots and 2 are test roots (shuffled with the seed), the other 8 train roots. A clip is
@@ -41,6 +43,8 @@ from .inventory import (
     DRUM_KIT,
     DRUMS,
     EVENT_LABELS,
+    FESTIVAL_SHARE,
+    FESTIVAL_VOICES,
     INSTRUMENTS,
     RECORDINGS,
     SENTENCES,
@@ -77,6 +81,7 @@ def assign_splits(res: Resources, seed: int) -> dict[str, dict]:
         s: {"voices": {}, "roots": [], "recordings": [], "events": list(EVENTS)} for s in SPLITS
     }
     pools["train"]["events"] += TRAIN_ONLY_EVENTS
+    pools["train"]["festival"] = {g: list(v) for g, v in sorted(res.festival.items())}
     for gender, variants in sorted(res.voices.items()):
         order = sorted(variants)
         random.Random(derive_seed(seed, "voices", gender)).shuffle(order)
@@ -169,17 +174,53 @@ def speech_spec(
         "speed": rng.randint(120, 190),
         "content": content,
     }
-    if content == "word":
-        spec["text"] = rng.choice(WORDS)
-    elif content == "digits":
-        digits = [rng.randrange(10) for _ in range(rng.randint(1, 3) if short else rng.randint(2, 6))]
-        spec.update(
-            text=", ".join(map(str, digits)), digits=[DIGIT_NAMES[d] for d in digits], count=len(digits)
-        )
-    else:
-        text, meaning = rng.choice(SENTENCES[language])
-        spec.update(text=text, meaning=meaning)
+    spec.update(_speech_text(rng, content, language, short))
+    festival = pool.get("festival", {}).get(gender)
+    if festival and rng.random() < FESTIVAL_SHARE:  # drawn last: the espeak-ng draws stay as they were
+        spec = _festival_speech(rng, spec, rng.choice(festival), short)
     return spec
+
+
+def _festival_speech(rng: random.Random, spec: dict, voice: str, short: bool) -> dict:
+    """``spec`` spoken by a Festival voice in its own language: the same content where the corpus has it in
+    that language (sentences, English words), else digits. Festival speaks at its voice's natural pitch and
+    pace, which the nominal ``pitch`` and ``speed`` describe ("low to medium" / "medium to high", normal)."""
+    gender, language, _ = FESTIVAL_VOICES[voice]
+    content = spec["content"]
+    if (content == "word" and language != "English") or (content == "sentence" and language not in SENTENCES):
+        content = "digits"
+    out = {
+        k: v for k, v in spec.items() if k not in ("text", "meaning", "digits", "count", "content", "voice")
+    }
+    out.update(
+        engine="festival",
+        voice=voice,
+        variant=voice,
+        language=language,
+        pitch=40 if gender == "male" else 55,
+        speed=160,
+        content=content,
+    )
+    if content == spec["content"] and language == spec["language"]:
+        out.update({k: spec[k] for k in ("text", "meaning", "digits", "count") if k in spec})
+    else:
+        out.update(_speech_text(rng, content, language, short))
+    return out
+
+
+def _speech_text(rng: random.Random, content: str, language: str, short: bool) -> dict:
+    """What a speech clip says: an English word, 1-6 digits, or one of the language's sentences."""
+    if content == "word":
+        return {"text": rng.choice(WORDS)}
+    if content == "digits":
+        digits = [rng.randrange(10) for _ in range(rng.randint(1, 3) if short else rng.randint(2, 6))]
+        return {
+            "text": ", ".join(map(str, digits)),
+            "digits": [DIGIT_NAMES[d] for d in digits],
+            "count": len(digits),
+        }
+    text, meaning = rng.choice(SENTENCES[language])
+    return {"text": text, "meaning": meaning}
 
 
 def _tones(texture: str, mode: str, n: int) -> list[int]:

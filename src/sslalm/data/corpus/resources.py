@@ -28,6 +28,7 @@ from .inventory import (
     ANIMALS_WHEEL,
     ANIMALS_WHEEL_SHA256,
     EXCLUDED_VARIANTS,
+    FESTIVAL_VOICES,
     FREEDESKTOP,
     LANGUAGES,
     SOUNDFONTS,
@@ -52,6 +53,7 @@ class Resources:
     sources: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
     voices: dict[str, list[str]] = field(default_factory=dict)  # gender -> espeak-ng variants
+    festival: dict[str, list[str]] = field(default_factory=dict)  # gender -> Festival voices (training only)
     languages: dict[str, list[str]] = field(default_factory=dict)  # language -> espeak-ng voices
     soundfont: str = ""  # the first of ``soundfonts``
     soundfonts: dict[str, str] = field(default_factory=dict)  # name -> file (inventory.SOUNDFONTS)
@@ -72,6 +74,18 @@ def espeak_variants() -> dict[str, list[str]]:
             continue
         voices["male" if m.group(2) == "M" else "female"].append(m.group(3))
     return {g: sorted(set(v)) for g, v in voices.items()}
+
+
+def festival_voices(voice_dir: Path = Path("/usr/share/festival/voices")) -> dict[str, list[str]]:
+    """The ``inventory.FESTIVAL_VOICES`` installed here, by gender (empty without Festival's text2wave)."""
+    if which("text2wave") is None:
+        return {}
+    have = {p.name for p in voice_dir.glob("*/*") if p.is_dir()} if voice_dir.is_dir() else set()
+    out: dict[str, list[str]] = {}
+    for name, (gender, _, _) in sorted(FESTIVAL_VOICES.items()):
+        if name in have:
+            out.setdefault(gender, []).append(name)
+    return out
 
 
 def espeak_languages() -> dict[str, list[str]]:
@@ -178,6 +192,9 @@ def find_resources(
                 skip(name, "espeak-ng has too few voices or languages")
                 continue
             res.versions["espeak-ng"] = tool_version(["espeak-ng", "--version"])
+            res.festival = festival_voices()
+            if res.festival:
+                res.versions["festival"] = ", ".join(sorted(v for vs in res.festival.values() for v in vs))
         elif name == "instruments":
             sf2 = os.environ.get("SSLALM_SOUNDFONT") or next(
                 (p for p in DEFAULT_SOUNDFONTS if Path(p).is_file()), ""

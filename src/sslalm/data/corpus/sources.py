@@ -28,10 +28,18 @@ import numpy as np
 
 from . import telephone
 from .channel import apply_channel
-from .inventory import DRUM_KIT, EVENT_LABELS, INSTRUMENTS, RECORDINGS, a_or_an
+from .inventory import (
+    DRUM_KIT,
+    EVENT_LABELS,
+    FESTIVAL_TEXT_ENCODING,
+    INSTRUMENTS,
+    RECORDINGS,
+    a_or_an,
+)
 from .midi import DRUM_CHANNEL, Note, write_midi
 from .tools import (
     SAMPLE_RATE,
+    ToolError,
     coloured_noise,
     fade,
     mix_at_snr,
@@ -73,23 +81,21 @@ def _np_rng(spec: dict) -> np.random.Generator:
 
 
 def render_speech(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndarray, dict]:
-    """espeak-ng speech. Spec: voice, variant, gender, pitch (0-99), speed (words/min), text."""
-    voice = spec["voice"] if spec["variant"] == "default" else f"{spec['voice']}+{spec['variant']}"
+    """espeak-ng speech, or Festival's with ``engine: festival``. Spec: voice, variant, gender, pitch (0-99),
+    speed (words/min), text (a Festival voice speaks at its own pitch and pace)."""
     path = workdir / "speech.wav"
-    run_tool(
-        [
-            "espeak-ng",
-            "-v",
-            voice,
-            "-p",
-            str(spec["pitch"]),
-            "-s",
-            str(spec["speed"]),
-            "-w",
-            str(path),
-            spec["text"],
-        ]
-    )
+    if spec.get("engine") == "festival":
+        text_file = workdir / "speech.txt"
+        encoding = FESTIVAL_TEXT_ENCODING.get(spec["language"], "latin-1")
+        text_file.write_text(spec["text"] + "\n", encoding=encoding)
+        voice = f"(voice_{spec['voice']})"
+        run_tool(["text2wave", "-eval", voice, "-F", "16000", str(text_file), "-o", str(path)])
+        if not path.is_file() or path.stat().st_size <= 44:  # text2wave exits 0 on text it cannot read
+            raise ToolError(f"text2wave wrote no audio for {spec['text']!r} with {spec['voice']}")
+    else:
+        voice = spec["voice"] if spec["variant"] == "default" else f"{spec['voice']}+{spec['variant']}"
+        pitch, speed = str(spec["pitch"]), str(spec["speed"])
+        run_tool(["espeak-ng", "-v", voice, "-p", pitch, "-s", speed, "-w", str(path), spec["text"]])
     audio = peak_normalise(trim_silence(read_audio(path)), 0.9)
     gender = spec["gender"]
     meta = dict(spec, label=f"{gender} speech", phrase=f"a {'man' if gender == 'male' else 'woman'} speaks")
