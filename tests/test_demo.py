@@ -81,6 +81,8 @@ def test_demo_stages_are_the_tiny_yaml_files_with_the_demo_overrides():
         assert cfg.max_steps == FULL.stage_steps[n - 1] and cfg.seed == 5
         assert cfg.train_files == ["corpus/train.json"] and cfg.output_dir == f"out/stage{n}"
         assert cfg.train_on_inputs is False and yml["train_on_inputs"] is True  # a stated departure
+        assert cfg.loss_per_example is FULL.loss_per_example is True  # another
+        assert cfg.balance_labels == FULL.balance_labels
     assert [stages[n].trainable for n in STAGES] == [
         ["projector"],
         ["projector", "lora", "lm"],

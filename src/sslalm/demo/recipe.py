@@ -12,6 +12,7 @@ on top. Those overrides are the demo's only departures from the YAML files, stat
 - stage 2 keeps the stage-0 encoder (``Schedule.encoder_frozen_in``): half the step cost, no worse per step;
 - ``balance_labels``: records are drawn with weight (records of their clip's label)^-0.5
   (``sslalm.data.balance``), so the thirteen instruments are not drowned by speech;
+- ``loss_per_example``: every record weighs the same in the loss (a one-token label as much as a caption);
 - stage 1 builds the model from the stage-0 checkpoints (``model_overrides``), and the paths, seed and
   logging are the demo's.
 
@@ -58,6 +59,7 @@ class Schedule:
     encoder_tag_groups: bool = True  # stage-0 encoder: the language in a softmax of its own, not the labels'
     model_size: str = "base"  # MODEL_SIZES: widths of both models
     balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power
+    loss_per_example: bool = False  # stages 1-4: every record weighs the same in the loss, not every token
     unseen_size: int = 240  # clips of the unseen-sources evaluation set (0: skip it)
     eval_batch: int = 16
     max_new_tokens: int = 48
@@ -81,10 +83,11 @@ FULL = Schedule(
     encoder_batch=16,
     encoder_lr=3e-3,
     encoder_balance=0.5,
-    stage_steps=(300, 1200, 250, 250),
+    stage_steps=(300, 1000, 250, 450),
     batch_size=16,
     learning_rate=4e-3,
     balance_labels=0.5,
+    loss_per_example=True,
 )
 
 QUICK = dataclasses.replace(  # the same pipeline at CI size
@@ -167,6 +170,7 @@ def stage_overrides(
         "crop_seconds": schedule.frames / 100,
         "train_on_inputs": schedule.train_on_inputs,
         "balance_labels": schedule.balance_labels,
+        "loss_per_example": schedule.loss_per_example,
         "seed": seed,
         "save_steps": 10**9,  # no intermediate checkpoints: the stage's model is saved at its end
         "logging_steps": max(1, steps // 25),
