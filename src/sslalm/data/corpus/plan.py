@@ -78,7 +78,8 @@ def derive_seed(*parts: object) -> int:
 def assign_splits(res: Resources, seed: int) -> dict[str, dict]:
     """Per split: the voices (by gender), instrument root pitches and recording ids it may use."""
     pools: dict[str, dict] = {
-        s: {"voices": {}, "roots": [], "recordings": [], "events": list(EVENTS)} for s in SPLITS
+        s: {"voices": {}, "festival": {}, "roots": [], "recordings": [], "events": list(EVENTS)}
+        for s in SPLITS
     }
     pools["train"]["events"] += TRAIN_ONLY_EVENTS
     pools["train"]["festival"] = {g: list(v) for g, v in sorted(res.festival.items())}
@@ -175,7 +176,7 @@ def speech_spec(
         "content": content,
     }
     spec.update(_speech_text(rng, content, language, short))
-    festival = pool.get("festival", {}).get(gender)
+    festival = pool["festival"].get(gender)
     if festival and rng.random() < FESTIVAL_SHARE:  # drawn last: the espeak-ng draws stay as they were
         spec = _festival_speech(rng, spec, rng.choice(festival), short)
     return spec
