@@ -25,9 +25,11 @@ from sslalm.data.corpus.inventory import (
 )
 from sslalm.data.corpus.midi import TICKS_PER_SECOND, Note, midi_bytes
 from sslalm.data.corpus.plan import EVENTS, SPLITS, TRAIN_ONLY_EVENTS, make_plan, source_units, spec_label
+from sslalm.data.corpus.questions import captions
 from sslalm.data.corpus.resources import animal_files, default_cache_dir, find_resources
 from sslalm.data.corpus.sources import SourceContext, render_clip
 from sslalm.data.corpus.tools import SAMPLE_RATE, coloured_noise, mix_at_snr, rms
+from sslalm.eval.classification import clean_prediction
 
 sf = pytest.importorskip("soundfile")
 TOOLS = ("espeak-ng", "sox", "fluidsynth")
@@ -560,3 +562,35 @@ def test_unseen_set_uses_only_other_sources_and_loads_as_a_benchmark(tmp_path):
     assert len(cla.clips) == 12 and cla.labels == sorted(labels)
     again = build_unseen(tmp_path / "u", labels, size=12, seed=0, progress=False)
     assert again.reused
+
+
+_EVENT_METAS = [
+    {"event": "tone", "freq": 440.0},
+    {"event": "chirp", "f_start": 300.0, "f_end": 900.0},
+    {"event": "white"},
+    {"event": "pink"},
+    {"event": "brown"},
+    {"event": "beeps", "count": 3, "wave": "sine", "freq": 800.0, "gap": 0.2},
+    {"event": "clicks", "count": 4, "gap": 0.2, "unit": 0.05},
+] + [{"event": "phone", "signal": kind} for kind in telephone.KINDS]
+
+
+@pytest.mark.parametrize("meta", _EVENT_METAS, ids=lambda m: m.get("signal", m["event"]))
+def test_event_captions_keep_their_label_through_ltu_answer_cleaning(meta):
+    """LTU's classification scoring keeps only the text after an answer's last colon, so a caption such as
+    "White noise: a steady hiss" would be scored as "a steady hiss": captions must carry no colon and must
+    still name what they describe after that cleaning."""
+    label = EVENT_LABELS[meta["event"]]
+    m = {"kind": "event", "duration": 1.5, "phrase": "a sound is heard", **meta}
+    first = captions(m)[0]
+    assert ":" not in first
+    word = {"tone": "tone", "beeps": "beep", "clicks": "click"}.get(meta["event"], label.split()[0])
+    assert word in clean_prediction(first).lower(), (first, label)
+
+
+@needs_tools
+def test_no_caption_of_a_built_corpus_has_a_colon(corpus):
+    metas = [json.loads(r["meta"]) for r in _manifest(corpus.out_dir)]
+    texts = [c for m in metas for c in captions(m)]
+    texts += [r["output"] for rs in _records(corpus.out_dir).values() for r in rs if r["task"] == "caption"]
+    assert texts and not [t for t in texts if ":" in t]

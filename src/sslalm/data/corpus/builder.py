@@ -39,7 +39,7 @@ from .tools import write_wav
 
 logger = logging.getLogger(__name__)
 
-BUILD_VERSION = 2  # bump whenever generation changes, so old folders are rebuilt, not reused
+BUILD_VERSION = 3  # bump whenever generation changes, so old folders are rebuilt, not reused
 DEFAULT_SIZE = 3000
 MAX_FAILED_FRACTION = 0.05
 REC_BY_ID = {r.id: r for r in RECORDINGS}

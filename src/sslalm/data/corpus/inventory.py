@@ -346,14 +346,14 @@ _FREEDESKTOP = {
     "audio-volume-change": (
         "notification chime",
         "a short volume-change pop",
-        "a short pop sounds",
+        "a short notification pop sounds",
         "CC-BY-SA-3.0",
         "Lucas McCallister",
     ),
     "bell": (
         "notification chime",
         "a short bell",
-        "a small bell dings",
+        "a small notification bell dings",
         "CC-BY-3.0",
         "Dr. Richard Boulanger et al.",
     ),
@@ -381,7 +381,7 @@ _FREEDESKTOP = {
     "dialog-information": (
         "notification chime",
         "an information blip",
-        "a short blip sounds",
+        "a short notification blip sounds",
         "CC-BY-SA-3.0",
         "Ivica Bukvic",
     ),

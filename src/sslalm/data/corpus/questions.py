@@ -139,7 +139,7 @@ def _playing(m: dict) -> str:
     dyn = "softly" if m["dynamics"] == "soft" else "loudly"
     if m["texture"] == "drum beat":
         return (
-            f"a steady rock beat at {m['tempo']} beats per minute, {dyn}: bass drum and snare drum alternate "
+            f"a steady rock beat at {m['tempo']} beats per minute, {dyn}, bass drum and snare drum alternating "
             f"under an eighth-note hi-hat, for {_num(m['bars'])} bar{'s' if m['bars'] > 1 else ''}"
         )
     if m["texture"] == "drum hits":
@@ -169,13 +169,13 @@ def _event_text(m: dict) -> str:
     if ev == "chirp":
         way = "rising" if m["f_end"] > m["f_start"] else "falling"
         f0, f1 = round(m["f_start"]), round(m["f_end"])
-        return f"a {way} sine sweep (chirp) from about {f0} Hz to {f1} Hz over {dur}"
+        return f"a {way} chirp, sweeping from about {f0} Hz to {f1} Hz over {dur}"
     if ev == "white":
-        return f"white noise: a steady, bright hiss with equal energy at all frequencies, for {dur}"
+        return f"white noise, a steady bright hiss with equal energy at all frequencies, for {dur}"
     if ev == "pink":
-        return f"pink noise: a steady rushing sound, darker than white noise, for {dur}"
+        return f"pink noise, a steady rushing sound with less treble than a plain hiss, for {dur}"
     if ev == "brown":
-        return f"brown noise: a deep, steady rumble with most energy at low frequencies, for {dur}"
+        return f"brown noise, a deep steady rumble with most energy at low frequencies, for {dur}"
     if ev == "phone":
         kind = telephone.signal_type(m["signal"])
         what = telephone.DESCRIPTIONS[kind][0]
@@ -183,7 +183,7 @@ def _event_text(m: dict) -> str:
             return f"{what}, in bursts, for {dur}"
         freqs = " and ".join(f"{round(f)}" for f in telephone.PATTERNS[m["signal"]][1])
         beat = "steady" if kind == "dial" else "pulsing on and off"
-        return f"{what}: a {beat} tone of {freqs} Hz, for {dur}"
+        return f"{what}, a {beat} tone of {freqs} Hz, for {dur}"
     if ev == "beeps":
         return (
             f"{_num(m['count'])} short {m['wave']}-wave beeps at about {round(m['freq'])} Hz, evenly spaced "
@@ -237,7 +237,7 @@ def captions(m: dict) -> list[str]:
                 if m["texture"] == "drum beat"
                 else (f"{_cap(a_or_an(m['drum']))} is hit {_num(m['count'])} times.")
             )
-            return [first, f"Drums: {_playing(m)}."]
+            return [first, f"On the drums, {_playing(m)}."]
         dyn = "softly" if m["dynamics"] == "soft" else "loudly"
         what = {
             "single note": "a single note",

@@ -194,7 +194,7 @@ def render_event(spec: dict, ctx: SourceContext, workdir: Path) -> tuple[np.ndar
         return audio, dict(spec, label=EVENT_LABELS[ev], phrase=telephone.phrase(spec["signal"]))
     phrase = {
         "tone": "a steady tone sounds",
-        "chirp": f"a tone sweeps {'up' if spec.get('f_end', 0) > spec.get('f_start', 0) else 'down'}",
+        "chirp": f"a chirp sweeps {'up' if spec.get('f_end', 0) > spec.get('f_start', 0) else 'down'}",
         "white": "white noise hisses",
         "pink": "pink noise rushes",
         "brown": "brown noise rumbles",
