@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # System packages sslalm uses: espeak-ng, Festival + ten of its voices (recorded speakers, training speech),
-# sox, FluidSynth + two General MIDI soundfonts and Debian's sound themes build the local corpus; Flite, the
-# TimGM6mb soundfont and the Yaru / Deepin sound themes build the demo's unseen-sources evaluation set; ffmpeg
-# decodes MP3s that libsndfile cuts short; Java runs the caption metrics (pycocoevalcap); chromium runs the
-# Gradio page's browser test (Playwright drives Debian's chromium through executable_path: Playwright's own
-# browser download is not used). Idempotent; needs root (or sudo).
+# sox, FluidSynth + two General MIDI soundfonts, Debian's sound themes and GCompris's data (its farm-animal
+# recordings) build the local corpus; Flite, the TimGM6mb soundfont and the Yaru / Deepin sound themes build
+# the demo's unseen-sources evaluation set; ffmpeg decodes MP3s that libsndfile cuts short; Java runs the
+# caption metrics (pycocoevalcap); chromium runs the Gradio page's browser test (Playwright drives Debian's
+# chromium through executable_path: Playwright's own browser download is not used). Idempotent; needs root
+# (or sudo).
 set -euo pipefail
 pkgs=(espeak-ng sox libsox-fmt-mp3 ffmpeg fluidsynth fluid-soundfont-gm sound-theme-freedesktop alsa-utils
-      csound-soundfont festival festvox-czech-dita festvox-italp16k festvox-suopuhe-lj festvox-ca-ona-hts
-      festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-kdlpc16k festvox-ru festvox-itapc16k
+      csound-soundfont gcompris-qt-data festival festvox-czech-dita festvox-italp16k festvox-suopuhe-lj
+      festvox-ca-ona-hts festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-kdlpc16k festvox-ru
+      festvox-itapc16k
       flite timgm6mb-soundfont yaru-theme-sound deepin-sound-theme default-jre-headless chromium)
 missing=()
 for p in "${pkgs[@]}"; do

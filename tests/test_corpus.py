@@ -20,6 +20,7 @@ from sslalm.data.corpus.inventory import (
     EVENT_LABELS,
     FESTIVAL_SHARE,
     FESTIVAL_VOICES,
+    GCOMPRIS_RCC,
     INSTRUMENTS,
     SOUNDFONTS,
 )
@@ -594,3 +595,58 @@ def test_no_caption_of_a_built_corpus_has_a_colon(corpus):
     texts = [c for m in metas for c in captions(m)]
     texts += [r["output"] for rs in _records(corpus.out_dir).values() for r in rs if r["task"] == "caption"]
     assert texts and not [t for t in texts if ":" in t]
+
+
+def test_gcompris_animals_join_the_training_split_only():
+    """GCompris's farm animals are more recordings of the ``animal`` label for training: the plan's val and
+    test are exactly the plan without them, and the training animals are drawn from both packages."""
+    import dataclasses
+
+    from sslalm.data.corpus.inventory import ANIMALS, GCOMPRIS_ANIMALS
+    from sslalm.data.corpus.resources import Resources
+
+    res = Resources(sources=["events", "animals"], recording_paths={r.id: r.path for r in ANIMALS})
+    both = dataclasses.replace(
+        res,
+        sources=["events", "animals", "gcompris"],
+        recording_paths={**res.recording_paths, **{r.id: r.path for r in GCOMPRIS_ANIMALS}},
+    )
+    plan, without = make_plan(both, 1200, seed=2), make_plan(res, 1200, seed=2)
+    assert [p for p in plan if p["split"] != "train"] == [p for p in without if p["split"] != "train"]
+    used = {u for p in plan for u in source_units(p)["recording"]}
+    held_out = {u for p in plan if p["split"] != "train" for u in source_units(p)["recording"]}
+    gcompris = {r.group for r in GCOMPRIS_ANIMALS}
+    assert not held_out & gcompris and len(used & gcompris) >= 7
+    assert used - gcompris - held_out  # the pinned wheel's training animals are still drawn
+    setup = (Path(__file__).parents[1] / "scripts" / "setup-system.sh").read_text()
+    assert "gcompris-qt-data" in setup
+
+
+@pytest.mark.skipif(not Path(GCOMPRIS_RCC).is_file(), reason="Debian's gcompris-qt-data is not installed")
+def test_gcompris_animals_are_read_from_the_bundle_and_render(tmp_path):
+    from sslalm.data.corpus.inventory import GCOMPRIS_ANIMALS
+    from sslalm.data.corpus.resources import gcompris_files
+    from sslalm.data.corpus.sources import render_recording
+
+    paths = gcompris_files(tmp_path)
+    assert set(paths) == {r.id for r in GCOMPRIS_ANIMALS}
+    assert gcompris_files(tmp_path) == paths  # cached copies are kept when unchanged
+    for rid, path in paths.items():
+        info = sf.info(path)
+        assert info.format == "OGG" and info.duration > 0.5, rid
+    spec = {
+        "kind": "recording",
+        "recording": "gcompris-dog",
+        "max_len": 6.0,
+        "augment": {"type": "none"},
+        "repeat_if_short": 2,
+        "gap": 0.2,
+        "noise_colour": None,
+        "noise_snr": None,
+        "peak": 0.8,
+        "seed": 5,
+    }
+    audio, meta = render_recording(spec, SourceContext(recording_paths=paths), tmp_path)
+    assert audio.size > SAMPLE_RATE / 2 and np.abs(audio).max() == pytest.approx(0.8, abs=0.01)
+    assert (meta["label"], meta["what"], meta["source"]) == ("animal", "a dog", "gcompris")
+    assert (tmp_path / "gcompris").is_dir() and not list((tmp_path / "gcompris").glob("*.part"))

@@ -291,6 +291,21 @@ def test_local_benchmarks_read_labels_captions_and_skip_missing_audio(tmp_path):
         load_local(tmp_path, "test", kinds=("cla", "nope"))
 
 
+def test_reference_captions_score_through_the_paper_prompt_protocol(tmp_path):
+    """Each clip's first caption is scored as a model's caption would be; a caption whose label comes before
+    a colon loses it to LTU's answer cleaning, which this baseline is there to show."""
+    from sslalm.demo.baselines import reference_caption_accuracy
+    from sslalm.eval.embedders import HashingEmbedder
+
+    root = _fake_corpus(tmp_path)
+    labels = ["dog", "piano", "cat"]
+    assert reference_caption_accuracy(root, "test", labels, HashingEmbedder()) == 100.0
+    entries = json.loads((root / "test_cla.json").read_text())
+    entries[1]["captions"][0] = "Piano: a C is held."
+    (root / "test_cla.json").write_text(json.dumps(entries))
+    assert reference_caption_accuracy(root, "test", labels, HashingEmbedder()) == 50.0
+
+
 def test_share_answers_copies_predictions_with_the_other_references(tmp_path):
     src, dst = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     rows = [
@@ -500,7 +515,13 @@ def _results(models=("sslalm", "transformer")):
             "num_clips": 10,
         },
         "baselines": {
-            "test": {"uniform": 25.0, "majority": 30.0, "majority_label": "dog", "linear_probe": 61.25},
+            "test": {
+                "uniform": 25.0,
+                "majority": 30.0,
+                "majority_label": "dog",
+                "linear_probe": 61.25,
+                "reference_captions": 97.5,
+            },
             "unseen": {"uniform": 10.0, "majority": 40.0, "majority_label": "piano", "linear_probe": 33.75},
         },
         "unseen": {"dir": "u", "clips": {"speech": 4, "instrument": 4}, "skipped": {}},
@@ -544,7 +565,8 @@ def test_report_has_baselines_fact_table_and_ends_with_the_model_commands(tmp_pa
     assert header == ["", "test split (%)", "unseen sources (%)"]
     assert rows[1] == ["majority answer", "30.0 (dog)", "40.0 (piano)"]
     assert rows[2] == ["linear probe on fbank statistics", "61.2", "33.8"]
-    assert rows[3][1:] == ["40.0 / 35.5", "21.5 / 23.5"]
+    assert rows[3] == ["reference captions, paper-prompt protocol (its ceiling)", "97.5", "n/r"]
+    assert rows[4][1:] == ["40.0 / 35.5", "21.5 / 23.5"]
     header, rows = fact_rows(results)
     assert header[1:] == ["questions", "SSLALM (%)", "TRANSFORMER (%)"]
     assert rows == [["gender", "4", "75.0", "75.0"], ["order", "2", "50.0", "12.5"]]
@@ -600,6 +622,7 @@ def test_quick_demo_learns_and_writes_its_report(tmp_path, capsys):
     assert ev["accuracy"] >= chance["majority"] + QUICK_MARGIN, (ev, chance)
     base = results["baselines"]
     assert 0 < base["test"]["linear_probe"] <= 100 and 0 < base["unseen"]["linear_probe"] <= 100
+    assert 90 <= base["test"]["reference_captions"] <= 100  # captions the protocol can read
     assert ev["unseen"]["n_clips"] == base["unseen"]["num_clips"] > 0
     assert {"gender", "language", "instrument family", "count", "order"} <= set(ev["facts"])
     assert all(f["n"] > 0 for f in ev["facts"].values())

@@ -6,7 +6,11 @@
 - a linear probe: scikit-learn's logistic regression on per-clip statistics of the same log-mel fbank the
   models read (mean, standard deviation and maximum over time of each of the 128 bins: 384 numbers),
   standardised, trained on the training split's single-label clips. It shows how separable the audio is
-  without any sequence model: an audio language model that scores below it has lost what its input holds.
+  without any sequence model: an audio language model that scores below it has lost what its input holds;
+- the reference captions: each test clip's canonical caption (the answer the corpus teaches for the caption
+  prompt) scored through the paper-prompt protocol. It is the ceiling of that protocol on this corpus: a
+  model that captions every clip exactly right scores this, and a low value shows captions the protocol
+  cannot read (LTU's scoring keeps only the text after a caption's last colon, for instance).
 """
 
 from __future__ import annotations
@@ -115,3 +119,20 @@ def linear_probe(
         out[name] = probe_accuracy(clf, test_x, [e["labels"] for e in entries], labels)
         logger.info("linear probe on %s: %.1f %%", name, out[name])
     return out
+
+
+def reference_caption_accuracy(root: str | Path, split: str, labels: Sequence[str], embedder: Any) -> float:
+    """Accuracy (%) of each clip's first reference caption as the paper-prompt answer (``split``'s clips of
+    the local caption benchmark, scored as ``sslalm.eval.classification`` scores a model's captions)."""
+    from sslalm.eval.classification import score_classification
+    from sslalm.eval.local import load_local
+
+    cla, cap = load_local(Path(root), split, kinds=("cla", "cap"))
+    captions = {c.audio_id: c.references[0] for c in cap.clips if c.references}
+    clips = [c for c in cla.clips if c.audio_id in captions]
+    if not clips:
+        return float("nan")
+    score = score_classification(
+        [captions[c.audio_id] for c in clips], [c.references for c in clips], labels, "acc", embedder
+    )
+    return score.accuracy

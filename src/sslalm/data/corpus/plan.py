@@ -20,6 +20,8 @@ Split scheme (train / val / test share no source recording, voice, note or seed)
   ones (alarm clock, camera shutter, emptying the trash, the ALSA speaker) are train-only. So the test
   labels of recordings are always labels seen in training, while the recordings themselves are new; the
   specific sound (which animal) is asked in open-ended questions and is then a true generalisation test.
+  Recordings of ``TRAIN_ONLY_RECORDING_SOURCES`` (GCompris's farm animals) join the training split only,
+  leaving val and test exactly as without them.
   Training clips are augmented (crop, pitch shift, speed, reverb, added noise, level, repetition).
 - **channels**: in every split, ``channel.CHANNEL_SHARE`` of the clips pass through a random room and
   microphone (equaliser, reverberation, small pitch or tempo change, background noise), drawn from the
@@ -63,7 +65,8 @@ KIND_WEIGHTS = {
     "speech_noise": 0.06,
 }
 SINGLE_KINDS = ("speech", "instrument", "event", "recording")
-RECORDING_SOURCES = ("animals", "freedesktop", "alsa")
+RECORDING_SOURCES = ("animals", "gcompris", "freedesktop", "alsa")
+TRAIN_ONLY_RECORDING_SOURCES = ("gcompris",)  # more recordings of known labels, for training only
 TRAIN_ONLY_EVENTS = ("phone",)  # synthesised telephone signals: the held-out splits keep real telephones
 EVENTS = tuple(e for e in EVENT_LABELS if e not in TRAIN_ONLY_EVENTS)  # events of every split
 REC_BY_ID = {r.id: r for r in RECORDINGS}
@@ -99,7 +102,10 @@ def assign_splits(res: Resources, seed: int) -> dict[str, dict]:
     by_label: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for rid in sorted(res.recording_paths):
         rec = REC_BY_ID[rid]
-        by_label[rec.label][rec.group].append(rid)
+        if rec.source in TRAIN_ONLY_RECORDING_SOURCES:
+            pools["train"]["recordings"].append(rid)
+        else:
+            by_label[rec.label][rec.group].append(rid)
     for label in sorted(by_label):
         groups = sorted(by_label[label])
         random.Random(derive_seed(seed, "recordings", label)).shuffle(groups)

@@ -138,9 +138,10 @@ def _playing(m: dict) -> str:
     """How an instrument clip is played, in words."""
     dyn = "softly" if m["dynamics"] == "soft" else "loudly"
     if m["texture"] == "drum beat":
+        bars = f"{_num(m['bars'])} bar{'s' if m['bars'] > 1 else ''}"
         return (
-            f"a steady rock beat at {m['tempo']} beats per minute, {dyn}, bass drum and snare drum alternating "
-            f"under an eighth-note hi-hat, for {_num(m['bars'])} bar{'s' if m['bars'] > 1 else ''}"
+            f"a steady rock beat at {m['tempo']} beats per minute, {dyn}, bass drum and snare drum "
+            f"alternating under an eighth-note hi-hat, for {bars}"
         )
     if m["texture"] == "drum hits":
         return f"the {m['drum']} is hit {_num(m['count'])} times at an even pace, {dyn}"

