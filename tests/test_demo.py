@@ -632,5 +632,6 @@ def test_quick_demo_learns_and_writes_its_report(tmp_path, capsys):
     assert f"sslalm app --model {final}" in (out / "report.md").read_text()
 
 
-# points over the most frequent label; measured +9.6 (52 clips, 2 threads), target 20 (docs/demo.md)
-QUICK_MARGIN = 5.0
+# points over the most frequent label; measured +21.2 (52 clips, 1 thread as here), target 20 (docs/demo.md);
+# 15 leaves three clips for another CPU's rounding, which changes what a seeded run samples
+QUICK_MARGIN = 15.0
