@@ -628,6 +628,8 @@ def test_gcompris_animals_are_read_from_the_bundle_and_render(tmp_path):
     from sslalm.data.corpus.resources import gcompris_files
     from sslalm.data.corpus.sources import render_recording
 
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    assert gcompris_files(tmp_path / "blocked") == {}  # cannot write: skipped with a warning
     paths = gcompris_files(tmp_path)
     assert set(paths) == {r.id for r in GCOMPRIS_ANIMALS}
     assert gcompris_files(tmp_path) == paths  # cached copies are kept when unchanged

@@ -60,3 +60,18 @@ def test_refuses_what_is_not_a_bundle_or_is_cut_short(tmp_path):
     bad.write_bytes(b"qres" + struct.pack(">IIII", 9, 0, 0, 0))
     with pytest.raises(QtResourceError, match="version 9"):
         read_qt_resources(bad)
+
+
+def test_refuses_folders_pointing_outside_and_entries_that_inflate_past_their_length(tmp_path):
+    bad = tmp_path / "x.rcc"
+    whole = bytearray(_bundle(2, {"a.ogg": (b"x" * 100, False)}))
+    tree = struct.unpack_from(">I", whole, 8)[0]
+    struct.pack_into(">I", whole, tree + 6, 2**31)  # the root folder claims 2^31 children
+    bad.write_bytes(bytes(whole))
+    with pytest.raises(QtResourceError, match="outside the file"):
+        read_qt_resources(bad)
+    bomb = _bundle(3, {"z.ogg": (b"\0" * 100_000, True)})
+    at = bomb.index(struct.pack(">I", 100_000))
+    bad.write_bytes(bomb[:at] + struct.pack(">I", 10) + bomb[at + 4 :])  # declares 10 bytes
+    with pytest.raises(QtResourceError, match="another length"):
+        read_qt_resources(bad)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 MAGIC = b"qres"
 _DIRECTORY, _ZLIB, _ZSTD = 2, 1, 4
+MAX_FILE_BYTES = 256 * 2**20  # a decompressed entry larger than this is refused (GCompris's are < 1 MB)
 
 
 class QtResourceError(ValueError):
@@ -70,6 +71,8 @@ def _parse(blob: bytes, path: str) -> dict[str, bytes]:
         here = f"{parent}/{name(name_offset)}" if index else ""
         if flags & _DIRECTORY:
             count, first = struct.unpack_from(">II", blob, at + 6)
+            if tree + (first + count) * node_size > len(blob):
+                raise QtResourceError(f"{path}: folder {here or '/'} lists nodes outside the file")
             stack += [(child, here) for child in range(first, first + count)]
             continue
         (data_offset,) = struct.unpack_from(">I", blob, at + 10)
@@ -79,5 +82,17 @@ def _parse(blob: bytes, path: str) -> dict[str, bytes]:
             raise QtResourceError(f"{path}: {here} is cut short")
         if flags & _ZSTD:
             raise QtResourceError(f"{path}: {here} is zstd-compressed, which this reader does not decode")
-        files[here] = zlib.decompress(payload[4:]) if flags & _ZLIB else payload
+        files[here] = _inflate(payload, f"{path}: {here}") if flags & _ZLIB else payload
     return files
+
+
+def _inflate(payload: bytes, where: str) -> bytes:
+    """A zlib entry: its declared length (u32), then the stream; never inflates past that length."""
+    (declared,) = struct.unpack_from(">I", payload)
+    if declared > MAX_FILE_BYTES:
+        raise QtResourceError(f"{where} declares {declared} bytes, over the {MAX_FILE_BYTES} allowed")
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(payload[4:], declared + 1)
+    if len(out) != declared or not inflater.eof:
+        raise QtResourceError(f"{where}: inflates to another length than the {declared} bytes it declares")
+    return out

@@ -188,11 +188,15 @@ def gcompris_files(cache_dir: Path, bundle: str | Path = GCOMPRIS_RCC) -> dict[s
             logger.warning("GCompris recording %s is not in %s: skipped", r.path, bundle)
             continue
         path = target / Path(r.path).name
-        if not path.is_file() or path.read_bytes() != data:
-            target.mkdir(parents=True, exist_ok=True)
-            part = path.with_suffix(".part")
-            part.write_bytes(data)
-            part.replace(path)
+        try:
+            if not path.is_file() or path.read_bytes() != data:
+                target.mkdir(parents=True, exist_ok=True)
+                part = path.with_suffix(".part")
+                part.write_bytes(data)
+                part.replace(path)
+        except OSError as exc:
+            logger.warning("GCompris recordings skipped: cannot write them to %s (%s)", target, exc)
+            return {}
         out[r.id] = str(path)
     return out
 
