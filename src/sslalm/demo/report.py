@@ -344,8 +344,9 @@ def _unseen_text(results: dict) -> str:
     return (
         f"(`{u['dir']}`: {clips}{skipped}) is made only from sources the corpus never uses: Flite voices, "
         "the TimGM6mb soundfont, the Yaru and Deepin sound themes, half of them through a random room and "
-        "microphone (`sslalm.data.corpus.unseen`); it has no animals or telephones, for want of other "
-        "recordings in the package registries."
+        "microphone (`sslalm.data.corpus.unseen`); it has no animals or telephones: the package registries "
+        "hold no other telephone recordings, and the other animal recordings found (GCompris's) train the "
+        "corpus."
     )
 
 
