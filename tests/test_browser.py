@@ -86,7 +86,8 @@ def test_page_streams_the_greedy_answer_in_chromium(model, tmp_path):  # noqa: F
                 answer = page.locator("#answer textarea").input_value()
                 page.screenshot(path=os.path.join(shots, "browser-answer.png"), full_page=True)
                 assert answer == expected
-                assert page.locator("#ask").is_enabled()  # enabled again after the answer
+                # enabled again after the answer, by the page's next event: waited for (slow when loaded)
+                page.wait_for_function("() => !document.querySelector('#ask').disabled")
 
                 page.reload()  # a text file named .wav: one short line, no Gradio internals
                 page.locator("#audio input[type=file]").set_input_files(str(junk))
