@@ -507,9 +507,9 @@ def prepare_data(options: DemoOptions, say) -> DemoData:
     )
 
 
-def baselines(data: DemoData, seed: int, embedder: Any = None) -> dict[str, Any]:
-    """Uniform chance, the majority answer and the linear probe on the test split and the unseen set; with an
-    ``embedder``, the test split's reference captions through the paper-prompt protocol too."""
+def baselines(data: DemoData, seed: int, embedder: Any) -> dict[str, Any]:
+    """Uniform chance, the majority answer and the linear probe on the test split and the unseen set, and the
+    test split's reference captions through the paper-prompt protocol (scored with ``embedder``)."""
     from sslalm.demo.baselines import linear_probe, reference_caption_accuracy
 
     root = Path(data.corpus.out_dir)
@@ -521,8 +521,7 @@ def baselines(data: DemoData, seed: int, embedder: Any = None) -> dict[str, Any]
     train_records = json.loads((root / "train.json").read_text(encoding="utf-8"))
     for name, acc in linear_probe(root, train_records, sets, seed).items():
         out[name]["linear_probe"] = acc
-    if embedder is not None:
-        out["test"]["reference_captions"] = reference_caption_accuracy(root, "test", data.labels, embedder)
+    out["test"]["reference_captions"] = reference_caption_accuracy(root, "test", data.labels, embedder)
     return out
 
 
