@@ -622,6 +622,29 @@ def test_gcompris_animals_join_the_training_split_only():
     assert "gcompris-qt-data" in setup
 
 
+def test_gcompris_files_extract_cache_and_skip_without_the_package(tmp_path, monkeypatch, caplog):
+    """The cache logic of ``gcompris_files`` on any machine (the bundle's reader is tested apart, the real
+    bundle below where Debian's package is installed, as CI's setup installs it)."""
+    from sslalm.data.corpus import resources
+    from sslalm.data.corpus.inventory import GCOMPRIS_ANIMALS
+
+    assert resources.gcompris_files(tmp_path, tmp_path / "absent.rcc") == {}
+    bundle = tmp_path / "farm.rcc"
+    bundle.write_bytes(b"qres")
+    contents = {r.path: f"OggS {r.id}".encode() for r in GCOMPRIS_ANIMALS[1:]}  # the first one is missing
+    monkeypatch.setattr(resources, "read_qt_resources", lambda path: dict(contents))
+    with caplog.at_level(logging.WARNING):
+        paths = resources.gcompris_files(tmp_path / "cache", bundle)
+    assert set(paths) == {r.id for r in GCOMPRIS_ANIMALS[1:]}
+    assert any(GCOMPRIS_ANIMALS[0].path in r.message for r in caplog.records)
+    assert all(Path(paths[r.id]).read_bytes() == contents[r.path] for r in GCOMPRIS_ANIMALS[1:])
+    changed = GCOMPRIS_ANIMALS[1]
+    contents[changed.path] = b"OggS a newer package"
+    assert resources.gcompris_files(tmp_path / "cache", bundle) == paths
+    assert Path(paths[changed.id]).read_bytes() == b"OggS a newer package"  # rewritten, not kept stale
+    assert not list((tmp_path / "cache" / "gcompris").glob("*.part"))
+
+
 @pytest.mark.skipif(not Path(GCOMPRIS_RCC).is_file(), reason="Debian's gcompris-qt-data is not installed")
 def test_gcompris_animals_are_read_from_the_bundle_and_render(tmp_path):
     from sslalm.data.corpus.inventory import GCOMPRIS_ANIMALS
