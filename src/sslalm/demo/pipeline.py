@@ -234,6 +234,8 @@ def pretrain_stage0(
                 augment=s.encoder_augment,
                 balance=s.encoder_balance,
                 group_tags=s.encoder_tag_groups,
+                spec_masks=s.encoder_spec_masks,
+                mixup=s.encoder_mixup,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())
@@ -627,8 +629,8 @@ def run_demo(options: DemoOptions, on_stage=None) -> dict[str, Any]:
     embedder = make_embedder("minilm")
     say("baselines: chance, majority answer, linear probe on fbank statistics, reference captions")
     chance = baselines(data, options.seed, embedder)
-    recipes = [sslalm_recipe(s.model_size)] + (
-        [transformer_recipe(s.frames, s.model_size)] if options.compare else []
+    recipes = [sslalm_recipe(s.model_size, s.encoder_drop)] + (
+        [transformer_recipe(s.frames, s.model_size, s.encoder_drop)] if options.compare else []
     )
     models = {}
     for recipe in recipes:

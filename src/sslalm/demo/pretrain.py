@@ -138,6 +138,22 @@ def augment_fbank(fbank: torch.Tensor, generator: torch.Generator, std: float) -
     return fbank + db * (math.log(10) / 10) / (2 * std)  # dB of power -> the extractor's normalised units
 
 
+def mask_fbank(fbank: torch.Tensor, generator: torch.Generator, max_bins: int = 24, max_frames: int = 48):
+    """SpecAugment: two frequency bands of up to ``max_bins`` bins and two time spans of up to ``max_frames``
+    frames set to the mean (0 in normalised units), as AST and DASS are trained. (T, F) -> (T, F)"""
+    out = fbank.clone()
+    t, f = out.shape
+    for size, axis in ((max_bins, 1), (max_bins, 1), (max_frames, 0), (max_frames, 0)):
+        n = out.shape[axis]
+        width = int(torch.randint(0, min(size, n) + 1, (1,), generator=generator))
+        start = int(torch.randint(0, n - width + 1, (1,), generator=generator))
+        if axis == 1:
+            out[:, start : start + width] = 0.0
+        else:
+            out[start : start + width] = 0.0
+    return out
+
+
 class ClipLabelDataset(torch.utils.data.Dataset):
     """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops; with
     ``augment``, random level, noise and equaliser, seeded per draw)."""
@@ -149,6 +165,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         frames: int,
         seed: int = 0,
         augment: bool = False,
+        spec_masks: bool = False,
     ):
         from sslalm.audio import FbankExtractor
 
@@ -158,6 +175,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         self.frames = frames
         self.seed = seed
         self.augment = augment
+        self.spec_masks = spec_masks
         self.calls = 0
 
     def __len__(self) -> int:
@@ -179,8 +197,10 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         if not self.augment:
             return {"fbank": self.extractor(wav), "targets": targets}
         gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
-        fbank = self.extractor(augment_waveform(wav, gen))
-        return {"fbank": augment_fbank(fbank, gen, self.extractor.std), "targets": targets}
+        fbank = augment_fbank(self.extractor(augment_waveform(wav, gen)), gen, self.extractor.std)
+        if self.spec_masks:
+            fbank = mask_fbank(fbank, gen)
+        return {"fbank": fbank, "targets": targets}
 
 
 def tag_groups(tags: Sequence[str]) -> list[int]:
@@ -197,14 +217,19 @@ class EncoderClassifier(nn.Module):
     target mass from its label. A clip without a tag in a group adds nothing for that group.
     """
 
-    def __init__(self, encoder: nn.Module, num_labels: int, groups: Sequence[int] | None = None):
+    def __init__(
+        self, encoder: nn.Module, num_labels: int, groups: Sequence[int] | None = None, mixup: float = 0.0
+    ):
         super().__init__()
         self.encoder = encoder
+        self.mixup = mixup
         self.head = nn.Linear(encoder.hidden_size, num_labels)
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_cols = [[i for i, k in enumerate(groups) if k == g] for g in sorted(set(groups))]
 
     def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.training and self.mixup > 0 and targets is not None and fbank.shape[0] > 1:
+            fbank, targets = mix_batch(fbank, targets, self.mixup)
         feats = self.encoder.forward_features(fbank)  # (B, C, f, t)
         logits = self.head(feats.mean(dim=(2, 3)))  # (B, num_labels)
         out = {"logits": logits}
@@ -219,6 +244,16 @@ class EncoderClassifier(nn.Module):
                     loss = loss + ce / logits.shape[0]
             out["loss"] = loss
         return out
+
+
+def mix_batch(fbank: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (as AST and DASS are trained on AudioSet): every clip mixed with another of the batch by one
+    weight drawn from Beta(alpha, alpha) (torch's seeded generator), the targets mixed alike.
+    fbank (B, T, F), targets (B, C) -> the same shapes."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    lam = max(lam, 1.0 - lam)  # the clip keeps the larger share
+    perm = torch.randperm(fbank.shape[0], device=fbank.device)
+    return lam * fbank + (1 - lam) * fbank[perm], lam * targets + (1 - lam) * targets[perm]
 
 
 def collate_clips(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -246,18 +281,21 @@ def pretrain_encoder(
     augment: bool = False,
     balance: float = 0.0,
     group_tags: bool = False,
+    spec_masks: bool = False,
+    mixup: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: random
     level, noise and equaliser on every draw (``ClipLabelDataset``); ``balance``: draw clips with weight
     (clips of their label)^-balance (``sslalm.data.balance``); ``group_tags``: a softmax per tag group
-    (``tag_groups``) instead of one over all tags."""
+    (``tag_groups``) instead of one over all tags; ``spec_masks``: SpecAugment masks (``mask_fbank``) on the
+    augmented draws; ``mixup``: the Beta parameter of ``mix_batch`` (0: no mixup)."""
     from transformers import set_seed
 
     from sslalm.data.balance import clip_balance_weights
 
     set_seed(seed)
-    model = EncoderClassifier(encoder, len(labels), tag_groups(labels) if group_tags else None)
-    dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment)
+    model = EncoderClassifier(encoder, len(labels), tag_groups(labels) if group_tags else None, mixup=mixup)
+    dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment, spec_masks=spec_masks)
     if balance > 0:
         dataset.sample_weights = clip_balance_weights([names for _, names in clips], balance)
     logger.info(

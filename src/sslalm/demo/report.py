@@ -205,6 +205,32 @@ def _stage_steps(stage: dict) -> int:
     return int(stage.get("steps") or (stage["losses"][-1][0] if stage["losses"] else 0))
 
 
+def _encoder_regularisers(settings: dict[str, Any]) -> str:
+    """ ", mixup (Beta 0.4) and drop path / dropout 0.1" as far as the schedule uses them, else ""."""
+    parts = []
+    if settings.get("encoder_spec_masks"):
+        parts.append("SpecAugment masks")
+    if settings.get("encoder_mixup", 0) > 0:
+        parts.append(f"mixup (Beta {settings['encoder_mixup']:g})")
+    if settings.get("encoder_drop", 0) > 0:
+        parts.append(f"drop path (DASS) or dropout (AST) {settings['encoder_drop']:g}")
+    if len(parts) < 2:
+        return "".join(", " + p for p in parts)
+    return ", " + ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _frozen_encoder(settings: dict[str, Any]) -> str:
+    """ "; stages 2-4 keep the stage-0 encoder" (the stages of ``encoder_frozen_in``), else ""."""
+    stages = sorted(settings.get("encoder_frozen_in", ()))
+    if not stages:
+        return ""
+    if len(stages) == 1:
+        return f"; stage {stages[0]} keeps the stage-0 encoder as it is"
+    contiguous = stages == list(range(stages[0], stages[-1] + 1))
+    named = f"{stages[0]}-{stages[-1]}" if contiguous else ", ".join(map(str, stages))
+    return f"; stages {named} keep the stage-0 encoder as it is"
+
+
 def _stage_table(results: dict) -> str:
     rows = []
     for m in results["models"].values():
@@ -299,15 +325,17 @@ def render_markdown(results: dict) -> str:
         "AudioSet-pretrained and its Mamba Pile-pretrained): the language model learns the training split's "
         "text (question template and answer of every record, no audio), and "
         "the audio encoder learns the training clips' labels and the language of speech clips (with random "
-        "level, noise and equaliser; clips drawn label-balanced). Then "
+        f"level, noise and equaliser{_encoder_regularisers(results['settings'])}; clips drawn "
+        "label-balanced). Then "
         "the curriculum of `configs/tiny/stage1..4.yaml` runs through `sslalm.train.load_config`, as "
         "`sslalm train` runs it (the parts each stage trains are in its name). Both models get the same "
         "departures from those files, set as overrides in `sslalm.demo.recipe.stage_overrides` and measured "
         "in `docs/demo.md`: steps, batch and learning rates from the schedule; the loss on the answer only; "
         "records drawn label-balanced; "
         "from stage 2 on, the stand-in language model's own weights train beside LoRA (the paper's LM is a "
-        "pretrained 2.8B model that LoRA only steers; ours saw minutes of text); stage 2 keeps the stage-0 "
-        "encoder. The transformer differs only in its parts (AST, pooling projector, LLaMA).",
+        "pretrained 2.8B model that LoRA only steers; ours saw minutes of text)"
+        f"{_frozen_encoder(results['settings'])}. "
+        "The transformer differs only in its parts (AST, pooling projector, LLaMA).",
         "",
         _stage_table(results),
         "",
