@@ -12,7 +12,8 @@ curriculum stages (with the departures ``sslalm.demo.recipe`` explains):
 - ``pretrain_encoder``: the audio encoder (DASS or AST) learns the training clips' tags: sound-class labels
   (cross-entropy; a mixture's labels share the target mass), as DASS and AST learn AudioSet's 527 classes
   before the paper uses them, and facts such as the spoken language (with ``group_tags`` in a softmax of
-  their own, else in the labels').
+  their own, else in the labels'); with mixup (``mix_batch``) and, through its config, the encoder's own
+  drop path or dropout, as both are trained on AudioSet, so that it learns sounds rather than its sources.
 
 Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages). The
 language model is built by ``sslalm.models.lalm.build_language_model`` and saved with its own
@@ -138,11 +139,12 @@ def augment_fbank(fbank: torch.Tensor, generator: torch.Generator, std: float) -
     return fbank + db * (math.log(10) / 10) / (2 * std)  # dB of power -> the extractor's normalised units
 
 
-def mask_fbank(fbank: torch.Tensor, generator: torch.Generator, max_bins: int = 24, max_frames: int = 48):
+def mask_fbank(
+    fbank: torch.Tensor, generator: torch.Generator, max_bins: int = 24, max_frames: int = 48
+) -> torch.Tensor:
     """SpecAugment: two frequency bands of up to ``max_bins`` bins and two time spans of up to ``max_frames``
     frames set to the mean (0 in normalised units), as AST and DASS are trained. (T, F) -> (T, F)"""
     out = fbank.clone()
-    t, f = out.shape
     for size, axis in ((max_bins, 1), (max_bins, 1), (max_frames, 0), (max_frames, 0)):
         n = out.shape[axis]
         width = int(torch.randint(0, min(size, n) + 1, (1,), generator=generator))
@@ -156,7 +158,7 @@ def mask_fbank(fbank: torch.Tensor, generator: torch.Generator, max_bins: int = 
 
 class ClipLabelDataset(torch.utils.data.Dataset):
     """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops; with
-    ``augment``, random level, noise and equaliser, seeded per draw)."""
+    ``augment``, random level, noise and equaliser, seeded per draw, and with ``spec_masks`` SpecAugment)."""
 
     def __init__(
         self,
