@@ -206,7 +206,8 @@ def _stage_steps(stage: dict) -> int:
 
 
 def _encoder_regularisers(settings: dict[str, Any]) -> str:
-    """ ", mixup (Beta 0.4) and drop path / dropout 0.1" as far as the schedule uses them, else ""."""
+    """The stage-0 encoder's regularisers the schedule uses, as a clause to append (``", mixup (Beta 0.4) and
+    drop path (DASS) or dropout (AST) 0.1"``), or ``""``."""
     parts = []
     if settings.get("encoder_spec_masks"):
         parts.append("SpecAugment masks")
