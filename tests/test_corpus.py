@@ -165,6 +165,26 @@ def test_plan_splits_are_disjoint_at_default_scale():
     assert any(p["kind"] == "event" and p["event"] == "phone" for p in plan)
 
 
+def test_held_out_size_keeps_val_and_test_and_adds_training_clips():
+    """A larger corpus with the same ``held_out_size`` has the smaller one's val and test clip for clip and
+    its training clips besides others; the build config (the reuse hash) names it only when it matters."""
+    from sslalm.data.corpus.builder import build_config
+
+    res = find_resources(allow_download=False)
+    small = make_plan(res, 600, seed=3)
+    large = make_plan(res, 1500, seed=3, held_out_size=600)
+    assert len(large) == 1500
+    assert [p for p in large if p["split"] != "train"] == [p for p in small if p["split"] != "train"]
+    train = {p["id"]: p for p in large if p["split"] == "train"}
+    assert len(train) > 1500 - 2 * 0.15 * 600
+    assert all(train.get(p["id"]) == p for p in small if p["split"] == "train")
+    assert build_config(res, 600, 3, 600) == build_config(res, 600, 3)
+    assert build_config(res, 1500, 3, 600) != build_config(res, 1500, 3)
+    for bad in (0, 601):
+        with pytest.raises(ValueError, match="held_out_size"):
+            make_plan(res, 600, seed=3, held_out_size=bad)
+
+
 def test_instruments_are_drawn_from_every_installed_soundfont(monkeypatch):
     """Several soundfonts: each instrument clip names one, all are used, the clip's notes stay the same;
     SSLALM_SOUNDFONT pins one file, used alone."""

@@ -473,6 +473,7 @@ def prepare_data(options: DemoOptions, say) -> DemoData:
     corpus = build_corpus(
         options.corpus_dir,
         size=s.corpus_size,
+        held_out_size=s.corpus_held_out,
         seed=options.seed,
         workers=options.workers,
         progress=options.progress,

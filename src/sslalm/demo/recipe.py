@@ -43,7 +43,7 @@ class Schedule:
     """Sizes of one demo run (``full`` or ``quick``)."""
 
     name: str
-    corpus_size: int
+    corpus_size: int  # clips of the corpus
     frames: int  # training crop and shortest inference input, in 10 ms frames
     vocab_size: int  # byte-level BPE trained on the training split's text
     lm_steps: int  # stage 0: language model on the training text
@@ -65,6 +65,7 @@ class Schedule:
     encoder_spec_masks: bool = False  # stage-0 encoder: SpecAugment masks on the augmented draws
     encoder_mixup: float = 0.0  # stage-0 encoder: mixup's Beta parameter (0: no mixup)
     encoder_drop: float = 0.0  # from stage 0 on: DASS's drop-path rate, AST's hidden dropout
+    corpus_held_out: int | None = None  # val and test as in a corpus of this size; the rest trains
     model_size: str = "base"  # MODEL_SIZES: widths of both models
     balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power
     loss_per_example: bool = False  # stages 1-4: every record weighs the same in the loss, not every token

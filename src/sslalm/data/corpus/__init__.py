@@ -9,7 +9,8 @@ closed-ended (label, caption, order, count) and open-ended questions written fro
 it. Splits share no voice, note, recording or seed (``plan.py``).
 
 Python: ``build_corpus(out_dir, size=3000, seed=0, workers=2) -> CorpusInfo``.
-Command line: ``sslalm corpus build --out DIR [--size N] [--seed S] [--workers W] [--sources a,b]``.
+Command line: ``sslalm corpus build --out DIR [--size N] [--held-out-size M] [--seed S] [--workers W]
+[--sources a,b]``.
 
 Modules: ``inventory`` (what: languages, voices, instruments, recordings, licences), ``resources`` (what
 this machine has), ``plan`` (splits and clip specs), ``midi`` and ``tools`` (file formats and tool calls),
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--size", type=int, default=DEFAULT_SIZE, help=f"number of clips (default: {DEFAULT_SIZE})"
     )
+    b.add_argument(
+        "--held-out-size",
+        type=int,
+        default=None,
+        help="val and test as in a corpus of this many clips, clip for clip; the rest trains "
+        "(default: --size)",
+    )
     b.add_argument("--seed", type=int, default=0, help="build seed: same seed, same corpus (default: 0)")
     b.add_argument("--workers", type=int, default=2, help="rendering processes (default: 2)")
     b.add_argument(
@@ -69,6 +77,7 @@ def run_cli(args: argparse.Namespace) -> int:
         info = build_corpus(
             args.out,
             size=args.size,
+            held_out_size=args.held_out_size,
             seed=args.seed,
             workers=args.workers,
             sources=sources,

@@ -122,11 +122,13 @@ def _render_to_file(job: tuple[dict, str]) -> tuple[str, dict | None, str]:
 # ---------------------------------------------------------------- config and reuse
 
 
-def build_config(res: Resources, size: int, seed: int) -> dict:
+def build_config(res: Resources, size: int, seed: int, held_out_size: int | None = None) -> dict:
     """Everything the output depends on; its hash decides whether an existing folder can be reused."""
+    held = {} if held_out_size in (None, size) else {"held_out_size": held_out_size}  # old hashes stay
     return {
         "build_version": BUILD_VERSION,
         "size": size,
+        **held,
         "seed": seed,
         "sources": res.sources,
         "tool_versions": res.versions,
@@ -350,10 +352,12 @@ def build_corpus(
     allow_download: bool = True,
     force: bool = False,
     progress: bool = True,
+    held_out_size: int | None = None,
 ) -> CorpusInfo:
     """Build (or reuse) the local corpus in ``out_dir`` and return where everything is.
 
-    ``size`` clips split 80/10/10 per kind; ``sources`` restricts to some of ``resources.SOURCES``;
+    ``size`` clips split 80/10/10 per kind, or with ``held_out_size`` val and test as in a corpus of that
+    size (clip for clip) and the rest in train; ``sources`` restricts to some of ``resources.SOURCES``;
     missing tools or files skip their source with a warning. Same arguments on the same machine give
     byte-identical records and audio.
     """
@@ -362,7 +366,7 @@ def build_corpus(
         raise ValueError(f"size must be positive, got {size}")
     out = Path(out_dir)
     res = find_resources(sources, Path(cache_dir) if cache_dir else None, allow_download)
-    config = build_config(res, size, seed)
+    config = build_config(res, size, seed, held_out_size)
     digest = config_hash(config)
     if not force and (existing := _load_existing(out, digest)) is not None:
         logger.info("reusing the corpus in %s (config %s)", out, digest)
@@ -370,7 +374,7 @@ def build_corpus(
     if out.exists() and any(out.iterdir()) and not (out / "build.json").is_file():
         raise FileExistsError(f"{out} exists and is not an sslalm corpus; choose another --out")
 
-    plan = make_plan(res, size, seed)
+    plan = make_plan(res, size, seed, held_out_size)
     tmp = out.parent / f".{out.name}.building"
     if tmp.exists():
         shutil.rmtree(tmp)

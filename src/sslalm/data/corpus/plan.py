@@ -430,20 +430,34 @@ def _pool_has(kind: str, pool: dict) -> bool:
     return True
 
 
-def make_plan(res: Resources, size: int, seed: int) -> list[dict]:
-    """``size`` clip specs over the usable kinds, each with ``id``, ``split`` and ``seed``."""
-    pools = assign_splits(res, seed)
-    kinds = available_kinds(res)
+def _kind_counts(kinds: list[str], size: int) -> dict[str, int]:
+    """``size`` clips shared among ``kinds`` by ``KIND_WEIGHTS`` (largest remainders get the rest)."""
     weights = {k: KIND_WEIGHTS[k] for k in kinds}
     total = sum(weights.values())
     raw = {k: size * w / total for k, w in weights.items()}
     counts = {k: int(v) for k, v in raw.items()}
     for k in sorted(raw, key=lambda k: (counts[k] - raw[k], k))[: size - sum(counts.values())]:
         counts[k] += 1
+    return counts
+
+
+def make_plan(res: Resources, size: int, seed: int, held_out_size: int | None = None) -> list[dict]:
+    """``size`` clip specs over the usable kinds, each with ``id``, ``split`` and ``seed``.
+
+    val and test get ``HELD_OUT`` of each kind's clips of a corpus of ``held_out_size`` clips (default:
+    ``size``) and train the rest, so a larger corpus with the same ``held_out_size`` keeps val and test clip
+    for clip (a clip's spec depends on its split, kind and index only) and adds training clips.
+    """
+    if held_out_size is not None and not 0 < held_out_size <= size:
+        raise ValueError(f"held_out_size must be in 1..size ({size}), got {held_out_size}")
+    pools = assign_splits(res, seed)
+    kinds = available_kinds(res)
+    counts = _kind_counts(kinds, size)
+    held = _kind_counts(kinds, held_out_size or size)
     specs = []
     for kind in kinds:
         n = counts[kind]
-        per_split = {"val": round(HELD_OUT * n), "test": round(HELD_OUT * n)}
+        per_split = {"val": round(HELD_OUT * held[kind]), "test": round(HELD_OUT * held[kind])}
         per_split["train"] = n - per_split["val"] - per_split["test"]
         for s in ("val", "test"):  # a split without this kind's sources gives its clips to train
             if not _pool_has(kind, pools[s]):
