@@ -241,15 +241,45 @@ def test_encoder_augmentation_is_seeded_and_changes_level_noise_and_spectrum():
     assert f1.shape == (50, 128) and torch.equal(f1[0], f1[-1])  # one curve for every frame
     db = f1[0] * 2 * 4.5 / (math.log(10) / 10)
     assert db.abs().max() <= 14.0 + 1e-4  # tilt of at most 6 dB plus a bump of at most 8 dB
+    for seed in range(8):  # without noise only the level changes, by at most 6 dB
+        loud = wav.abs() > 0.1
+        gain = augment_waveform(wav, torch.Generator().manual_seed(seed), noise=False)[loud] / wav[loud]
+        assert torch.allclose(gain, gain[0].expand_as(gain)) and 0.5 < float(gain[0]) < 2.0
+
+
+def test_encoder_dataset_switches_noise_and_equaliser_off(tmp_path):
+    import soundfile as sf
+
+    from sslalm.audio import FbankExtractor
+    from sslalm.demo.pretrain import ClipLabelDataset
+
+    wav = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)  # energy in every bin
+    sf.write(tmp_path / "a.wav", wav, 16000)
+    clips = [(str(tmp_path / "a.wav"), ["tone"])]
+    plain = FbankExtractor(target_length=100)(torch.from_numpy(wav))
+
+    def bends(**switches) -> float:  # the most six draws bend the spectrum (std of the change, no padding)
+        data = ClipLabelDataset(clips, ["tone"], 100, augment=True, **switches)
+        return max(float((data[0]["fbank"] - plain)[:90].std()) for _ in range(6))
+
+    assert bends(noise=False, eq=False) < 0.03  # a level change adds about one constant to every value
+    assert bends(noise=False) > 0.06  # the equaliser tilts and bumps it
 
 
 def test_report_states_the_encoder_departures_the_schedule_makes():
-    from sslalm.demo.report import _encoder_regularisers, _frozen_encoder
+    from sslalm.demo.report import _encoder_recipe, _frozen_encoder
 
-    assert _encoder_regularisers({}) == "" and _frozen_encoder({"encoder_frozen_in": []}) == ""
-    assert _encoder_regularisers({"encoder_mixup": 0.4}) == ", mixup (Beta 0.4)"
-    both = _encoder_regularisers({"encoder_mixup": 0.4, "encoder_drop": 0.1})
-    assert both == ", mixup (Beta 0.4) and drop path (DASS) or dropout (AST) 0.1"
+    assert _encoder_recipe({"encoder_augment": False}) == ""
+    assert _frozen_encoder({"encoder_frozen_in": []}) == ""
+    assert _encoder_recipe({}) == " (with random level, noise and equaliser)"  # results of older runs
+    assert _encoder_recipe({"encoder_augment": False, "encoder_mixup": 0.4}) == " (with mixup (Beta 0.4))"
+    settings = {"encoder_eq": False, "encoder_mixup": 0.4, "encoder_drop": 0.1, "encoder_balance": 0.5}
+    assert _encoder_recipe(settings) == (
+        " (with random level and noise, mixup (Beta 0.4) and drop path (DASS) or dropout (AST) 0.1;"
+        " clips drawn label-balanced)"
+    )
+    level = {"encoder_noise": False, "encoder_eq": False, "encoder_augment": True, "encoder_balance": 0.5}
+    assert _encoder_recipe(level) == " (with random level; clips drawn label-balanced)"
     assert _frozen_encoder({"encoder_frozen_in": [2]}) == "; stage 2 keeps the stage-0 encoder as it is"
     four = _frozen_encoder({"encoder_frozen_in": [4, 2, 3]})
     assert four == "; stages 2-4 keep the stage-0 encoder as it is"

@@ -236,6 +236,8 @@ def pretrain_stage0(
                 group_tags=s.encoder_tag_groups,
                 spec_masks=s.encoder_spec_masks,
                 mixup=s.encoder_mixup,
+                noise=s.encoder_noise,
+                eq=s.encoder_eq,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())

@@ -113,11 +113,12 @@ def pretrain_language_model(
 # ---------------------------------------------------------------------------------------------- the encoder
 
 
-def augment_waveform(wav: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random level (+-6 dB) and, half the time, white or pink-ish noise at 10-40 dB SNR. (N,) -> (N,)"""
+def augment_waveform(wav: torch.Tensor, generator: torch.Generator, noise: bool = True) -> torch.Tensor:
+    """Random level (+-6 dB) and, with ``noise``, half the time white or pink-ish noise at 10-40 dB SNR.
+    (N,) -> (N,)"""
     u = torch.rand(4, generator=generator)
     out = wav * 10 ** ((u[0] * 12 - 6) / 20)
-    if u[1] < 0.5:
+    if noise and u[1] < 0.5:
         noise = torch.randn(wav.shape, generator=generator)
         if u[2] < 0.5:  # a first-order low-pass tilts white noise towards pink
             noise = torch.cumsum(noise, 0)
@@ -158,7 +159,8 @@ def mask_fbank(
 
 class ClipLabelDataset(torch.utils.data.Dataset):
     """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops; with
-    ``augment``, random level, noise and equaliser, seeded per draw, and with ``spec_masks`` SpecAugment)."""
+    ``augment``, a random level, seeded per draw, with noise if ``noise``, an equaliser if ``eq`` and
+    SpecAugment if ``spec_masks``)."""
 
     def __init__(
         self,
@@ -168,6 +170,8 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         seed: int = 0,
         augment: bool = False,
         spec_masks: bool = False,
+        noise: bool = True,
+        eq: bool = True,
     ):
         from sslalm.audio import FbankExtractor
 
@@ -178,6 +182,8 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.augment = augment
         self.spec_masks = spec_masks
+        self.noise = noise
+        self.eq = eq
         self.calls = 0
 
     def __len__(self) -> int:
@@ -199,7 +205,9 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         if not self.augment:
             return {"fbank": self.extractor(wav), "targets": targets}
         gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
-        fbank = augment_fbank(self.extractor(augment_waveform(wav, gen)), gen, self.extractor.std)
+        fbank = self.extractor(augment_waveform(wav, gen, self.noise))
+        if self.eq:
+            fbank = augment_fbank(fbank, gen, self.extractor.std)
         if self.spec_masks:
             fbank = mask_fbank(fbank, gen)
         return {"fbank": fbank, "targets": targets}
@@ -285,19 +293,24 @@ def pretrain_encoder(
     group_tags: bool = False,
     spec_masks: bool = False,
     mixup: float = 0.0,
+    noise: bool = True,
+    eq: bool = True,
 ) -> dict[str, Any]:
-    """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: random
-    level, noise and equaliser on every draw (``ClipLabelDataset``); ``balance``: draw clips with weight
-    (clips of their label)^-balance (``sslalm.data.balance``); ``group_tags``: a softmax per tag group
-    (``tag_groups``) instead of one over all tags; ``spec_masks``: SpecAugment masks (``mask_fbank``) on the
-    augmented draws; ``mixup``: the Beta parameter of ``mix_batch`` (0: no mixup)."""
+    """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
+    level on every draw, with noise if ``noise`` and an equaliser if ``eq`` (``ClipLabelDataset``);
+    ``balance``: draw clips with weight (clips of their label)^-balance (``sslalm.data.balance``);
+    ``group_tags``: a softmax per tag group (``tag_groups``) instead of one over all tags; ``spec_masks``:
+    SpecAugment masks (``mask_fbank``) on the augmented draws; ``mixup``: the Beta parameter of
+    ``mix_batch`` (0: no mixup)."""
     from transformers import set_seed
 
     from sslalm.data.balance import clip_balance_weights
 
     set_seed(seed)
     model = EncoderClassifier(encoder, len(labels), tag_groups(labels) if group_tags else None, mixup=mixup)
-    dataset = ClipLabelDataset(clips, labels, frames, seed, augment=augment, spec_masks=spec_masks)
+    dataset = ClipLabelDataset(
+        clips, labels, frames, seed, augment=augment, spec_masks=spec_masks, noise=noise, eq=eq
+    )
     if balance > 0:
         dataset.sample_weights = clip_balance_weights([names for _, names in clips], balance)
     logger.info(

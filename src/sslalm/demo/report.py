@@ -205,19 +205,33 @@ def _stage_steps(stage: dict) -> int:
     return int(stage.get("steps") or (stage["losses"][-1][0] if stage["losses"] else 0))
 
 
-def _encoder_regularisers(settings: dict[str, Any]) -> str:
-    """The stage-0 encoder's regularisers the schedule uses, as a clause to append (``", mixup (Beta 0.4) and
-    drop path (DASS) or dropout (AST) 0.1"``), or ``""``."""
+def _encoder_recipe(settings: dict[str, Any]) -> str:
+    """How the schedule trains the stage-0 encoder, as a parenthesis to append (``" (with random level and
+    noise, mixup (Beta 0.4) and drop path (DASS) or dropout (AST) 0.1; clips drawn label-balanced)"``),
+    or ``""``. Settings missing from older results take the defaults they had then (augmentation on)."""
     parts = []
+    if settings.get("encoder_augment", True):
+        kinds = ["random level"]
+        if settings.get("encoder_noise", True):
+            kinds.append("noise")
+        if settings.get("encoder_eq", True):
+            kinds.append("equaliser")
+        parts.append(_and(kinds))
     if settings.get("encoder_spec_masks"):
         parts.append("SpecAugment masks")
     if settings.get("encoder_mixup", 0) > 0:
         parts.append(f"mixup (Beta {settings['encoder_mixup']:g})")
     if settings.get("encoder_drop", 0) > 0:
         parts.append(f"drop path (DASS) or dropout (AST) {settings['encoder_drop']:g}")
-    if len(parts) < 2:
-        return "".join(", " + p for p in parts)
-    return ", " + ", ".join(parts[:-1]) + " and " + parts[-1]
+    text = "with " + _and(parts) if parts else ""
+    if settings.get("encoder_balance", 0) > 0:
+        text += ("; " if text else "") + "clips drawn label-balanced"
+    return f" ({text})" if text else ""
+
+
+def _and(parts: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _frozen_encoder(settings: dict[str, Any]) -> str:
@@ -325,9 +339,8 @@ def render_markdown(results: dict) -> str:
         "No pretrained weights exist offline, so a stage 0 stands in for pretraining (the paper's DASS is "
         "AudioSet-pretrained and its Mamba Pile-pretrained): the language model learns the training split's "
         "text (question template and answer of every record, no audio), and "
-        "the audio encoder learns the training clips' labels and the language of speech clips (with random "
-        f"level, noise and equaliser{_encoder_regularisers(results['settings'])}; clips drawn "
-        "label-balanced). Then "
+        "the audio encoder learns the training clips' labels and the language of speech clips"
+        f"{_encoder_recipe(results['settings'])}. Then "
         "the curriculum of `configs/tiny/stage1..4.yaml` runs through `sslalm.train.load_config`, as "
         "`sslalm train` runs it (the parts each stage trains are in its name). Both models get the same "
         "departures from those files, set as overrides in `sslalm.demo.recipe.stage_overrides` and measured "
