@@ -119,13 +119,13 @@ def augment_waveform(wav: torch.Tensor, generator: torch.Generator, noise: bool 
     u = torch.rand(4, generator=generator)
     out = wav * 10 ** ((u[0] * 12 - 6) / 20)
     if noise and u[1] < 0.5:
-        noise = torch.randn(wav.shape, generator=generator)
+        hiss = torch.randn(wav.shape, generator=generator)
         if u[2] < 0.5:  # a first-order low-pass tilts white noise towards pink
-            noise = torch.cumsum(noise, 0)
-            noise = noise - torch.linspace(0, 1, noise.numel()) * noise[-1]
+            hiss = torch.cumsum(hiss, 0)
+            hiss = hiss - torch.linspace(0, 1, hiss.numel()) * hiss[-1]
         snr_db = 10 + 30 * u[3]
-        p_sig, p_noise = out.pow(2).mean(), noise.pow(2).mean().clamp(min=1e-12)
-        out = out + noise * torch.sqrt(p_sig / (p_noise * 10 ** (snr_db / 10)))
+        p_sig, p_hiss = out.pow(2).mean(), hiss.pow(2).mean().clamp(min=1e-12)
+        out = out + hiss * torch.sqrt(p_sig / (p_hiss * 10 ** (snr_db / 10)))
     return out
 
 
