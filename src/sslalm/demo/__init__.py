@@ -63,8 +63,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.size < 100:
             print("sslalm demo: error: --size must be at least 100 clips")
             return 2
-        held = min(schedule.corpus_held_out or args.size, args.size)  # val and test never outgrow the corpus
-        schedule = dataclasses.replace(schedule, corpus_size=args.size, corpus_held_out=held)
+        schedule = dataclasses.replace(schedule, corpus_size=args.size)
     threads = args.threads or max(1, min(2, os.cpu_count() or 1))
     options = DemoOptions(
         out_dir=Path(args.out),

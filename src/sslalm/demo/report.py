@@ -209,6 +209,8 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
     """How the schedule trains the stage-0 encoder, as a parenthesis to append (``" (with random level and
     noise, mixup (Beta 0.4) and drop path (DASS) or dropout (AST) 0.1; clips drawn label-balanced)"``),
     or ``""``. Settings missing from older results take the defaults they had then (augmentation on)."""
+    from sslalm.data.corpus.questions import join_and
+
     parts = []
     if settings.get("encoder_augment", True):
         kinds = ["random level"]
@@ -216,22 +218,17 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
             kinds.append("noise")
         if settings.get("encoder_eq", True):
             kinds.append("equaliser")
-        parts.append(_and(kinds))
+        parts.append(join_and(kinds))
     if settings.get("encoder_spec_masks"):
         parts.append("SpecAugment masks")
     if settings.get("encoder_mixup", 0) > 0:
         parts.append(f"mixup (Beta {settings['encoder_mixup']:g})")
     if settings.get("encoder_drop", 0) > 0:
         parts.append(f"drop path (DASS) or dropout (AST) {settings['encoder_drop']:g}")
-    text = "with " + _and(parts) if parts else ""
+    text = "with " + join_and(parts) if parts else ""
     if settings.get("encoder_balance", 0) > 0:
         text += ("; " if text else "") + "clips drawn label-balanced"
     return f" ({text})" if text else ""
-
-
-def _and(parts: list[str]) -> str:
-    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _frozen_encoder(settings: dict[str, Any]) -> str:

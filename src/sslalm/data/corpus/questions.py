@@ -86,7 +86,8 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _join(items: list[str]) -> str:
+def join_and(items: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"`` (the report's sentences use it too)."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -494,7 +495,7 @@ def _sequence_questions(m: dict, rng: random.Random) -> list[tuple[str, str, str
         (
             "open_events",
             "What sounds can you hear?",
-            f"{_cap(_num(len(ev)))} sounds, one after another: " + _join([e["phrase"] for e in ev]) + ".",
+            f"{_cap(_num(len(ev)))} sounds, one after another: " + join_and([e["phrase"] for e in ev]) + ".",
         ),
     ]
 
