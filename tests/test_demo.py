@@ -266,6 +266,53 @@ def test_encoder_dataset_switches_noise_and_equaliser_off(tmp_path):
     assert bends(noise=False) > 0.06  # the equaliser tilts and bumps it
 
 
+def test_speed_change_scales_pitch_and_length_together():
+    from sslalm.demo.pretrain import change_speed
+
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * math.pi * 440 * t)
+    for factor in (0.9, 1.1):
+        out = change_speed(tone, factor)
+        assert abs(out.numel() - 16000 / factor) <= 2
+        peak = float(torch.fft.rfft(out).abs().argmax()) * 16000 / out.numel()  # Hz
+        assert abs(peak - 440 * factor) < 3
+    assert change_speed(tone, 1.0) is tone
+
+
+def test_encoder_dataset_speed_draws_are_seeded_bounded_and_keep_the_crop(tmp_path):
+    import soundfile as sf
+
+    from sslalm.demo.pretrain import ClipLabelDataset
+
+    t = np.arange(3 * 16000) / 16000
+    sf.write(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 500 * t)).astype(np.float32), 16000)
+    clips = [(str(tmp_path / "a.wav"), ["tone"])]
+
+    def draws(speed: float) -> list[torch.Tensor]:
+        data = ClipLabelDataset(
+            clips, ["tone"], 100, seed=3, augment=True, noise=False, eq=False, speed=speed
+        )
+        return [data[0]["fbank"] for _ in range(8)]
+
+    fast = draws(0.1)
+    assert all(f.shape == (100, 128) for f in fast)
+    assert all(torch.equal(a, b) for a, b in zip(fast, draws(0.1)))  # seeded per draw
+    peaks = {int(f[10:90].mean(0).argmax()) for f in fast}  # the tone's mel bin moves with the speed
+    assert len(peaks) > 1
+    assert {int(f[10:90].mean(0).argmax()) for f in draws(0.0)} == {peaks_at_500 := _mel_bin_of(500.0)}
+    assert all(abs(p - peaks_at_500) <= 3 for p in peaks)  # within +-10 % of 500 Hz: +-2 bins
+    with pytest.raises(ValueError, match="speed"):
+        ClipLabelDataset(clips, ["tone"], 100, speed=0.6)
+
+
+def _mel_bin_of(hz: float) -> int:
+    """The log-mel bin of the extractor's 128 where a pure tone of ``hz`` peaks."""
+    from sslalm.audio import FbankExtractor
+
+    t = torch.arange(16000) / 16000
+    return int(FbankExtractor(target_length=100)(torch.sin(2 * math.pi * hz * t))[10:90].mean(0).argmax())
+
+
 def test_report_states_the_encoder_departures_the_schedule_makes():
     from sslalm.demo.report import _encoder_recipe, _frozen_encoder
 
@@ -280,6 +327,9 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
     )
     level = {"encoder_noise": False, "encoder_eq": False, "encoder_augment": True, "encoder_balance": 0.5}
     assert _encoder_recipe(level) == " (with random level; clips drawn label-balanced)"
+    assert _encoder_recipe({**level, "encoder_speed": 0.1}) == (
+        " (with random level and speed (x0.9-1.1); clips drawn label-balanced)"
+    )
     assert _frozen_encoder({"encoder_frozen_in": [2]}) == "; stage 2 keeps the stage-0 encoder as it is"
     four = _frozen_encoder({"encoder_frozen_in": [4, 2, 3]})
     assert four == "; stages 2-4 keep the stage-0 encoder as it is"

@@ -238,6 +238,7 @@ def pretrain_stage0(
                 mixup=s.encoder_mixup,
                 noise=s.encoder_noise,
                 eq=s.encoder_eq,
+                speed=s.encoder_speed,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())

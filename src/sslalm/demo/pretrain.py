@@ -129,6 +129,18 @@ def augment_waveform(wav: torch.Tensor, generator: torch.Generator, noise: bool 
     return out
 
 
+def change_speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
+    """Play ``wav`` ``factor`` times faster: pitch and tempo both scale by ``factor`` (Kaldi's speed
+    perturbation), band-limited by soxr, so that a voice becomes a new voice a little higher or lower.
+    (N,) -> (about N / factor,)"""
+    import soxr
+
+    if factor == 1.0:
+        return wav
+    out = soxr.resample(wav.numpy().astype("float32"), 16000 * factor, 16000, quality="HQ")
+    return torch.from_numpy(out)
+
+
 def augment_fbank(fbank: torch.Tensor, generator: torch.Generator, std: float) -> torch.Tensor:
     """A random equaliser on normalised log-mel frames: a tilt and a bump of up to +-8 dB. (T, F) -> (T, F)"""
     f = fbank.shape[1]
@@ -159,8 +171,8 @@ def mask_fbank(
 
 class ClipLabelDataset(torch.utils.data.Dataset):
     """Clips with multi-hot label targets: ``{"fbank": (T, 128), "targets": (C,)}`` (random crops; with
-    ``augment``, a random level, seeded per draw, with noise if ``noise``, an equaliser if ``eq`` and
-    SpecAugment if ``spec_masks``)."""
+    ``augment``, a random level, seeded per draw, with noise if ``noise``, an equaliser if ``eq``,
+    SpecAugment if ``spec_masks`` and a speed change by a factor in ``1 +- speed`` (``change_speed``))."""
 
     def __init__(
         self,
@@ -172,9 +184,12 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         spec_masks: bool = False,
         noise: bool = True,
         eq: bool = True,
+        speed: float = 0.0,
     ):
         from sslalm.audio import FbankExtractor
 
+        if not 0.0 <= speed < 0.5:
+            raise ValueError(f"speed must lie in [0, 0.5), got {speed}")
         self.clips = list(clips)
         self.index = {lab: i for i, lab in enumerate(labels)}
         self.extractor = FbankExtractor(target_length=frames)
@@ -184,6 +199,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         self.spec_masks = spec_masks
         self.noise = noise
         self.eq = eq
+        self.speed = speed
         self.calls = 0
 
     def __len__(self) -> int:
@@ -195,8 +211,12 @@ class ClipLabelDataset(torch.utils.data.Dataset):
 
         path, names = self.clips[i]
         wav = load_audio(path)  # (N,)
-        n = self.frames * 160
         self.calls += 1  # a new window and augmentation each time the clip is drawn
+        gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
+        factor = 1.0
+        if self.augment and self.speed > 0:
+            factor = 1.0 + self.speed * (2.0 * float(torch.rand(1, generator=gen)) - 1.0)
+        n = math.ceil(self.frames * 160 * factor)  # the window that fills the crop after the speed change
         if wav.numel() > n:
             wav = crop_window(wav, n, [self.seed, i, self.calls])
         targets = torch.zeros(len(self.index))
@@ -204,8 +224,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
             targets[self.index[name]] = 1.0
         if not self.augment:
             return {"fbank": self.extractor(wav), "targets": targets}
-        gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
-        fbank = self.extractor(augment_waveform(wav, gen, self.noise))
+        fbank = self.extractor(augment_waveform(change_speed(wav, factor), gen, self.noise))
         if self.eq:
             fbank = augment_fbank(fbank, gen, self.extractor.std)
         if self.spec_masks:
@@ -295,9 +314,11 @@ def pretrain_encoder(
     mixup: float = 0.0,
     noise: bool = True,
     eq: bool = True,
+    speed: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
-    level on every draw, with noise if ``noise`` and an equaliser if ``eq`` (``ClipLabelDataset``);
+    level on every draw, with noise if ``noise``, an equaliser if ``eq`` and a speed change within
+    ``1 +- speed`` (``ClipLabelDataset``);
     ``balance``: draw clips with weight (clips of their label)^-balance (``sslalm.data.balance``);
     ``group_tags``: a softmax per tag group (``tag_groups``) instead of one over all tags; ``spec_masks``:
     SpecAugment masks (``mask_fbank``) on the augmented draws; ``mixup``: the Beta parameter of
@@ -309,7 +330,7 @@ def pretrain_encoder(
     set_seed(seed)
     model = EncoderClassifier(encoder, len(labels), tag_groups(labels) if group_tags else None, mixup=mixup)
     dataset = ClipLabelDataset(
-        clips, labels, frames, seed, augment=augment, spec_masks=spec_masks, noise=noise, eq=eq
+        clips, labels, frames, seed, augment=augment, spec_masks=spec_masks, noise=noise, eq=eq, speed=speed
     )
     if balance > 0:
         dataset.sample_weights = clip_balance_weights([names for _, names in clips], balance)

@@ -218,6 +218,8 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
             kinds.append("noise")
         if settings.get("encoder_eq", True):
             kinds.append("equaliser")
+        if settings.get("encoder_speed", 0) > 0:
+            kinds.append(f"speed (x{1 - settings['encoder_speed']:g}-{1 + settings['encoder_speed']:g})")
         parts.append(join_and(kinds))
     if settings.get("encoder_spec_masks"):
         parts.append("SpecAugment masks")
