@@ -62,7 +62,7 @@ class Schedule:
     train_on_inputs: bool = False  # loss on the answer only (LTU: on the whole text)
     tune_lm: bool = True  # stages 2-4 also train the stand-in LM's weights
     encoder_frozen_in: tuple[int, ...] = (2, 3, 4)  # stages that leave the stage-0 encoder as it is
-    encoder_augment: bool = True  # stage-0 encoder: a random gain on every draw, and with these two flags:
+    encoder_augment: bool = True  # stage-0 encoder: a random gain on every draw, and with the next three:
     encoder_noise: bool = True  # noise at a random SNR on half the draws
     encoder_eq: bool = True  # a random equaliser (tilt and bump) on the fbank
     encoder_speed: float = 0.0  # a speed (pitch and tempo) change by a factor in 1 +- this on every draw
