@@ -327,6 +327,10 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
     )
     level = {"encoder_noise": False, "encoder_eq": False, "encoder_augment": True, "encoder_balance": 0.5}
     assert _encoder_recipe(level) == " (with random level; clips drawn label-balanced)"
+    assert _encoder_recipe({**level, "encoder_pool": "mean+max"}) == (
+        " (with random level; clips drawn label-balanced; its classifier head reads the mean and the maximum"
+        " of its map)"
+    )
     assert _encoder_recipe({**level, "encoder_speed": 0.1}) == (
         " (with random level and speed (x0.9-1.1); clips drawn label-balanced)"
     )
@@ -378,6 +382,28 @@ def test_mixup_mixes_clips_and_their_targets_with_one_weight():
     model = EncoderClassifier(Mean(), 6, mixup=0.4)
     model.eval()  # no mixup at evaluation: the logits are the clips' own
     assert torch.allclose(model(fbank, targets)["logits"], model.head(fbank.mean(1)))
+
+
+def test_encoder_head_can_read_the_maximum_beside_the_mean():
+    from sslalm.demo.pretrain import EncoderClassifier
+
+    class Map(torch.nn.Module):
+        hidden_size = 4
+
+        def forward_features(self, fbank):  # (B, T, 8) -> (B, 4, 2, T)
+            b, t, _ = fbank.shape
+            return fbank.reshape(b, t, 2, 4).permute(0, 3, 2, 1)
+
+    fbank = torch.zeros(3, 10, 8)
+    fbank[0, 3, 1] = 5.0  # one cell: moves the maximum far more than the mean
+    model = EncoderClassifier(Map(), 5, pool="mean+max").eval()
+    assert model.head.in_features == 8
+    feats = Map().forward_features(fbank)
+    expect = model.head(torch.cat([feats.mean(dim=(2, 3)), feats.amax(dim=(2, 3))], dim=-1))
+    torch.testing.assert_close(model(fbank)["logits"], expect)
+    assert float(feats.amax(dim=(2, 3))[0].max()) == 5.0
+    with pytest.raises(ValueError, match="pool"):
+        EncoderClassifier(Map(), 5, pool="max")
 
 
 # ------------------------------------------------------------------------------------------- local corpus

@@ -239,6 +239,7 @@ def pretrain_stage0(
                 noise=s.encoder_noise,
                 eq=s.encoder_eq,
                 speed=s.encoder_speed,
+                pool=s.encoder_pool,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())

@@ -238,8 +238,15 @@ def tag_groups(tags: Sequence[str]) -> list[int]:
     return [names.index(t.split(": ", 1)[0]) if ": " in t else 0 for t in tags]
 
 
+POOLINGS = ("mean", "mean+max")
+
+
 class EncoderClassifier(nn.Module):
-    """An LALM's audio encoder with a mean-pooled linear head: (B, T, 128) fbank -> (B, C) logits.
+    """An LALM's audio encoder with a pooled linear head: (B, T, 128) fbank -> (B, C) logits.
+
+    ``pool``: ``"mean"`` (the encoder map's mean over frequency and time, as AST and DASS classify) or
+    ``"mean+max"`` (the mean and the maximum side by side, so that a short event or a note's attack counts
+    as much as a long one).
 
     ``groups`` (one index per column, ``tag_groups``) splits the columns into separate softmaxes: sound
     labels in one, each fact (the spoken language) in its own, so that a speech clip's language does not take
@@ -247,12 +254,20 @@ class EncoderClassifier(nn.Module):
     """
 
     def __init__(
-        self, encoder: nn.Module, num_labels: int, groups: Sequence[int] | None = None, mixup: float = 0.0
+        self,
+        encoder: nn.Module,
+        num_labels: int,
+        groups: Sequence[int] | None = None,
+        mixup: float = 0.0,
+        pool: str = "mean",
     ):
         super().__init__()
+        if pool not in POOLINGS:
+            raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
         self.encoder = encoder
         self.mixup = mixup
-        self.head = nn.Linear(encoder.hidden_size, num_labels)
+        self.pool = pool
+        self.head = nn.Linear(encoder.hidden_size * (2 if pool == "mean+max" else 1), num_labels)
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_cols = [[i for i, k in enumerate(groups) if k == g] for g in sorted(set(groups))]
 
@@ -260,7 +275,10 @@ class EncoderClassifier(nn.Module):
         if self.training and self.mixup > 0 and targets is not None and fbank.shape[0] > 1:
             fbank, targets = mix_batch(fbank, targets, self.mixup)
         feats = self.encoder.forward_features(fbank)  # (B, C, f, t)
-        logits = self.head(feats.mean(dim=(2, 3)))  # (B, num_labels)
+        pooled = feats.mean(dim=(2, 3))  # (B, C)
+        if self.pool == "mean+max":
+            pooled = torch.cat([pooled, feats.amax(dim=(2, 3))], dim=-1)  # (B, 2C)
+        logits = self.head(pooled)  # (B, num_labels)
         out = {"logits": logits}
         if targets is not None:  # soft-target cross-entropy per group: a clip's labels share its mass
             loss = logits.new_zeros(())
@@ -315,6 +333,7 @@ def pretrain_encoder(
     noise: bool = True,
     eq: bool = True,
     speed: float = 0.0,
+    pool: str = "mean",
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
     level on every draw, with noise if ``noise``, an equaliser if ``eq`` and a speed change within
@@ -322,13 +341,16 @@ def pretrain_encoder(
     ``balance``: draw clips with weight (clips of their label)^-balance (``sslalm.data.balance``);
     ``group_tags``: a softmax per tag group (``tag_groups``) instead of one over all tags; ``spec_masks``:
     SpecAugment masks (``mask_fbank``) on the augmented draws; ``mixup``: the Beta parameter of
-    ``mix_batch`` (0: no mixup)."""
+    ``mix_batch`` (0: no mixup); ``pool``: how the classifier head pools the map (``EncoderClassifier``; the
+    head is dropped afterwards, only the encoder is saved)."""
     from transformers import set_seed
 
     from sslalm.data.balance import clip_balance_weights
 
     set_seed(seed)
-    model = EncoderClassifier(encoder, len(labels), tag_groups(labels) if group_tags else None, mixup=mixup)
+    model = EncoderClassifier(
+        encoder, len(labels), tag_groups(labels) if group_tags else None, mixup=mixup, pool=pool
+    )
     dataset = ClipLabelDataset(
         clips, labels, frames, seed, augment=augment, spec_masks=spec_masks, noise=noise, eq=eq, speed=speed
     )

@@ -230,6 +230,8 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
     text = "with " + join_and(parts) if parts else ""
     if settings.get("encoder_balance", 0) > 0:
         text += ("; " if text else "") + "clips drawn label-balanced"
+    if settings.get("encoder_pool", "mean") == "mean+max":
+        text += ("; " if text else "") + "its classifier head reads the mean and the maximum of its map"
     return f" ({text})" if text else ""
 
 
