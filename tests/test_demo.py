@@ -401,7 +401,9 @@ def test_encoder_head_can_read_the_maximum_beside_the_mean():
     feats = Map().forward_features(fbank)
     expect = model.head(torch.cat([feats.mean(dim=(2, 3)), feats.amax(dim=(2, 3))], dim=-1))
     torch.testing.assert_close(model(fbank)["logits"], expect)
-    assert float(feats.amax(dim=(2, 3))[0].max()) == 5.0
+    pooled = model.pooled(feats)  # the peak: 5 in the maximum half, 5 over its 20 cells in the mean half
+    assert float(pooled[0, 4:].max()) == 5.0 and float(pooled[0, :4].max()) == 5.0 / 20
+    assert EncoderClassifier(Map(), 5).pooled(feats).shape == (3, 4)
     with pytest.raises(ValueError, match="pool"):
         EncoderClassifier(Map(), 5, pool="max")
 

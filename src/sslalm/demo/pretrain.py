@@ -135,9 +135,11 @@ def change_speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
     (N,) -> (about N / factor,)"""
     import soxr
 
+    from sslalm.audio import SAMPLE_RATE
+
     if factor == 1.0:
         return wav
-    out = soxr.resample(wav.numpy().astype("float32"), 16000 * factor, 16000, quality="HQ")
+    out = soxr.resample(wav.numpy().astype("float32"), SAMPLE_RATE * factor, SAMPLE_RATE, quality="HQ")
     return torch.from_numpy(out)
 
 
@@ -212,10 +214,11 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         path, names = self.clips[i]
         wav = load_audio(path)  # (N,)
         self.calls += 1  # a new window and augmentation each time the clip is drawn
-        gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
         factor = 1.0
-        if self.augment and self.speed > 0:
-            factor = 1.0 + self.speed * (2.0 * float(torch.rand(1, generator=gen)) - 1.0)
+        if self.augment:
+            gen = torch.Generator().manual_seed(hash((self.seed, i, self.calls)) & 0x7FFFFFFF)
+            if self.speed > 0:  # no draw at speed 0: the other draws stay as they were without speed
+                factor = 1.0 + self.speed * (2.0 * float(torch.rand(1, generator=gen)) - 1.0)
         n = math.ceil(self.frames * 160 * factor)  # the window that fills the crop after the speed change
         if wav.numel() > n:
             wav = crop_window(wav, n, [self.seed, i, self.calls])
@@ -271,14 +274,17 @@ class EncoderClassifier(nn.Module):
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_cols = [[i for i, k in enumerate(groups) if k == g] for g in sorted(set(groups))]
 
+    def pooled(self, feats: torch.Tensor) -> torch.Tensor:
+        """What the head reads: (B, C, f, t) encoder map -> (B, C) mean, or (B, 2C) mean then maximum."""
+        mean = feats.mean(dim=(2, 3))
+        if self.pool == "mean":
+            return mean
+        return torch.cat([mean, feats.amax(dim=(2, 3))], dim=-1)
+
     def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.training and self.mixup > 0 and targets is not None and fbank.shape[0] > 1:
             fbank, targets = mix_batch(fbank, targets, self.mixup)
-        feats = self.encoder.forward_features(fbank)  # (B, C, f, t)
-        pooled = feats.mean(dim=(2, 3))  # (B, C)
-        if self.pool == "mean+max":
-            pooled = torch.cat([pooled, feats.amax(dim=(2, 3))], dim=-1)  # (B, 2C)
-        logits = self.head(pooled)  # (B, num_labels)
+        logits = self.head(self.pooled(self.encoder.forward_features(fbank)))  # (B, num_labels)
         out = {"logits": logits}
         if targets is not None:  # soft-target cross-entropy per group: a clip's labels share its mass
             loss = logits.new_zeros(())

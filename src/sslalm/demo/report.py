@@ -227,12 +227,12 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
         parts.append(f"mixup (Beta {settings['encoder_mixup']:g})")
     if settings.get("encoder_drop", 0) > 0:
         parts.append(f"drop path (DASS) or dropout (AST) {settings['encoder_drop']:g}")
-    text = "with " + join_and(parts) if parts else ""
+    clauses = ["with " + join_and(parts)] if parts else []
     if settings.get("encoder_balance", 0) > 0:
-        text += ("; " if text else "") + "clips drawn label-balanced"
+        clauses.append("clips drawn label-balanced")
     if settings.get("encoder_pool", "mean") == "mean+max":
-        text += ("; " if text else "") + "its classifier head reads the mean and the maximum of its map"
-    return f" ({text})" if text else ""
+        clauses.append("its classifier head reads the mean and the maximum of its map")
+    return f" ({'; '.join(clauses)})" if clauses else ""
 
 
 def _frozen_encoder(settings: dict[str, Any]) -> str:
