@@ -241,7 +241,7 @@ def tag_groups(tags: Sequence[str]) -> list[int]:
     return [names.index(t.split(": ", 1)[0]) if ": " in t else 0 for t in tags]
 
 
-POOLINGS = ("mean", "mean+max")
+POOLINGS = {"mean": 1, "mean+max": 2}  # pooling -> the head's input width, in encoder channels
 
 
 class EncoderClassifier(nn.Module):
@@ -266,11 +266,11 @@ class EncoderClassifier(nn.Module):
     ):
         super().__init__()
         if pool not in POOLINGS:
-            raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+            raise ValueError(f"pool must be one of {tuple(POOLINGS)}, got {pool!r}")
         self.encoder = encoder
         self.mixup = mixup
         self.pool = pool
-        self.head = nn.Linear(encoder.hidden_size * (2 if pool == "mean+max" else 1), num_labels)
+        self.head = nn.Linear(encoder.hidden_size * POOLINGS[pool], num_labels)
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_cols = [[i for i, k in enumerate(groups) if k == g] for g in sorted(set(groups))]
 
