@@ -155,3 +155,49 @@ def test_crops_are_seeded_and_centred_for_eval(tmp_path, clips, tok):
     assert int(ds.crop(wave, 0)[0]) == (wave.numel() - n) // 2
     ds.crop_samples = None
     assert ds.crop(wave, 0).numel() == wave.numel()
+
+
+def test_waveform_cache_returns_what_load_audio_returns_within_its_limit(tmp_path, clips):
+    from sslalm.audio import AudioError, WaveformCache, load_audio
+
+    short, long = clips["short"], clips["long"]
+    one_clip = load_audio(long).numel() * 4
+    cache = WaveformCache(max_bytes=one_clip)  # room for the long clip or the short one, not both
+    first = cache.load(long)
+    torch.testing.assert_close(first, load_audio(long), rtol=0, atol=0)
+    first.zero_()  # the caller's copy: the cached clip is not changed
+    torch.testing.assert_close(cache.load(long), load_audio(long), rtol=0, atol=0)
+    assert (cache.hits, cache.misses, len(cache)) == (1, 1, 1)
+    cache.load(short)  # evicts the long clip
+    assert len(cache) == 1 and cache.bytes == load_audio(short).numel() * 4
+    cache.load(long)
+    assert (cache.hits, cache.misses) == (1, 3) and cache.bytes <= cache.max_bytes
+
+    clips["corrupt"].write_bytes(b"garbage")
+    for _ in range(2):  # errors are not cached
+        with pytest.raises(AudioError):
+            cache.load(clips["corrupt"])
+    assert cache.misses == 5
+    off = WaveformCache(max_bytes=0)
+    torch.testing.assert_close(off.load(short), load_audio(short), rtol=0, atol=0)
+    assert len(off) == 0 and off.bytes == 0
+    with pytest.raises(ValueError, match="max_bytes"):
+        WaveformCache(-1)
+
+
+def test_cached_and_uncached_datasets_give_the_same_examples(tmp_path, clips, tok):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_rec("audio/long.wav"), _rec("audio/short.wav"), _rec("audio/long.wav")]))
+    cached = OpenAQADataset(path, FbankExtractor(target_length=256), tok, crop_seconds=2.56)
+    plain = OpenAQADataset(
+        path, FbankExtractor(target_length=256), tok, crop_seconds=2.56, audio_cache_bytes=0
+    )
+    for epoch in range(2):
+        for ds in (cached, plain):
+            ds.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = cached[i], plain[i]
+            assert a.keys() == b.keys()
+            for k in a:
+                torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert cached.audio.hits == 4 and cached.audio.misses == 2 and len(plain.audio) == 0

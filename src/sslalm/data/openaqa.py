@@ -242,6 +242,8 @@ class OpenAQADataset(Dataset):
         check_audio: ``"exists"`` or ``"decode"`` (decode every clip up front).
         processor: an ``SSLALMProcessor`` (e.g. ``SSLALMProcessor.from_config(model.config, model.tokenizer,
             cutoff_len=...)``) instead of ``feature_extractor`` and ``tokenizer``.
+        audio_cache_bytes: decoded clips kept in memory (``sslalm.audio.WaveformCache``; 0: decode every
+            draw), since a clip's records and epochs draw it many times.
 
     The dataset's ``processor`` is also the collator of its examples (``DataLoader(collate_fn=...)``).
     """
@@ -260,7 +262,10 @@ class OpenAQADataset(Dataset):
         train_on_inputs: bool = True,
         check_audio: str = "exists",
         processor: SSLALMProcessor | None = None,
+        audio_cache_bytes: int = 1 << 30,
     ):
+        from sslalm.audio import WaveformCache
+
         if processor is None:
             if feature_extractor is None or tokenizer is None:
                 raise ValueError("pass a processor, or a feature_extractor and a tokenizer")
@@ -283,6 +288,7 @@ class OpenAQADataset(Dataset):
         self.train = train
         self.epoch = 0
         self.load_failures = 0  # clips that failed to decode at load time (in this process)
+        self.audio = WaveformCache(audio_cache_bytes)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -292,13 +298,13 @@ class OpenAQADataset(Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from sslalm.audio import AudioError, load_audio
+        from sslalm.audio import AudioError
 
         for attempt in range(len(self.records)):
             i = (index + attempt) % len(self.records)
             rec = self.records[i]
             try:
-                waveform = load_audio(rec.audio_path)  # (N,) mono float32 @ 16 kHz
+                waveform = self.audio.load(rec.audio_path)  # (N,) mono float32 @ 16 kHz
                 break
             except (AudioError, OSError) as err:
                 if self.strict:

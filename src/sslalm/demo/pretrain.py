@@ -188,7 +188,7 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         eq: bool = True,
         speed: float = 0.0,
     ):
-        from sslalm.audio import FbankExtractor
+        from sslalm.audio import FbankExtractor, WaveformCache
 
         if not 0.0 <= speed < 0.5:
             raise ValueError(f"speed must lie in [0, 0.5), got {speed}")
@@ -203,16 +203,16 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         self.eq = eq
         self.speed = speed
         self.calls = 0
+        self.audio = WaveformCache()  # each clip is drawn ~8 times in the full schedule
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from sslalm.audio import load_audio
         from sslalm.data.openaqa import crop_window
 
         path, names = self.clips[i]
-        wav = load_audio(path)  # (N,)
+        wav = self.audio.load(path)  # (N,)
         self.calls += 1  # a new window and augmentation each time the clip is drawn
         factor = 1.0
         if self.augment:
