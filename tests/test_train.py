@@ -291,6 +291,22 @@ def test_cli_maps_flags_to_config(tmp_path, monkeypatch):
     assert cfg.trainable == ["projector"] and cfg.strict_data is True
 
 
+def test_the_audio_cache_setting_reaches_the_dataset(tmp_path):
+    from sslalm.models.lalm import SSLALM, SSLALMConfig
+    from sslalm.train import build_dataset
+
+    data = write_clips(tmp_path / "data", n=2)
+    model = SSLALM(SSLALMConfig.preset("tiny-sslalm"))
+    assert build_dataset(tiny_stage(tmp_path, data), model).audio.max_bytes == 1 << 30  # 1024 MB by default
+    ds = build_dataset(tiny_stage(tmp_path, data, audio_cache_mb=0.5), model)
+    assert ds.audio.max_bytes == 1 << 19
+    ds[0], ds[1], ds[0]
+    assert (ds.audio.hits, ds.audio.misses) == (1, 2)
+    assert build_dataset(tiny_stage(tmp_path, data, audio_cache_mb=0), model).audio.max_bytes == 0
+    with pytest.raises(ValueError, match="audio_cache_mb"):
+        tiny_stage(tmp_path, data, audio_cache_mb=-1)
+
+
 # ---- training with the test double ------------------------------------------------------------------------
 
 

@@ -93,6 +93,7 @@ class StageConfig:
     logging_steps: int = _opt(10, "log every N optimizer steps")
     report_to: list[str] = _opt(factory=lambda: ["tensorboard"], help="log sinks (tensorboard, none, ...)")
     dataloader_num_workers: int = _opt(4, "data loading processes per GPU")
+    audio_cache_mb: float = _opt(1024.0, "decoded clips kept in memory, per data-loading process (0: off)")
     resume: Any = _opt(False, "true: the last checkpoint in output_dir; or a checkpoint folder")
     overwrite_output_dir: bool = _opt(False, "allow an output_dir that already has checkpoints")
     training_args: dict[str, Any] = _opt(factory=dict, help="more TrainingArguments (fsdp, deepspeed, ...)")
@@ -166,6 +167,7 @@ STAGE_SPECS: dict[str, Spec] = {
     "logging_steps": Spec("int", 1),
     "report_to": Spec("str_list"),
     "dataloader_num_workers": Spec("int", 0, 1024),
+    "audio_cache_mb": Spec("float", 0, 1 << 30),
     "overwrite_output_dir": Spec("bool"),
     "training_args": Spec("mapping"),
 }
@@ -390,6 +392,7 @@ def build_dataset(cfg: StageConfig, model: torch.nn.Module):
             train=True,
             check_audio=cfg.check_audio,
             processor=processor,
+            audio_cache_bytes=int(cfg.audio_cache_mb * 2**20),
         )
     except DatasetError as err:
         raise UserError(str(err)) from err
