@@ -18,6 +18,8 @@ from collections import OrderedDict
 
 from torch import Tensor
 
+from sslalm.audio.decode import load_audio
+
 
 class WaveformCache:
     """``load_audio`` with the last ``max_bytes`` of decoded waveforms kept in memory (least recently used
@@ -37,8 +39,6 @@ class WaveformCache:
 
     def load(self, path: str | os.PathLike) -> Tensor:
         """The decoded clip at ``path`` (mono float32 at 16 kHz, (N,)), a copy the caller owns."""
-        from sslalm.audio import load_audio
-
         key = os.fspath(path)
         wav = self._clips.get(key)
         if wav is not None:
