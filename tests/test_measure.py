@@ -41,3 +41,52 @@ def test_tables_plain_and_markdown():
         "| ours | 1.23 |",
         "| transformers | 12346 |",
     ]
+
+
+def test_an_isolated_child_exits_when_its_parent_is_killed(tmp_path):
+    """``sslalm demo`` trains in a child: killing the demo with a signal must not leave the child training."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_case.py").write_text(
+        "import os, time\n"
+        "def case(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "    return {}\n"
+    )
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import slow_case; "
+            "from sslalm.bench.common import run_isolated; "
+            f"run_isolated(slow_case.case, {str(pid_file)!r})",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as fh:  # a zombie waiting for its new parent counts as gone
+                if fh.read().split(") ", 1)[1].startswith("Z"):
+                    break
+            time.sleep(0.2)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the isolated child outlived its killed parent")
+    finally:
+        parent.kill()

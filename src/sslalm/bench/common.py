@@ -60,7 +60,22 @@ def peak_rss() -> float:
     return hwm if hwm is not None else _maxrss_mb()
 
 
-def _child(conn, fn: Callable[..., dict], args: tuple, kwargs: dict) -> None:
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Leave (exit status 1) as soon as the parent process is gone: a parent killed by a signal cannot stop
+    its children, and a training child left behind would hold the CPUs for many minutes."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _child(conn, fn: Callable[..., dict], args: tuple, kwargs: dict, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:
         before = peak_rss()
         result = fn(*args, **kwargs)
@@ -78,10 +93,11 @@ def run_isolated(fn: Callable[..., dict], *args: Any, timeout: float | None = No
 
     The dict gains ``peak_rss_mb`` (the child's peak resident memory) unless ``fn`` set it. ``fn`` must be a
     module-level function (it is pickled). Raises RuntimeError with the child's error message on failure.
+    The child exits within about a second when this process dies (killed by a signal, say) without it.
     """
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs))
+    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs, os.getpid()))
     proc.start()
     child.close()
     if not parent.poll(timeout):
