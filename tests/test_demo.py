@@ -208,6 +208,81 @@ def test_encoder_loss_has_one_softmax_per_tag_group():
     assert torch.allclose(out["loss"], expected)
 
 
+def test_a_fact_keeps_the_mass_mixup_left_it():
+    """A speech clip mixed under another at 0.3 teaches its language at 0.3; labels still share mass 1."""
+    import torch.nn.functional as F
+
+    from sslalm.demo.pretrain import EncoderClassifier, tag_groups
+
+    tags = ["female speech", "language: French", "language: Polish", "violin"]
+
+    class Flat(torch.nn.Module):
+        hidden_size = 4
+
+        def forward_features(self, fbank):
+            return fbank[:, 0, :4, None, None]
+
+    torch.manual_seed(0)
+    model = EncoderClassifier(Flat(), 4, tag_groups(tags))
+    fbank = torch.randn(2, 2, 8)
+    targets = torch.tensor([[0.3, 0, 0.3, 0.7], [0.6, 0.6, 0.4, 0.4]])  # violin over speech; two voices
+    out = model(fbank, targets)
+    logits = out["logits"]
+    label, lang = [0, 3], [1, 2]
+    expected = (
+        F.cross_entropy(logits[:, label], torch.tensor([[0.3, 0.7], [0.6, 0.4]]), reduction="sum")
+        + 0.3 * F.cross_entropy(logits[:1, lang], torch.tensor([[0.0, 1]]), reduction="sum")
+        + F.cross_entropy(logits[1:, lang], torch.tensor([[0.6, 0.4]]), reduction="sum")
+    ) / 2
+    assert torch.allclose(out["loss"], expected)
+
+
+def test_encoder_tags_take_every_speech_clips_language_from_the_manifest(tmp_path):
+    """The questions ask some clips' language; the corpus's manifest states it for all of them, speech over
+    noise included, and a clip the manifest does not describe keeps what its records say."""
+    import csv
+    import json
+
+    from sslalm.demo.pipeline import _encoder_clips
+
+    with open(tmp_path / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, ["file", "split", "kind", "meta"])
+        w.writeheader()
+        w.writerow({"file": "a.wav", "kind": "speech", "meta": json.dumps({"language": "Czech"})})
+        speech = {"language": "Dutch", "gender": "male"}
+        w.writerow({"file": "b.wav", "kind": "speech_noise", "meta": json.dumps({"speech": speech})})
+        w.writerow({"file": "c.wav", "kind": "instrument", "meta": json.dumps({"instrument": "violin"})})
+        w.writerow({"file": "d.wav", "kind": "speech", "meta": "not json"})
+    recs = [
+        {"audio_id": "a.wav", "task": "cla_label", "output": "female speech"},
+        {"audio_id": "b.wav", "task": "cla_label", "output": "male speech, white noise"},
+        {"audio_id": "c.wav", "task": "cla_label", "output": "violin"},
+        {"audio_id": "d.wav", "task": "cla_label", "output": "male speech"},
+        {"audio_id": "d.wav", "task": "open_language", "output": "The speaker is speaking Polish."},
+    ]
+    clips = _encoder_clips(recs, tmp_path)
+    assert clips == {
+        str(tmp_path / "a.wav"): ["female speech", "language: Czech"],
+        str(tmp_path / "b.wav"): ["male speech", "white noise", "language: Dutch"],
+        str(tmp_path / "c.wav"): ["violin"],
+        str(tmp_path / "d.wav"): ["male speech", "language: Polish"],
+    }
+
+
+def test_clips_with_a_fact_are_drawn_more_often():
+    from sslalm.demo.pretrain import encoder_draw_weights
+
+    tags = [["violin"], ["male speech", "language: Dutch"], ["violin"], ["male speech"]]
+    w = encoder_draw_weights(tags, 0.0, 3.0)
+    assert w == pytest.approx([4 / 6, 2.0, 4 / 6, 4 / 6]) and sum(w) == pytest.approx(4)
+    balanced = encoder_draw_weights(tags, 0.5, 1.0)  # fact_draws 1: the label balance alone
+    from sslalm.data.balance import clip_balance_weights
+
+    assert balanced == pytest.approx(clip_balance_weights(tags, 0.5))
+    with pytest.raises(ValueError, match="fact_draws"):
+        encoder_draw_weights(tags, 0.0, 0.0)
+
+
 def test_linear_probe_learns_separable_features_and_guesses_only_allowed_labels():
     from sslalm.demo.baselines import fbank_statistics, fit_probe, probe_accuracy
 
@@ -333,6 +408,10 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
     )
     assert _encoder_recipe({**level, "encoder_speed": 0.1}) == (
         " (with random level and speed (x0.9-1.1); clips drawn label-balanced)"
+    )
+    assert _encoder_recipe({**level, "encoder_fact_draws": 2.0}) == (
+        " (with random level; clips drawn label-balanced; speech clips, which teach the language, drawn 2"
+        " times as often)"
     )
     assert _frozen_encoder({"encoder_frozen_in": [2]}) == "; stage 2 keeps the stage-0 encoder as it is"
     four = _frozen_encoder({"encoder_frozen_in": [4, 2, 3]})

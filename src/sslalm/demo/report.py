@@ -230,6 +230,10 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
     clauses = ["with " + join_and(parts)] if parts else []
     if settings.get("encoder_balance", 0) > 0:
         clauses.append("clips drawn label-balanced")
+    if settings.get("encoder_fact_draws", 1.0) != 1.0:
+        clauses.append(
+            f"speech clips, which teach the language, drawn {settings['encoder_fact_draws']:g} times as often"
+        )
     if settings.get("encoder_pool", "mean") == "mean+max":
         clauses.append("its classifier head reads the mean and the maximum of its map")
     return f" ({'; '.join(clauses)})" if clauses else ""
