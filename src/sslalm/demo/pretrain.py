@@ -329,7 +329,7 @@ def encoder_draw_weights(
 ) -> list[float]:
     """(N,) stage-0 draw weights: label balance (``clip_balance_weights`` with power ``balance``), times
     ``fact_draws`` for the clips with a fact tag (``"<fact>: <value>"``), scaled to sum to N. The language is
-    learnt from speech clips alone, a quarter of the corpus's."""
+    learnt from speech clips alone, a third of the corpus's training clips."""
     from sslalm.data.balance import clip_balance_weights
 
     if fact_draws <= 0:
