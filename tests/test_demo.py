@@ -179,6 +179,15 @@ def test_encoder_tags_are_the_labels_plus_the_language_of_speech(tmp_path):
     }
 
 
+class FirstBins(torch.nn.Module):
+    """A stand-in encoder for the loss tests: features = the fbank's first 4 bins, as a (B, 4, 1, 1) map."""
+
+    hidden_size = 4
+
+    def forward_features(self, fbank):
+        return fbank[:, 0, :4, None, None]
+
+
 def test_encoder_loss_has_one_softmax_per_tag_group():
     """Labels and the language are separate softmaxes: a speech clip's label keeps its whole target mass."""
     import torch.nn.functional as F
@@ -187,15 +196,8 @@ def test_encoder_loss_has_one_softmax_per_tag_group():
 
     tags = ["female speech", "language: French", "language: Polish", "violin"]
     assert tag_groups(tags) == [0, 1, 1, 0]
-
-    class Flat(torch.nn.Module):  # features = the fbank's first 4 bins, as a (B, C, 1, 1) map
-        hidden_size = 4
-
-        def forward_features(self, fbank):
-            return fbank[:, 0, :4, None, None]
-
     torch.manual_seed(0)
-    model = EncoderClassifier(Flat(), 4, tag_groups(tags))
+    model = EncoderClassifier(FirstBins(), 4, tag_groups(tags))
     fbank = torch.randn(3, 2, 8)
     targets = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 1]])  # speech+Polish, violin, a mixture
     out = model(fbank, targets)
@@ -215,15 +217,8 @@ def test_a_fact_keeps_the_mass_mixup_left_it():
     from sslalm.demo.pretrain import EncoderClassifier, tag_groups
 
     tags = ["female speech", "language: French", "language: Polish", "violin"]
-
-    class Flat(torch.nn.Module):
-        hidden_size = 4
-
-        def forward_features(self, fbank):
-            return fbank[:, 0, :4, None, None]
-
     torch.manual_seed(0)
-    model = EncoderClassifier(Flat(), 4, tag_groups(tags))
+    model = EncoderClassifier(FirstBins(), 4, tag_groups(tags))
     fbank = torch.randn(2, 2, 8)
     targets = torch.tensor([[0.3, 0, 0.3, 0.7], [0.6, 0.6, 0.4, 0.4]])  # violin over speech; two voices
     out = model(fbank, targets)
