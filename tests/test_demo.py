@@ -248,6 +248,7 @@ def test_encoder_tags_take_every_speech_clips_language_from_the_manifest(tmp_pat
         w.writerow({"file": "b.wav", "kind": "speech_noise", "meta": json.dumps({"speech": speech})})
         w.writerow({"file": "c.wav", "kind": "instrument", "meta": json.dumps({"instrument": "violin"})})
         w.writerow({"file": "d.wav", "kind": "speech", "meta": "not json"})
+        w.writerow({"file": "c.wav", "kind": "speech", "meta": "[1, 2]"})  # JSON, but not an object
     recs = [
         {"audio_id": "a.wav", "task": "cla_label", "output": "female speech"},
         {"audio_id": "b.wav", "task": "cla_label", "output": "male speech, white noise"},

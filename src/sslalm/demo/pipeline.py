@@ -179,6 +179,8 @@ def _manifest_facts(corpus: Path) -> dict[str, dict[str, str]]:
                 meta = json.loads(row.get("meta") or "{}")
             except json.JSONDecodeError:
                 continue
+            if not isinstance(meta, dict):
+                continue
             speech = meta.get("speech") if isinstance(meta.get("speech"), dict) else meta
             stated = {n: speech[n] for n in ENCODER_FACTS if isinstance(speech.get(n), str) and speech[n]}
             if stated and row.get("file"):
