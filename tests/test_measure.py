@@ -81,9 +81,12 @@ def test_an_isolated_child_exits_when_its_parent_is_killed(tmp_path):
                 os.kill(child, 0)
             except ProcessLookupError:
                 break
-            with open(f"/proc/{child}/stat") as fh:  # a zombie waiting for its new parent counts as gone
-                if fh.read().split(") ", 1)[1].startswith("Z"):
-                    break
+            try:  # a zombie waiting for its new parent counts as gone, and so does one reaped meanwhile
+                with open(f"/proc/{child}/stat") as fh:
+                    if fh.read().split(") ", 1)[1].startswith("Z"):
+                        break
+            except FileNotFoundError:
+                break
             time.sleep(0.2)
         else:
             os.kill(child, signal.SIGKILL)

@@ -43,7 +43,7 @@ def kaldi_mel_banks(
     (float64 weights differ by up to 1.4e-5, which moves the log-mel of a pure tone on a filter's tail by up
     to 4e-4). Each bin's float32 logarithm is a float64 one rounded once, so it does not depend on the CPU's
     float32 ``log`` (one unit in the last place off for 21 of the 256 bins on an AMD EPYC); the weights then
-    match torchaudio's values pinned in ``tests/test_audio.py`` to their six decimals on every CPU tried.
+    match torchaudio's values pinned in ``tests/test_audio.py`` to their six decimals.
     """
     nyquist = sample_rate / 2
     high = high_freq + nyquist if high_freq <= 0 else high_freq

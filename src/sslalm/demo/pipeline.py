@@ -16,7 +16,6 @@ evaluation answers are resumed by the eval runner. ``force`` retrains.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -166,25 +165,17 @@ def _encoder_clips(train_records: list[dict], corpus: Path) -> dict[str, list[st
 
 
 def _manifest_facts(corpus: Path) -> dict[str, dict[str, str]]:
-    """Audio path -> the ``ENCODER_FACTS`` the local corpus's ``manifest.csv`` states for a clip: the spoken
-    language of a speech clip (``language``) or of the speech in a speech-over-noise clip (``speech``'s).
-    Empty when the corpus has no manifest (an OpenAQA download, say)."""
-    path = corpus / "manifest.csv"
-    if not path.is_file():
-        return {}
+    """Audio path -> the ``ENCODER_FACTS`` the local corpus's manifest states for a clip (``read_manifest``):
+    the spoken language of a speech clip, or of the speech in a speech-over-noise clip. Empty when the corpus
+    has no manifest (an OpenAQA download, say)."""
+    from sslalm.data.corpus.builder import read_manifest
+
     out: dict[str, dict[str, str]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                meta = json.loads(row.get("meta") or "{}")
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(meta, dict):
-                continue
-            speech = meta.get("speech") if isinstance(meta.get("speech"), dict) else meta
-            stated = {n: speech[n] for n in ENCODER_FACTS if isinstance(speech.get(n), str) and speech[n]}
-            if stated and row.get("file"):
-                out[str(corpus / row["file"])] = stated
+    for audio_id, meta in read_manifest(corpus).items():
+        speech = meta["speech"] if isinstance(meta.get("speech"), dict) else meta
+        stated = {n: speech[n] for n in ENCODER_FACTS if isinstance(speech.get(n), str) and speech[n]}
+        if stated:
+            out[str(corpus / audio_id)] = stated
     return out
 
 

@@ -235,10 +235,15 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         return {"fbank": fbank, "targets": targets}
 
 
+def is_fact_tag(tag: str) -> bool:
+    """``"<fact>: <value>"`` (the spoken language), as opposed to a plain sound label."""
+    return ": " in tag
+
+
 def tag_groups(tags: Sequence[str]) -> list[int]:
     """Group index per tag: ``"<fact>: <value>"`` tags form one group per fact, plain labels group 0."""
-    names = ["label"] + sorted({t.split(": ", 1)[0] for t in tags if ": " in t})
-    return [names.index(t.split(": ", 1)[0]) if ": " in t else 0 for t in tags]
+    names = ["label"] + sorted({t.split(": ", 1)[0] for t in tags if is_fact_tag(t)})
+    return [names.index(t.split(": ", 1)[0]) if is_fact_tag(t) else 0 for t in tags]
 
 
 POOLINGS = {"mean": 1, "mean+max": 2}  # pooling -> the head's input width, in encoder channels
@@ -335,7 +340,7 @@ def encoder_draw_weights(
     if fact_draws <= 0:
         raise ValueError(f"fact_draws must be positive, got {fact_draws}")
     weights = clip_balance_weights(clip_tags, balance)
-    raw = [w * (fact_draws if any(": " in t for t in tags) else 1.0) for w, tags in zip(weights, clip_tags)]
+    raw = [w * (fact_draws if any(map(is_fact_tag, tags)) else 1.0) for w, tags in zip(weights, clip_tags)]
     total = sum(raw)
     return [w * len(raw) / total for w in raw]
 

@@ -156,6 +156,25 @@ def _load_existing(out: Path, digest: str) -> CorpusInfo | None:
     return CorpusInfo(out_dir=out, reused=True, **info["info"])
 
 
+def read_manifest(out_dir: str | Path) -> dict[str, dict]:
+    """``manifest.csv``'s generating metadata per file: audio_id (relative to ``out_dir``) -> the clip's spec
+    as rendered (``kind``, ``language`` of speech, ``speech`` of speech over noise, ...). Rows whose metadata
+    is not a JSON object are left out; a folder without a manifest gives ``{}``."""
+    path = Path(out_dir) / "manifest.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, dict] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            try:
+                meta = json.loads(row.get("meta") or "{}")
+            except json.JSONDecodeError:
+                continue
+            if isinstance(meta, dict) and row.get("file"):
+                out[row["file"]] = meta
+    return out
+
+
 # ---------------------------------------------------------------- outputs
 
 
