@@ -141,8 +141,9 @@ def _encoder_clips(train_records: list[dict], corpus: Path) -> dict[str, list[st
 
     The paper's DASS learnt AudioSet's 527 classes, far richer than our 31 labels; the spoken language is
     the one fact the corpus asks about that no label carries, and an encoder never told it learns no feature
-    for it (the demo model named the right language in 1 answer of 10). The questions ask the language of
-    about two thirds of the speech clips, and only in the test's ten languages; the manifest knows it for all.
+    for it (the demo model named the right language in 1 answer of 10). The demo corpus's questions ask the
+    language of 464 of its 792 training clips with speech, and the fact scorer reads only the test's ten
+    languages from the answers (368 tagged); the manifest states it for all 792.
     """
     from sslalm.data.corpus.facts import FACTS, fact_of
 
