@@ -161,9 +161,10 @@ def _naive_scan_2d(op, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@pytest.mark.parametrize("layout", ["time", "channel"])
 @pytest.mark.parametrize("shape", [(2, 8, 3, 5), (1, 8, 4, 4), (1, 8, 1, 7)])
-def test_cross_scan_matches_explicit_visiting_orders(shape):
-    model = _tiny()
+def test_cross_scan_matches_explicit_visiting_orders(shape, layout):
+    model = _tiny(scan_layout=layout)
     op = model.layers[0].blocks[0].op
     with torch.no_grad():
         op.A_logs.normal_(0, 0.5)  # make direction and order matter
@@ -193,6 +194,35 @@ def test_direction_by_direction_scan_matches_grouped_scan(grad):
         a, b = grouped.forward_features(fbank), by_direction.forward_features(fbank)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert DASSConfig.small().grouped_scan_max_elements < 96 * 32 * 1500  # a 60 s clip's first stage
+
+
+@pytest.mark.parametrize("method", ["auto", "ref"])
+def test_time_major_layout_matches_channel_major_with_gradients(method):
+    """The CPU layout (time-major scan inputs, block-diagonal projections) against the GPU one, in training."""
+    time_major, channel_major = (
+        _tiny(scan_layout=layout, scan_method=method, drop_path_rate=0.0) for layout in ("time", "channel")
+    )
+    with torch.no_grad():  # decays and skips away from their init, so that every direction matters
+        for name, p in time_major.named_parameters():
+            if name.endswith(("A_logs", "Ds")):
+                p.normal_(0, 0.5)
+    channel_major.load_state_dict(time_major.state_dict())
+    fbank = torch.randn(3, 90, 128)
+    outs, grads = [], []
+    for model in (time_major, channel_major):
+        x = fbank.clone().requires_grad_(True)
+        out = model.forward_features(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out.detach())
+        grads.append([x.grad, *(p.grad for p in model.parameters())])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_scan_layout_is_checked():
+    with pytest.raises(ValueError, match="scan_layout"):
+        DASSConfig.tiny(scan_layout="diagonal")
 
 
 def test_backward_reaches_every_parameter():

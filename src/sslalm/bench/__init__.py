@@ -17,6 +17,10 @@ import json
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "gpu": ("sslalm.bench.gpu", "every GPU row (Mamba-2.8B, DASS, LLaMA-7B shapes), one JSON line per row"),
     "encoder": ("sslalm.bench.encoder", "DASS vs AST: CPU time and peak memory at 10 s, 60 s, 600 s"),
+    "encoder-train": (
+        "sslalm.bench.encoder_train",
+        "the demo's DASS training step with time-major vs channel-major scan inputs, side by side",
+    ),
     "lm": ("sslalm.bench.lm", "our Mamba LM vs transformers' Mamba and LLaMA: prefill and decode"),
     "scan": (
         "sslalm.bench.scan",

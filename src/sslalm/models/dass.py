@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 K_DIRECTIONS = 4
+SCAN_LAYOUTS = ("auto", "time", "channel")
 
 
 @dataclasses.dataclass
@@ -48,7 +49,9 @@ class DASSConfig:
     :func:`sslalm.ops.selective_scan` (``"ref"`` gives the slow sequential twin). Maps larger than
     ``grouped_scan_max_elements`` (B*C*H*W) are scanned one direction at a time: 40% of the peak memory
     on long audio (6.8 -> 2.7 GB for a 600 s first stage) at the same CPU speed; small maps keep the single
-    grouped scan (fewer ops, better on GPU). Neither changes the result.
+    grouped scan (fewer ops, better on GPU). ``scan_layout`` lays the grouped scan's inputs out
+    ``"time"``-major (what the CPU scan reads without a copy) or ``"channel"``-major (rows along time, what
+    the GPU scans read); ``"auto"``: time-major on CPU. Neither changes the result.
     """
 
     depths: list[int] = dataclasses.field(default_factory=lambda: [2, 2, 8, 2])
@@ -65,6 +68,7 @@ class DASSConfig:
     layer_norm_eps: float = 1e-5
     scan_method: str = "auto"
     grouped_scan_max_elements: int = 1 << 22
+    scan_layout: str = "auto"
 
     model_type = "dass"
 
@@ -86,6 +90,7 @@ class DASSConfig:
             "layer_norm_eps": Spec("float", 0, 1, low_open=True),
             "scan_method": Spec("str", nonempty=True),
             "grouped_scan_max_elements": Spec("int", 0),
+            "scan_layout": Spec("str", choices=SCAN_LAYOUTS),
         }
         for name, value in check_fields(self.__dict__, specs).items():
             setattr(self, name, value)
@@ -183,6 +188,21 @@ def cross_scan(x: Tensor) -> Tensor:
     return xs
 
 
+def cross_scan_time_major(x: Tensor) -> Tensor:
+    """(B, D, H, W) -> (B, H*W, 4, D): the four directions of :func:`cross_scan`, time-major in memory.
+
+    The CPU scan (``"numba"``) steps through (batch, L, channels) memory; handing it this layout (as a
+    transposed view) spares it copying every direction's input and step size (12-14 % of a DASS training step
+    on CPU, ``docs/benchmarks.md``). DASS's maps are channel-last already, so direction 0 is a plain copy.
+    """
+    b, d, h, w = x.shape
+    xs = x.new_empty(b, h * w, 4, d)
+    xs[:, :, 0].view(b, h, w, d).copy_(x.permute(0, 2, 3, 1))  # index h*W + w
+    xs[:, :, 1].view(b, w, h, d).copy_(x.permute(0, 3, 2, 1))  # index w*H + h
+    xs[:, :, 2:].copy_(xs[:, :, :2].flip(1))
+    return xs
+
+
 def cross_merge(ys: Tensor, height: int, width: int) -> Tensor:
     """(B, 4, D, H*W) -> (B, H, W, D), channel-last: undo each direction's ordering and sum the four."""
     b, _, d, length = ys.shape
@@ -206,6 +226,7 @@ class SS2D(nn.Module):
         self.d_inner, self.d_state, self.dt_rank = d_inner, config.d_state, config.stage_dt_rank(dim)
         self.scan_method = config.scan_method
         self.grouped_scan_max = config.grouped_scan_max_elements
+        self.scan_layout = config.scan_layout
         k, n, r = K_DIRECTIONS, self.d_state, self.dt_rank
         self.in_proj = nn.Linear(dim, d_inner, bias=False)
         self.conv2d = nn.Conv2d(
@@ -239,28 +260,58 @@ class SS2D(nn.Module):
 
         Small maps go through one grouped scan over all four directions (B/C as (B, 4, N, L)); maps of more
         than ``config.grouped_scan_max_elements`` elements scan one direction at a time, which gives the same
-        result with a quarter of the temporaries (long audio).
+        result with a quarter of the temporaries (long audio). The grouped scan's inputs are laid out as
+        ``config.scan_layout`` says (``_scan_inputs_time_major`` or ``_scan_inputs_channel_major``).
         """
         if x.numel() > self.grouped_scan_max:
             return self._scan_2d_by_direction(x)
+        b, d, h, w = x.shape
+        layout = self.scan_layout
+        time_major = layout == "time" or (layout == "auto" and x.device.type == "cpu")
+        inputs = self._scan_inputs_time_major if time_major else self._scan_inputs_channel_major
+        xs, dts, Bs, Cs = inputs(x)  # (B, K*D, L) twice, (B, K, N, L) twice: one group per direction
+        ys = selective_scan(
+            xs,
+            dts,
+            -torch.exp(self.A_logs.float()),  # (K*D, N)
+            Bs,
+            Cs,
+            D=self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            method=self.scan_method,
+        )  # (B, K*D, L) fp32
+        return cross_merge(ys.view(b, K_DIRECTIONS, d, h * w), h, w)
+
+    def _scan_inputs_channel_major(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(B, D, H, W) -> u, delta (B, K*D, L) contiguous, B, C (B, K, N, L): per-direction projections."""
         b, d, h, w = x.shape
         length, k, n = h * w, K_DIRECTIONS, self.d_state
         xs = cross_scan(x)  # (B, K, D, L)
         x_dbl = torch.matmul(self.x_proj_weight, xs)  # (B, K, R+2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)
         dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, D, L)
-        ys = selective_scan(
-            xs.view(b, k * d, length),
-            dts.view(b, k * d, length),
-            -torch.exp(self.A_logs.float()),  # (K*D, N)
-            Bs.contiguous(),  # (B, K, N, L): one group per direction
-            Cs.contiguous(),
-            D=self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(),
-            delta_softplus=True,
-            method=self.scan_method,
-        )  # (B, K*D, L) fp32
-        return cross_merge(ys.view(b, k, d, length), h, w)
+        return xs.view(b, k * d, length), dts.view(b, k * d, length), Bs.contiguous(), Cs.contiguous()
+
+    def _scan_inputs_time_major(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The same inputs as ``_scan_inputs_channel_major``, as views of time-major (B, L, K, ...) memory.
+
+        Each direction's projection is one block of a block-diagonal matrix, so that all four are one GEMM
+        over time-major rows (the zero blocks cost a few tiny multiplies and change no sum).
+        """
+        b, d, h, w = x.shape
+        length, k, n, r = h * w, K_DIRECTIONS, self.d_state, self.dt_rank
+        xs = cross_scan_time_major(x).view(b * length, k * d)  # (B*L, K*D)
+        x_proj = torch.block_diag(*self.x_proj_weight.transpose(1, 2))  # (K*D, K*(R+2N))
+        x_dbl = torch.matmul(xs, x_proj).view(b, length, k, r + 2 * n)
+        dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=3)  # (B, L, K, R), (B, L, K, N) twice
+        dt_proj = torch.block_diag(*self.dt_projs_weight.transpose(1, 2))  # (K*R, K*D)
+        dts = torch.matmul(dts.reshape(b * length, k * r), dt_proj)  # (B*L, K*D)
+
+        def channels(t: Tensor) -> Tensor:  # (B*L, K*D) -> (B, K*D, L) view
+            return t.view(b, length, k * d).transpose(1, 2)
+
+        return channels(xs), channels(dts), Bs.permute(0, 2, 3, 1), Cs.permute(0, 2, 3, 1)
 
     def _scan_2d_by_direction(self, x: Tensor) -> Tensor:
         b, d, h, w = x.shape
