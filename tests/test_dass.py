@@ -198,7 +198,7 @@ def test_direction_by_direction_scan_matches_grouped_scan(grad):
 
 @pytest.mark.parametrize("method", ["auto", "ref"])
 def test_time_major_layout_matches_channel_major_with_gradients(method):
-    """The CPU layout (time-major scan inputs, block-diagonal projections) against the GPU one, in training."""
+    """The CPU layout (time-major inputs, block-diagonal projections) against the GPU one, in training."""
     time_major, channel_major = (
         _tiny(scan_layout=layout, scan_method=method, drop_path_rate=0.0) for layout in ("time", "channel")
     )
@@ -449,3 +449,22 @@ def test_encoder_benchmark_smoke():
     for c in (case, torch_case):
         assert c["status"] == "ok" and c["output"] == [1, 768, 4, 3]
         assert c["cpu_s"] > 0 and c["peak_rss_mb"] >= c["model_rss_mb"] > 0
+
+
+def test_encoder_train_benchmark_compares_both_layouts():
+    import argparse
+
+    from sslalm.bench import encoder_train
+
+    parser = argparse.ArgumentParser()
+    encoder_train.add_arguments(parser)
+    args = parser.parse_args(["--size", "small", "--batch", "2", "--frames", "64", "--threads", "1",
+                              "--repeats", "1", "--rounds", "2"])  # fmt: skip
+    result = encoder_train.run(args)
+    assert [c["layout"] for c in result["cases"]] == ["channel", "time"]
+    assert result["cases"][0]["relative"] == 1.0
+    for case in result["cases"]:
+        assert case["step_s"] >= case["min_step_s"] > 0
+    assert result["max_feature_diff"] < 1e-4  # the same weights and input give the same features
+    with pytest.raises(SystemExit, match="--rounds"):
+        encoder_train.run(parser.parse_args(["--rounds", "0"]))
