@@ -11,7 +11,6 @@ compared on the same input first, so a speed-up that changed the result would sh
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import time
@@ -48,7 +47,7 @@ def _models(size: str) -> dict[str, Any]:
     models = {LAYOUTS[0]: first}
     for layout in LAYOUTS[1:]:
         model = build(layout)
-        model.load_state_dict(copy.deepcopy(first.state_dict()))
+        model.load_state_dict(first.state_dict())
         models[layout] = model
     return models
 
