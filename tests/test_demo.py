@@ -875,5 +875,5 @@ def test_quick_demo_learns_and_writes_its_report(tmp_path, capsys):
 
 
 # points over the most frequent label: the target (docs/demo.md); measured +28.8 with the test's settings
-# (52 clips, 1 thread; session 12's recipe), four clips above it
+# (52 clips, 1 thread; session 12's recipe, and again with session 13's time-major DASS), four clips above it
 QUICK_MARGIN = 20.0
