@@ -184,15 +184,21 @@ def test_auto_scan_matches_reference_scan():
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layout", ["time", "channel"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_direction_by_direction_scan_matches_grouped_scan(grad):
-    grouped = _tiny(grouped_scan_max_elements=1 << 40)
-    by_direction = _tiny(grouped_scan_max_elements=0)
+def test_direction_by_direction_scan_matches_grouped_scan(grad, layout):
+    grouped = _tiny(grouped_scan_max_elements=1 << 40, scan_layout="channel")
+    by_direction = _tiny(grouped_scan_max_elements=0, scan_layout=layout)
     by_direction.load_state_dict(grouped.state_dict())
-    fbank = torch.randn(2, 100, 128)
+    fbank = torch.randn(2, 100, 128, requires_grad=grad)
     with torch.set_grad_enabled(grad):
         a, b = grouped.forward_features(fbank), by_direction.forward_features(fbank)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        if grad:  # the input's gradient through both paths
+            weights = torch.linspace(-1, 1, a.numel()).view_as(a)
+            ga = torch.autograd.grad((a * weights).sum(), fbank)[0]
+            gb = torch.autograd.grad((b * weights).sum(), fbank)[0]
+            torch.testing.assert_close(ga, gb, atol=1e-4, rtol=1e-3)
     assert DASSConfig.small().grouped_scan_max_elements < 96 * 32 * 1500  # a 60 s clip's first stage
 
 

@@ -49,7 +49,7 @@ class DASSConfig:
     :func:`sslalm.ops.selective_scan` (``"ref"`` gives the slow sequential twin). Maps larger than
     ``grouped_scan_max_elements`` (B*C*H*W) are scanned one direction at a time: 40% of the peak memory
     on long audio (6.8 -> 2.7 GB for a 600 s first stage) at the same CPU speed; small maps keep the single
-    grouped scan (fewer ops, better on GPU). ``scan_layout`` lays the grouped scan's inputs out
+    grouped scan (fewer ops, better on GPU). ``scan_layout`` lays either scan's inputs out
     ``"time"``-major (what the CPU scan reads without a copy) or ``"channel"``-major (rows along time, what
     the GPU scans read); ``"auto"``: time-major on CPU. Neither changes the result beyond rounding.
     """
@@ -271,14 +271,13 @@ class SS2D(nn.Module):
 
         Small maps go through one grouped scan over all four directions (B/C as (B, 4, N, L)); maps of more
         than ``config.grouped_scan_max_elements`` elements scan one direction at a time, which gives the same
-        result with a quarter of the temporaries (long audio). The grouped scan's inputs are laid out as
-        ``config.scan_layout`` says (``_scan_inputs_time_major`` or ``_scan_inputs_channel_major``).
+        result with a quarter of the temporaries (long audio). Either way the scan's inputs are laid out as
+        ``config.scan_layout`` says (here ``_scan_inputs_time_major`` or ``_scan_inputs_channel_major``).
         """
         if x.numel() > self.grouped_scan_max:
             return self._scan_2d_by_direction(x)
         b, d, h, w = x.shape
-        layout = self.scan_layout
-        time_major = layout == "time" or (layout == "auto" and x.device.type == "cpu")
+        time_major = self._time_major(x)
         inputs = self._scan_inputs_time_major if time_major else self._scan_inputs_channel_major
         xs, dts, Bs, Cs = inputs(x)  # (B, K*D, L) twice, (B, K, N, L) twice: one group per direction
         ys = selective_scan(
@@ -328,18 +327,27 @@ class SS2D(nn.Module):
         return channels(xs), channels(dts), Bs.permute(0, 2, 3, 1), Cs.permute(0, 2, 3, 1)
 
     def _scan_2d_by_direction(self, x: Tensor) -> Tensor:
+        """``scan_2d`` one direction at a time (long audio), in the layout ``config.scan_layout`` says."""
         b, d, h, w = x.shape
         n, r = self.d_state, self.dt_rank
+        time_major = self._time_major(x)
         A = -torch.exp(self.A_logs.float()).view(K_DIRECTIONS, d, n)
         Ds, bias = self.Ds.float().view(K_DIRECTIONS, d), self.dt_projs_bias.float()
-        flat = (x.flatten(2), x.transpose(2, 3).flatten(2))  # (B, D, L): row-major, column-major
+        if time_major:  # (B, L, D): row-major (a view of the channel-last map), column-major
+            flat = (x.permute(0, 2, 3, 1).reshape(b, h * w, d), x.permute(0, 3, 2, 1).reshape(b, w * h, d))
+        else:  # (B, D, L)
+            flat = (x.flatten(2), x.transpose(2, 3).flatten(2))
         merged = [None, None]
         for k in range(K_DIRECTIONS):
             reverse = k >= 2
-            u = flat[k % 2].flip(-1) if reverse else flat[k % 2]
-            # (1, out, in) @ (B, in, L): a 2-D parameter here takes matmul's path that is ~9x slower
-            dt, B, C = torch.split(torch.matmul(self.x_proj_weight[k, None], u), [r, n, n], dim=1)
-            dt = torch.matmul(self.dt_projs_weight[k, None], dt)  # (B, D, L)
+            u = flat[k % 2].flip(1 if time_major else 2) if reverse else flat[k % 2]
+            if time_major:  # (B, L, D) @ (D, R+2N): one GEMM over all rows, then (B, *, L) views
+                dt, B, C = torch.split(torch.matmul(u, self.x_proj_weight[k].t()), [r, n, n], dim=2)
+                dt = torch.matmul(dt, self.dt_projs_weight[k].t())  # (B, L, D)
+                u, dt, B, C = (t.transpose(1, 2) for t in (u, dt, B, C))
+            else:  # (1, out, in) @ (B, in, L): a 2-D parameter here takes matmul's path that is ~9x slower
+                dt, B, C = torch.split(torch.matmul(self.x_proj_weight[k, None], u), [r, n, n], dim=1)
+                dt = torch.matmul(self.dt_projs_weight[k, None], dt)  # (B, D, L)
             y = selective_scan(
                 u, dt, A[k], B.contiguous(), C.contiguous(), D=Ds[k], delta_bias=bias[k],
                 delta_softplus=True, method=self.scan_method,
@@ -347,9 +355,13 @@ class SS2D(nn.Module):
             del u, dt, B, C
             y = y.flip(-1) if reverse else y
             merged[k % 2] = y if merged[k % 2] is None else merged[k % 2].add_(y)
-        rows = merged[0].view(b, d, h, w).permute(0, 2, 3, 1)  # (B, H, W, D) views
-        cols = merged[1].view(b, d, w, h).permute(0, 3, 2, 1)
+        rows = merged[0].reshape(b, d, h, w).permute(0, 2, 3, 1)  # (B, H, W, D) views when they can be
+        cols = merged[1].reshape(b, d, w, h).permute(0, 3, 2, 1)
         return rows.contiguous().add_(cols)
+
+    def _time_major(self, x: Tensor) -> bool:
+        """Whether the scan's inputs are laid out time-major (``config.scan_layout``; ``auto``: on CPU)."""
+        return self.scan_layout == "time" or (self.scan_layout == "auto" and x.device.type == "cpu")
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
