@@ -4,7 +4,8 @@ What it measures: the demo's stage-0 encoder step (``sslalm demo``'s DASS at a `
 of random fbank crops, forward, backward and an AdamW update) with the grouped scan's inputs laid out
 time-major and channel-major (``DASSConfig.scan_layout``). The layouts run in one process with the same
 weights and inputs, interleaved over ``--rounds`` so that a change in the machine's load falls on both; each
-round times ``--repeats`` steps per layout, and the median step is reported. The features of both layouts are
+round times ``--repeats`` steps per layout with ``bench.common.timed`` (median wall and CPU seconds), and the
+median of the rounds is reported beside the fastest round. The features of both layouts are
 compared on the same input first, so a speed-up that changed the result would show.
 """
 
@@ -13,10 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from typing import Any
 
-from sslalm.bench.common import format_table
+from sslalm.bench.common import format_table, timed
 
 LAYOUTS = ("channel", "time")
 
@@ -43,12 +43,9 @@ def _models(size: str) -> dict[str, Any]:
         return DASSModel(DASSConfig.from_dict({**config, "scan_layout": layout})).train()
 
     torch.manual_seed(0)
-    first = build(LAYOUTS[0])
-    models = {LAYOUTS[0]: first}
+    models = {layout: build(layout) for layout in LAYOUTS}
     for layout in LAYOUTS[1:]:
-        model = build(layout)
-        model.load_state_dict(first.state_dict())
-        models[layout] = model
+        models[layout].load_state_dict(models[LAYOUTS[0]].state_dict())
     return models
 
 
@@ -75,27 +72,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     for layout in LAYOUTS:  # warm-up: kernel compilation and allocator
         step(layout)
-    times: dict[str, list[float]] = {k: [] for k in LAYOUTS}
+    rounds: dict[str, list[dict[str, float]]] = {k: [] for k in LAYOUTS}
     for _ in range(args.rounds):
         for layout in LAYOUTS:
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                step(layout)
-                times[layout].append(time.perf_counter() - t0)
+            rounds[layout].append(timed(lambda: step(layout), repeats=args.repeats, warmup=0))  # noqa: B023
+
+    def median(layout: str, key: str) -> float:
+        return statistics.median(r[key] for r in rounds[layout])
+
     rows = [
         {
             "layout": layout,
-            "step_s": statistics.median(times[layout]),
-            "min_step_s": min(times[layout]),
-            "relative": statistics.median(times[layout]) / statistics.median(times[LAYOUTS[0]]),
+            "step_s": median(layout, "wall_s"),
+            "min_step_s": min(r["wall_s"] for r in rounds[layout]),
+            "cpu_s": median(layout, "cpu_s"),
+            "relative": median(layout, "wall_s") / median(LAYOUTS[0], "wall_s"),
         }
         for layout in LAYOUTS
     ]
     load_after = os.getloadavg()
-    print(format_table(rows, ["layout", "step_s", "min_step_s", "relative"]))
+    print(format_table(rows, ["layout", "step_s", "min_step_s", "cpu_s", "relative"]))
     print(
         f"\nDASS-{args.size} training step (batch {args.batch} x {args.frames} frames, forward + backward + "
-        f"AdamW), threads={args.threads}, {args.rounds} rounds x {args.repeats} steps per layout, median; "
+        f"AdamW), threads={args.threads}, {args.rounds} rounds x {args.repeats} steps per layout: median of "
+        f"the rounds' medians (min_step_s: the fastest round's); "
         f"features of the two layouts differ by at most {max_diff:.2e}; load average before "
         f"{load_before[0]:.2f}, after {load_after[0]:.2f}."
     )
