@@ -193,7 +193,7 @@ def cross_scan_time_major(x: Tensor) -> Tensor:
 
     The CPU scan (``"numba"``) steps through (batch, L, channels) memory; handing it this layout (as a
     transposed view) spares it copying every direction's input, step size and output gradient (the demo's
-    DASS training step: 0.84x the time, ``sslalm bench encoder-train``). DASS's maps are channel-last
+    DASS training step: 0.77-0.95x the time, ``sslalm bench encoder-train``). DASS's maps are channel-last
     already, so direction 0 is a plain copy.
     """
     b, d, h, w = x.shape
