@@ -413,6 +413,10 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
     four = _frozen_encoder({"encoder_frozen_in": [4, 2, 3]})
     assert four == "; stages 2-4 keep the stage-0 encoder as it is"
     assert _frozen_encoder({"encoder_frozen_in": [2, 4]}) == "; stages 2, 4 keep the stage-0 encoder as it is"
+    from sslalm.demo.report import _tag_tokens
+
+    assert _tag_tokens({}) == "" and _tag_tokens({"tag_tokens": False}) == ""  # older results: none
+    assert "classifier head" in _tag_tokens({"tag_tokens": True})
 
 
 def test_spec_masks_are_seeded_bounded_bands_and_spans():
@@ -656,6 +660,19 @@ def test_pretrained_encoder_is_what_the_lalm_loads(tmp_path, kind):
     model.encoder.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.encoder.forward_features(fbank), encoder.forward_features(fbank))
+    # the classifier head is saved beside it, and a model with tag tokens reads it from there
+    head = load_file(tmp_path / "enc" / "tag_head.safetensors")
+    assert head["weight"].shape == (2, encoder.hidden_size) and head["bias"].abs().sum() > 0
+    tagged = SSLALM(
+        dataclasses.replace(
+            config,
+            tag_names=["dog", "piano"],
+            tag_pool="mean",
+            tag_checkpoint=str(tmp_path / "enc" / "tag_head.safetensors"),
+        )
+    )
+    torch.testing.assert_close(tagged.tagger.head.weight, head["weight"])
+    assert tagged.num_audio_tokens(128) == model.num_audio_tokens(128) + 1
 
 
 # ------------------------------------------------------------------------------------------- measurement

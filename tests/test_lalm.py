@@ -175,6 +175,71 @@ def test_conv_projector_emits_time_major_tokens():
     assert PoolProjector(768, 16, time_pool=3).num_tokens(12, 101) == 34
 
 
+TAGS = ["dog", "female speech", "piano", "language: Italian", "language: Polish"]
+
+
+def test_tag_tokens_are_mixtures_of_the_tag_words_embeddings_one_per_group():
+    from sslalm.models.tagger import TagTokens, tag_group_columns, tag_word
+
+    assert tag_group_columns(TAGS) == [[0, 1, 2], [3, 4]]  # the labels, then one group per fact
+    assert [tag_word(t) for t in TAGS[2:]] == ["piano", "Italian", "Polish"]
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(20, 6)
+    word_ids = [[1], [2, 3], [4], [5, 6, 7], [8]]
+    tagger = TagTokens(4, TAGS, word_ids, pool="mean+max")
+    features = torch.randn(2, 4, 3, 5)  # (B, C, F, T)
+    out = tagger(features, emb)  # (B, 2, d)
+    assert out.shape == (2, 2, 6) and tagger.num_tokens == 2
+    flat = features.flatten(2)
+    logits = torch.cat([flat.mean(2), flat.max(2).values], 1) @ tagger.head.weight.T + tagger.head.bias
+    words = torch.stack([emb.weight[ids].mean(0) for ids in word_ids])  # (K, d): a word's token mean
+    for g, cols in enumerate([[0, 1, 2], [3, 4]]):
+        probs = logits[:, cols].softmax(-1)
+        torch.testing.assert_close(out[:, g], probs @ words[cols])
+    one_hot = torch.zeros(5)  # a confident head hands over the word itself
+    tagger.head.weight.data.zero_()
+    tagger.head.bias.data.copy_(one_hot.index_fill(0, torch.tensor([2, 4]), 50.0))
+    torch.testing.assert_close(tagger(features, emb)[0], words[[2, 4]], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="token ids"):
+        TagTokens(4, TAGS, word_ids[:4])
+    with pytest.raises(ValueError, match="pooling"):
+        TagTokens(4, TAGS, word_ids, pool="max")
+
+
+def test_tag_token_model_keeps_its_head_frozen_and_saves_it(tmp_path):
+    from safetensors.torch import save_file
+
+    base = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    width = 2 * base.encoder.hidden_size
+    head = {"weight": torch.randn(len(TAGS), width), "bias": torch.randn(len(TAGS))}
+    save_file(head, tmp_path / "head.safetensors")
+    head_file = str(tmp_path / "head.safetensors")
+    config = SSLALMConfig.preset("tiny-sslalm", tag_names=TAGS, tag_checkpoint=head_file)
+    model = SSLALM(config)
+    torch.testing.assert_close(model.tagger.head.weight, head["weight"])
+    assert model.num_audio_tokens(1024) == base.num_audio_tokens(1024) + 2
+    fbank, ids, mask, labels = _batch(model)
+    model.set_trainable(["projector", "lora", "lm"])
+    assert not any(p.requires_grad for p in model.tagger.parameters())
+    model(fbank, ids, mask, labels=labels).loss.backward()
+    emb = model.lm.get_input_embeddings().weight
+    tag_ids = model.tagger.word_ids.unique()
+    assert emb.grad[tag_ids].abs().sum() > 0  # the loss reaches the tag words' embeddings through the tokens
+    model.eval().save_pretrained(tmp_path / "m")
+    saved = load_file(tmp_path / "m" / "model.safetensors")
+    torch.testing.assert_close(saved["tagger.head.weight"], head["weight"])
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["tag_checkpoint"] is None
+    loaded = SSLALM.from_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(fbank, ids, mask).logits, model(fbank, ids, mask).logits)
+    clip = torch.randn(16000) * 0.1
+    n_text = len(loaded.processor.prompt_ids("What is it?"))
+    assert len(loaded.prompt_embeddings([clip], ["What is it?"])[0]) == loaded.num_audio_tokens(1024) + n_text
+    prompts = ["What is it?", "Count"]
+    batched = loaded.generate([clip, clip[:8000]], prompts, do_sample=False, max_new_tokens=4)
+    assert batched[1] == loaded.ask(clip[:8000], "Count", do_sample=False, max_new_tokens=4)
+
+
 @pytest.mark.parametrize("name", ["tiny-sslalm", "tiny-hybrid"])
 def test_batched_generation_equals_one_by_one(name):
     model = SSLALM(SSLALMConfig.preset(name)).eval()

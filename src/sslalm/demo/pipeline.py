@@ -195,7 +195,7 @@ def pretrain_stage0(
     Appends each part's timing and losses to ``stages``; returns the ``model_overrides`` that make stage 1
     start from them (the recipe's architecture, the two checkpoints, the tokenizer, the crop length).
     """
-    from sslalm.demo.pretrain import pretrain_encoder, pretrain_language_model
+    from sslalm.demo.pretrain import TAG_HEAD_FILE, pretrain_encoder, pretrain_language_model
     from sslalm.models.lalm import SSLALMConfig, build_encoder
     from sslalm.tokenizer import load_tokenizer
 
@@ -264,6 +264,10 @@ def pretrain_stage0(
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())
+        if s.tag_tokens:
+            overrides["tag_names"] = labels
+            overrides["tag_pool"] = s.encoder_pool
+            overrides["tag_checkpoint"] = str((enc_dir / TAG_HEAD_FILE).resolve())
     return overrides
 
 

@@ -17,7 +17,9 @@ curriculum stages (with the departures ``sslalm.demo.recipe`` explains):
 
 Both run on Hugging Face's ``Trainer`` (the same loop, scheduler and logging as the curriculum stages). The
 language model is built by ``sslalm.models.lalm.build_language_model`` and saved with its own
-``save_pretrained``; the DASS encoder is saved here (it is not a transformers ``PreTrainedModel``).
+``save_pretrained``; the DASS encoder is saved here (it is not a transformers ``PreTrainedModel``), its
+classifier head beside it (``save_tag_head``): with ``SSLALMConfig.tag_names`` the model reads that head's
+tags as words (``sslalm.models.tagger``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from sslalm.models.tagger import POOLINGS, pooled_features
 
 logger = logging.getLogger(__name__)
 
@@ -246,9 +250,6 @@ def tag_groups(tags: Sequence[str]) -> list[int]:
     return [names.index(t.split(": ", 1)[0]) if is_fact_tag(t) else 0 for t in tags]
 
 
-POOLINGS = {"mean": 1, "mean+max": 2}  # pooling -> the head's input width, in encoder channels
-
-
 class EncoderClassifier(nn.Module):
     """An LALM's audio encoder with a pooled linear head: (B, T, 128) fbank -> (B, C) logits.
 
@@ -287,10 +288,7 @@ class EncoderClassifier(nn.Module):
 
     def pooled(self, feats: torch.Tensor) -> torch.Tensor:
         """What the head reads: (B, C, f, t) encoder map -> (B, C) mean, or (B, 2C) mean then maximum."""
-        mean = feats.mean(dim=(2, 3))
-        if self.pool == "mean":
-            return mean
-        return torch.cat([mean, feats.amax(dim=(2, 3))], dim=-1)
+        return pooled_features(feats, self.pool)
 
     def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.training and self.mixup > 0 and targets is not None and fbank.shape[0] > 1:
@@ -376,8 +374,9 @@ def pretrain_encoder(
     ``group_tags``: a softmax per tag group (``tag_groups``) instead of one over all tags; ``spec_masks``:
     SpecAugment masks (``mask_fbank``) on the augmented draws; ``mixup``: the Beta parameter of
     ``mix_batch`` (0: no mixup); ``pool``: how the classifier head pools the map (``EncoderClassifier``; the
-    head is dropped afterwards, only the encoder is saved); ``fact_draws``: clips with a fact tag (``"<fact>:
-    <value>"``, the spoken language) are drawn this many times as often as their labels' balance says."""
+    head is saved beside the encoder, ``save_tag_head``, for the model's tag tokens); ``fact_draws``: clips
+    with a fact tag (``"<fact>: <value>"``, the spoken language) are drawn this many times as often as
+    their labels' balance says."""
     from transformers import set_seed
 
     set_seed(seed)
@@ -412,7 +411,21 @@ def pretrain_encoder(
         progress=progress,
     )
     save_encoder(encoder, encoder_type, out_dir)
+    save_tag_head(model.head, out_dir)
     return metrics
+
+
+TAG_HEAD_FILE = "tag_head.safetensors"  # beside the stage-0 encoder: SSLALMConfig.tag_checkpoint reads it
+
+
+def save_tag_head(head: nn.Linear, out_dir: str | os.PathLike) -> str:
+    """Write the stage-0 classifier head (``weight``, ``bias``) where ``SSLALMConfig.tag_checkpoint`` can
+    load it for the model's tag tokens (``sslalm.models.tagger``); returns its path."""
+    from safetensors.torch import save_file
+
+    path = os.path.join(out_dir, TAG_HEAD_FILE)
+    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- shared loop

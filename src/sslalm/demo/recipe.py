@@ -24,6 +24,9 @@ on top. Those overrides are the demo's only departures from the YAML files, stat
 - ``balance_labels``: records are drawn with weight (records of their clip's label)^-0.5
   (``sslalm.data.balance``), so the thirteen instruments are not drowned by speech;
 - ``loss_per_example``: every record weighs the same in the loss (a one-token label as much as a caption);
+- ``tag_tokens``: the model keeps the stage-0 encoder's classifier head and hands its tag distributions to
+  the LM as words (``sslalm.models.tagger``: one token for the labels, one for the language, after the
+  projector's tokens); not in the paper, and given to both models of ``--compare``;
 - stage 1 builds the model from the stage-0 checkpoints (``model_overrides``), and the paths, seed and
   logging are the demo's.
 
@@ -76,6 +79,7 @@ class Schedule:
     encoder_pool: str = "mean"  # stage-0 encoder: its head reads the map's mean, or "mean+max"
     encoder_drop: float = 0.0  # from stage 0 on: DASS's drop-path rate, AST's hidden dropout
     encoder_fact_draws: float = 1.0  # stage-0 encoder: clips with a fact (the language) drawn this much more
+    tag_tokens: bool = True  # stages 1-4: the LM reads the stage-0 head's tags as words (models.tagger)
     corpus_held_out: int | None = None  # val and test as in a corpus of this size; the rest trains
     model_size: str = "base"  # MODEL_SIZES: widths of both models
     balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power

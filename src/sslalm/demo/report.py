@@ -251,6 +251,17 @@ def _frozen_encoder(settings: dict[str, Any]) -> str:
     return f"; stages {named} keep the stage-0 encoder as it is"
 
 
+def _tag_tokens(settings: dict[str, Any]) -> str:
+    """ "; the model keeps the stage-0 head ..." when the schedule sets ``tag_tokens``, else ""."""
+    if not settings.get("tag_tokens", False):
+        return ""
+    return (
+        "; the model keeps the stage-0 encoder's classifier head, and the language model reads its tag "
+        "distributions as words: one token for the labels and one for the language, after the projector's "
+        "tokens (`sslalm.models.tagger`; not in the paper)"
+    )
+
+
 def _stage_table(results: dict) -> str:
     rows = []
     for m in results["models"].values():
@@ -353,7 +364,7 @@ def render_markdown(results: dict) -> str:
         "records drawn label-balanced; "
         "from stage 2 on, the stand-in language model's own weights train beside LoRA (the paper's LM is a "
         "pretrained 2.8B model that LoRA only steers; ours saw minutes of text)"
-        f"{_frozen_encoder(results['settings'])}. "
+        f"{_frozen_encoder(results['settings'])}{_tag_tokens(results['settings'])}. "
         "The transformer differs only in its parts (AST, pooling projector, LLaMA).",
         "",
         _stage_table(results),

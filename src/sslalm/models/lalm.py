@@ -58,6 +58,7 @@ from sslalm.models.lalm_config import (  # noqa: F401  (re-exported)
 )
 from sslalm.models.processor import SSLALMProcessor
 from sslalm.models.projector import build_projector
+from sslalm.models.tagger import TagTokens, tag_word
 
 logger = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -138,8 +139,22 @@ class SSLALM(nn.Module):
         base = self.lm_backend.build(self._lm_config, checkpoint)
         d_lm = base.get_input_embeddings().weight.shape[1]
         self.projector = build_projector(config, self.encoder.hidden_size, d_lm)
+        self.tagger = self._build_tagger() if config.tag_names else None
         self.lm = self._add_lora(base)
         self.set_trainable(ADAPTER_PARTS)
+
+    def _build_tagger(self) -> TagTokens:
+        """``TagTokens`` for ``config.tag_names``, its head from ``config.tag_checkpoint`` when given."""
+        from safetensors.torch import load_file
+
+        cfg = self.config
+        word_ids = [self.tokenizer.encode(" " + tag_word(t), add_special_tokens=False) for t in cfg.tag_names]
+        tagger = TagTokens(self.encoder.hidden_size, cfg.tag_names, word_ids, cfg.tag_pool)
+        if cfg.tag_checkpoint is not None and torch.empty(0).device.type != "meta":
+            path = _resolve(cfg.tag_checkpoint, self._base_dir, "tag_checkpoint")
+            tagger.head.load_state_dict(load_file(str(path)))
+            logger.info("loaded the tag head (%d tags) from %s", len(cfg.tag_names), path)
+        return tagger
 
     def _add_lora(self, base: nn.Module) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -211,6 +226,8 @@ class SSLALM(nn.Module):
                 groups["encoder"].append((name, p))
             elif name.startswith("projector."):
                 groups["projector"].append((name, p))
+            elif name.startswith("tagger."):  # not a part: the tag head stays as it was loaded
+                groups.setdefault("tagger", []).append((name, p))
             elif "lora_" in name:
                 groups["lora"].append((name, p))
             else:
@@ -260,12 +277,20 @@ class SSLALM(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def num_audio_tokens(self, num_frames: int) -> int:
-        """Audio tokens for an fbank of ``num_frames`` frames (32 per 1024 frames for DASS + conv)."""
-        return self.projector.num_tokens(*self.encoder.feature_map_size(num_frames))
+        """Audio tokens for an fbank of ``num_frames`` frames (32 per 1024 frames for DASS + conv), plus one
+        per tag group with tag tokens."""
+        n = self.projector.num_tokens(*self.encoder.feature_map_size(num_frames))
+        return n + (self.tagger.num_tokens if self.tagger is not None else 0)
 
     def encode_audio(self, fbank: Tensor) -> Tensor:
-        """(B, T, 128) fbank -> (B, N_audio, d_lm) audio tokens (time-major)."""
-        return self.projector(self.encoder.forward_features(fbank))
+        """(B, T, 128) fbank -> (B, N_audio, d_lm) audio tokens: the projector's (time-major), then the tag
+        tokens when the model has them (``sslalm.models.tagger``)."""
+        features = self.encoder.forward_features(fbank)  # (B, C, F, T)
+        tokens = self.projector(features)  # (B, N, d)
+        if self.tagger is None:
+            return tokens
+        tags = self.tagger(features, self.lm.get_input_embeddings())  # (B, groups, d)
+        return torch.cat([tokens, tags.to(tokens.dtype)], dim=1)
 
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         return self.lm.get_input_embeddings()(input_ids)
@@ -348,8 +373,8 @@ class SSLALM(nn.Module):
         """Encoder, projector and LoRA weights (what fine-tuning changes), detached and contiguous; the base
         LM's weights too once it was fine-tuned (``config.train_lm``)."""
         groups = self.parameter_groups()
-        parts = PARTS if self.config.train_lm else ADAPTER_PARTS
-        out = {n: p for part in parts for n, p in groups[part]}
+        parts = (PARTS if self.config.train_lm else ADAPTER_PARTS) + ("tagger",)
+        out = {n: p for part in parts for n, p in groups.get(part, [])}
         for name, buf in self.named_buffers():
             if name.startswith(("encoder.", "projector.")):
                 out[name] = buf
@@ -396,6 +421,7 @@ class SSLALM(nn.Module):
         else:
             config["lm_checkpoint"] = pointer(source, path)
         config["encoder_checkpoint"] = None  # the encoder's weights are in model.safetensors
+        config["tag_checkpoint"] = None  # and so are the tag head's
         try:
             self.tokenizer.save_pretrained(str(path / TOKENIZER_DIR))
             config["tokenizer"] = TOKENIZER_DIR

@@ -73,6 +73,9 @@ class SSLALMConfig:
     projector_stride: int = 2
     projector_padding: int = 1
     projector_time_pool: int = 3
+    tag_names: list[str] | None = None  # tag tokens (sslalm.models.tagger): the encoder head's tags, or off
+    tag_pool: str = "mean+max"  # how the tag head pools the encoder map: "mean" | "mean+max"
+    tag_checkpoint: str | None = None  # the tag head's weights (safetensors "weight", "bias"), e.g. stage 0's
     lm_type: str = "mamba"  # "mamba" | "hf"
     lm_config: dict[str, Any] = field(default_factory=dict)
     lm_checkpoint: str | None = None
@@ -185,6 +188,9 @@ SPECS: dict[str, Spec] = {
     "projector_stride": Spec("int", 1, 64),
     "projector_padding": Spec("int", 0, 64),
     "projector_time_pool": Spec("int", 1, 1024),
+    "tag_names": Spec("str_list", optional=True, nonempty=True),
+    "tag_pool": Spec("str", choices=("mean", "mean+max")),
+    "tag_checkpoint": Spec("str", optional=True, nonempty=True),
     "lm_type": Spec("str"),
     "lm_config": Spec("mapping"),
     "lm_checkpoint": Spec("str", optional=True, nonempty=True),

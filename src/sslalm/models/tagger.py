@@ -1,0 +1,95 @@
+"""Tag tokens: the audio encoder's own tag classifier, handed to the language model as words.
+
+An optional part of ``SSLALM`` (``SSLALMConfig.tag_names``; off by default and not in the paper). A linear
+head reads the encoder map pooled over frequency and time (``tag_pool``: the mean, or the mean then the
+maximum), as the stage-0 classifier of ``sslalm.demo.pretrain`` does (``SSLALMConfig.tag_checkpoint`` loads
+its weights), and gives one probability distribution per tag group:
+the sound labels, and one per fact (``"language: Italian"`` ...). Each group becomes one extra audio token,
+the probability-weighted mean of the LM's own input embeddings of the tag words. The tokens follow the
+projector's tokens, right before the question.
+
+Why: a language model trained for minutes reads rare facts (a clip's spoken language: about 35 training clips
+per language) from the projector's tokens far less well than the encoder's head does (docs/demo.md). As word
+embeddings, every tag is read by one skill the LM learns from all its label and caption answers: saying the
+word it is shown. Audio captioning systems have long fed predicted tags to their decoder as keywords.
+The head stays as stage 0 trained it (its weights never train: part ``tagger`` is not in ``PARTS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+
+def tag_word(tag: str) -> str:
+    """The word(s) a tag stands for: ``"language: Italian"`` -> ``"Italian"``, a label as it is."""
+    return tag.split(": ", 1)[1] if ": " in tag else tag
+
+
+def tag_group_columns(tags: Sequence[str]) -> list[list[int]]:
+    """Head columns per group, labels first: ``"<fact>: <value>"`` tags form one group per fact."""
+    groups: dict[str, list[int]] = {}
+    for i, tag in enumerate(tags):
+        groups.setdefault(tag.split(": ", 1)[0] if ": " in tag else "", []).append(i)
+    return [groups[g] for g in sorted(groups)]  # "" (the labels) sorts first
+
+
+POOLINGS = {"mean": 1, "mean+max": 2}  # pooling -> the pooled width, in encoder channels
+
+
+def pooled_features(features: torch.Tensor, pool: str = "mean+max") -> torch.Tensor:
+    """(B, C, F, T) encoder map -> (B, C) mean over frequency and time, or (B, 2C) mean then maximum."""
+    mean = features.mean(dim=(2, 3))
+    if pool == "mean":
+        return mean
+    if pool != "mean+max":
+        raise ValueError(f"unknown pooling {pool!r}; choose from {sorted(POOLINGS)}")
+    return torch.cat([mean, features.amax(dim=(2, 3))], dim=-1)
+
+
+class TagTokens(nn.Module):
+    """Encoder map -> one token per tag group, a probability mixture of the tag words' LM embeddings.
+
+    Args:
+        in_channels: encoder channels C.
+        tags: the head's tag names, column by column.
+        word_ids: the LM tokenizer's ids of each tag's word, as it appears inside a sentence.
+        pool: how the head pools the map (``pooled_features``).
+    """
+
+    def __init__(
+        self, in_channels: int, tags: Sequence[str], word_ids: Sequence[Sequence[int]], pool: str = "mean+max"
+    ):
+        super().__init__()
+        if len(word_ids) != len(tags) or not all(word_ids):
+            raise ValueError("every tag needs its word's token ids")
+        if pool not in POOLINGS:
+            raise ValueError(f"unknown pooling {pool!r}; choose from {sorted(POOLINGS)}")
+        self.tags, self.pool = list(tags), pool
+        self.groups = tag_group_columns(self.tags)
+        self.head = nn.Linear(POOLINGS[pool] * in_channels, len(self.tags))
+        width = max(len(ids) for ids in word_ids)
+        ids = torch.zeros(len(self.tags), width, dtype=torch.long)
+        mask = torch.zeros(len(self.tags), width)
+        for i, row in enumerate(word_ids):
+            ids[i, : len(row)] = torch.as_tensor(list(row))
+            mask[i, : len(row)] = 1.0
+        self.register_buffer("word_ids", ids, persistent=False)  # (K, W)
+        self.register_buffer("word_mask", mask / mask.sum(1, keepdim=True), persistent=False)  # (K, W)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.groups)
+
+    def probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C, F, T) map -> per group, (B, k) probabilities over its tags."""
+        logits = self.head(pooled_features(features, self.pool))  # (B, K)
+        return [logits[:, cols].softmax(dim=-1) for cols in self.groups]
+
+    def forward(self, features: torch.Tensor, embeddings: nn.Module) -> torch.Tensor:
+        """(B, C, F, T) map, the LM's input embedding layer -> (B, groups, d_lm)."""
+        words = (embeddings(self.word_ids) * self.word_mask[..., None]).sum(1)  # (K, d): mean over tokens
+        probs = self.probabilities(features.detach())
+        return torch.stack([p @ words[cols].to(p.dtype) for p, cols in zip(probs, self.groups)], dim=1)
