@@ -204,6 +204,13 @@ def test_tag_tokens_are_mixtures_of_the_tag_words_embeddings_one_per_group():
         TagTokens(4, TAGS, word_ids[:4])
     with pytest.raises(ValueError, match="pooling"):
         TagTokens(4, TAGS, word_ids, pool="max")
+    sharp = TagTokens(4, TAGS, word_ids, temperature=0.25)  # logits / 0.25 before each softmax
+    sharp.load_state_dict(tagger.state_dict())
+    features = torch.randn(1, 4, 3, 5)
+    expected = (tagger.head(torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1)) / 0.25)[:, :3]
+    torch.testing.assert_close(sharp.probabilities(features)[0], expected.softmax(-1))
+    with pytest.raises(ValueError, match="temperature"):
+        TagTokens(4, TAGS, word_ids, temperature=0.0)
 
 
 def test_tag_token_model_keeps_its_head_frozen_and_saves_it(tmp_path):

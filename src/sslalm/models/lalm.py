@@ -149,7 +149,9 @@ class SSLALM(nn.Module):
 
         cfg = self.config
         word_ids = [self.tokenizer.encode(" " + tag_word(t), add_special_tokens=False) for t in cfg.tag_names]
-        tagger = TagTokens(self.encoder.hidden_size, cfg.tag_names, word_ids, cfg.tag_pool)
+        tagger = TagTokens(
+            self.encoder.hidden_size, cfg.tag_names, word_ids, cfg.tag_pool, cfg.tag_temperature
+        )
         if cfg.tag_checkpoint is not None and torch.empty(0).device.type != "meta":
             path = _resolve(cfg.tag_checkpoint, self._base_dir, "tag_checkpoint")
             tagger.head.load_state_dict(load_file(str(path)))

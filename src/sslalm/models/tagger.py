@@ -57,17 +57,26 @@ class TagTokens(nn.Module):
         tags: the head's tag names, column by column.
         word_ids: the LM tokenizer's ids of each tag's word, as it appears inside a sentence.
         pool: how the head pools the map (``pooled_features``).
+        temperature: divides the head's logits before each group's softmax; below 1 the token moves toward
+            the most probable word's embedding (a flat distribution mixes every word into their mean).
     """
 
     def __init__(
-        self, in_channels: int, tags: Sequence[str], word_ids: Sequence[Sequence[int]], pool: str = "mean+max"
+        self,
+        in_channels: int,
+        tags: Sequence[str],
+        word_ids: Sequence[Sequence[int]],
+        pool: str = "mean+max",
+        temperature: float = 1.0,
     ):
         super().__init__()
         if len(word_ids) != len(tags) or not all(word_ids):
             raise ValueError("every tag needs its word's token ids")
         if pool not in POOLINGS:
             raise ValueError(f"unknown pooling {pool!r}; choose from {sorted(POOLINGS)}")
-        self.tags, self.pool = list(tags), pool
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.tags, self.pool, self.temperature = list(tags), pool, float(temperature)
         self.groups = tag_group_columns(self.tags)
         self.head = nn.Linear(POOLINGS[pool] * in_channels, len(self.tags))
         width = max(len(ids) for ids in word_ids)
@@ -85,7 +94,7 @@ class TagTokens(nn.Module):
 
     def probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
         """(B, C, F, T) map -> per group, (B, k) probabilities over its tags."""
-        logits = self.head(pooled_features(features, self.pool))  # (B, K)
+        logits = self.head(pooled_features(features, self.pool)) / self.temperature  # (B, K)
         return [logits[:, cols].softmax(dim=-1) for cols in self.groups]
 
     def forward(self, features: torch.Tensor, embeddings: nn.Module) -> torch.Tensor:
