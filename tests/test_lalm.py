@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -224,6 +225,8 @@ def test_tag_token_model_keeps_its_head_frozen_and_saves_it(tmp_path):
     config = SSLALMConfig.preset("tiny-sslalm", tag_names=TAGS, tag_checkpoint=head_file)
     model = SSLALM(config)
     torch.testing.assert_close(model.tagger.head.weight, head["weight"])
+    with pytest.raises(ValueError, match="different stage-0 runs"):  # a head for other tags
+        SSLALM(dataclasses.replace(config, tag_names=TAGS[:4]))
     assert model.num_audio_tokens(1024) == base.num_audio_tokens(1024) + 2
     fbank, ids, mask, labels = _batch(model)
     model.set_trainable(["projector", "lora", "lm"])

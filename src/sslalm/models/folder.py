@@ -114,7 +114,11 @@ def read_config_dict(folder: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-_PARTS = {"lm_checkpoint": "base language model (lm_checkpoint)", "encoder_checkpoint": "encoder checkpoint"}
+_PARTS = {
+    "lm_checkpoint": "base language model (lm_checkpoint)",
+    "encoder_checkpoint": "encoder checkpoint",
+    "tag_checkpoint": "tag head (tag_checkpoint)",
+}
 
 
 def resolve_part(value: str | None, folder: Path | None, field: str) -> str | None:

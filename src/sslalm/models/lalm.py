@@ -145,16 +145,25 @@ class SSLALM(nn.Module):
 
     def _build_tagger(self) -> TagTokens:
         """``TagTokens`` for ``config.tag_names``, its head from ``config.tag_checkpoint`` when given."""
-        from safetensors.torch import load_file
-
         cfg = self.config
         word_ids = [self.tokenizer.encode(" " + tag_word(t), add_special_tokens=False) for t in cfg.tag_names]
         tagger = TagTokens(
             self.encoder.hidden_size, cfg.tag_names, word_ids, cfg.tag_pool, cfg.tag_temperature
         )
         if cfg.tag_checkpoint is not None and torch.empty(0).device.type != "meta":
+            from sslalm.errors import UserError
+            from sslalm.models.folder import load_weights
+
             path = _resolve(cfg.tag_checkpoint, self._base_dir, "tag_checkpoint")
-            tagger.head.load_state_dict(load_file(str(path)))
+            state = load_weights(path)  # refuses a missing, corrupt or non-finite file
+            want = {k: tuple(v.shape) for k, v in tagger.head.state_dict().items()}
+            got = {k: tuple(v.shape) for k, v in state.items()}
+            if got != want:
+                raise UserError(
+                    f"tag_checkpoint {path} holds {got}, but {len(cfg.tag_names)} tags on this encoder need "
+                    f"{want}: the head and tag_names come from different stage-0 runs"
+                )
+            tagger.head.load_state_dict(state)
             logger.info("loaded the tag head (%d tags) from %s", len(cfg.tag_names), path)
         return tagger
 
