@@ -8,8 +8,9 @@ the sound labels, and one per fact (``"language: Italian"`` ...). Each group bec
 the probability-weighted mean of the LM's own input embeddings of the tag words. The tokens follow the
 projector's tokens, right before the question.
 
-Why: a language model trained for minutes reads rare facts (a clip's spoken language: about 35 training clips
-per language) from the projector's tokens far less well than the encoder's head does (docs/demo.md). As word
+Why: a language model trained for minutes reads rare facts (a clip's spoken language: about 35 training
+questions per language in the demo) from the projector's tokens far less well than the encoder's head does
+(docs/demo.md). As word
 embeddings, every tag is read by one skill the LM learns from all its label and caption answers: saying the
 word it is shown. Audio captioning systems have long fed predicted tags to their decoder as keywords.
 The head stays as stage 0 trained it (its weights never train: part ``tagger`` is not in ``PARTS``).
