@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from sslalm.models.tagger import POOLINGS, pooled_features
+from sslalm.models.tagger import POOLINGS, columns_by_group, is_fact_tag, pooled_features, tag_groups
 
 logger = logging.getLogger(__name__)
 
@@ -239,17 +239,6 @@ class ClipLabelDataset(torch.utils.data.Dataset):
         return {"fbank": fbank, "targets": targets}
 
 
-def is_fact_tag(tag: str) -> bool:
-    """``"<fact>: <value>"`` (the spoken language), as opposed to a plain sound label."""
-    return ": " in tag
-
-
-def tag_groups(tags: Sequence[str]) -> list[int]:
-    """Group index per tag: ``"<fact>: <value>"`` tags form one group per fact, plain labels group 0."""
-    names = ["label"] + sorted({t.split(": ", 1)[0] for t in tags if is_fact_tag(t)})
-    return [names.index(t.split(": ", 1)[0]) if is_fact_tag(t) else 0 for t in tags]
-
-
 class EncoderClassifier(nn.Module):
     """An LALM's audio encoder with a pooled linear head: (B, T, 128) fbank -> (B, C) logits.
 
@@ -284,7 +273,7 @@ class EncoderClassifier(nn.Module):
         self.head = nn.Linear(encoder.hidden_size * POOLINGS[pool], num_labels)
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_ids = sorted(set(groups))
-        self.group_cols = [[i for i, k in enumerate(groups) if k == g] for g in self.group_ids]
+        self.group_cols = columns_by_group(groups)
 
     def pooled(self, feats: torch.Tensor) -> torch.Tensor:
         """What the head reads: (B, C, f, t) encoder map -> (B, C) mean, or (B, 2C) mean then maximum."""

@@ -139,18 +139,19 @@ class SSLALM(nn.Module):
         base = self.lm_backend.build(self._lm_config, checkpoint)
         d_lm = base.get_input_embeddings().weight.shape[1]
         self.projector = build_projector(config, self.encoder.hidden_size, d_lm)
-        self.tagger = self._build_tagger() if config.tag_names else None
+        self.tagger = self._build_tagger(load=not meta) if config.tag_names else None
         self.lm = self._add_lora(base)
         self.set_trainable(ADAPTER_PARTS)
 
-    def _build_tagger(self) -> TagTokens:
-        """``TagTokens`` for ``config.tag_names``, its head from ``config.tag_checkpoint`` when given."""
+    def _build_tagger(self, load: bool) -> TagTokens:
+        """``TagTokens`` for ``config.tag_names``, its head from ``config.tag_checkpoint`` when given and
+        ``load`` (not on the meta device)."""
         cfg = self.config
         word_ids = [self.tokenizer.encode(" " + tag_word(t), add_special_tokens=False) for t in cfg.tag_names]
         tagger = TagTokens(
             self.encoder.hidden_size, cfg.tag_names, word_ids, cfg.tag_pool, cfg.tag_temperature
         )
-        if cfg.tag_checkpoint is not None and torch.empty(0).device.type != "meta":
+        if cfg.tag_checkpoint is not None and load:
             from sslalm.errors import UserError
             from sslalm.models.folder import load_weights
 

@@ -24,17 +24,30 @@ import torch
 import torch.nn as nn
 
 
+def is_fact_tag(tag: str) -> bool:
+    """``"<fact>: <value>"`` (the spoken language), as opposed to a plain sound label."""
+    return ": " in tag
+
+
 def tag_word(tag: str) -> str:
     """The word(s) a tag stands for: ``"language: Italian"`` -> ``"Italian"``, a label as it is."""
-    return tag.split(": ", 1)[1] if ": " in tag else tag
+    return tag.split(": ", 1)[1] if is_fact_tag(tag) else tag
+
+
+def tag_groups(tags: Sequence[str]) -> list[int]:
+    """Group index per tag: ``"<fact>: <value>"`` tags form one group per fact, plain labels group 0."""
+    names = ["label"] + sorted({t.split(": ", 1)[0] for t in tags if is_fact_tag(t)})
+    return [names.index(t.split(": ", 1)[0]) if is_fact_tag(t) else 0 for t in tags]
+
+
+def columns_by_group(groups: Sequence[int]) -> list[list[int]]:
+    """Column indices of each group, in group order: ``[0, 1, 1, 0]`` -> ``[[0, 3], [1, 2]]``."""
+    return [[i for i, k in enumerate(groups) if k == g] for g in sorted(set(groups))]
 
 
 def tag_group_columns(tags: Sequence[str]) -> list[list[int]]:
-    """Head columns per group, labels first: ``"<fact>: <value>"`` tags form one group per fact."""
-    groups: dict[str, list[int]] = {}
-    for i, tag in enumerate(tags):
-        groups.setdefault(tag.split(": ", 1)[0] if ": " in tag else "", []).append(i)
-    return [groups[g] for g in sorted(groups)]  # "" (the labels) sorts first
+    """Head columns per group (``tag_groups``), the labels first."""
+    return columns_by_group(tag_groups(tags))
 
 
 POOLINGS = {"mean": 1, "mean+max": 2}  # pooling -> the pooled width, in encoder channels
@@ -45,8 +58,6 @@ def pooled_features(features: torch.Tensor, pool: str = "mean+max") -> torch.Ten
     mean = features.mean(dim=(2, 3))
     if pool == "mean":
         return mean
-    if pool != "mean+max":
-        raise ValueError(f"unknown pooling {pool!r}; choose from {sorted(POOLINGS)}")
     return torch.cat([mean, features.amax(dim=(2, 3))], dim=-1)
 
 
