@@ -653,9 +653,16 @@ def test_pretrained_language_model_loads_as_the_lalm_base(tmp_path, tokenizer, l
 
 
 @pytest.mark.parametrize("kind", ["dass", "ast"])
-def test_pretrained_encoder_is_what_the_lalm_loads(tmp_path, kind):
+def test_pretrained_encoder_is_what_the_lalm_loads(tmp_path, kind, monkeypatch):
+    import sslalm.demo.pretrain as pretrain
     from sslalm.demo.pretrain import pretrain_encoder
     from sslalm.models.lalm import SSLALM, SSLALMConfig, build_encoder
+
+    trained = {}
+    fit = pretrain._fit
+    monkeypatch.setattr(
+        pretrain, "_fit", lambda model, *a, **k: trained.update(model=model) or fit(model, *a, **k)
+    )
 
     recipe = sslalm_recipe() if kind == "dass" else transformer_recipe(128)
     clips = []
@@ -691,6 +698,8 @@ def test_pretrained_encoder_is_what_the_lalm_loads(tmp_path, kind):
     # the classifier head is saved beside it, and a model with tag tokens reads it from there
     head = load_file(tmp_path / "enc" / "tag_head.safetensors")
     assert head["weight"].shape == (2, encoder.hidden_size) and head["bias"].abs().sum() > 0
+    for name, value in trained["model"].head.state_dict().items():  # the head as training left it
+        torch.testing.assert_close(head[name], value, rtol=0, atol=0)
     tagged = SSLALM(
         dataclasses.replace(
             config,
