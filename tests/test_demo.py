@@ -134,6 +134,7 @@ def test_stage_zero_hands_its_head_to_stage_one_when_the_schedule_has_tag_tokens
         assert not any(k.startswith("tag_") for k in out)
         return
     assert out["tag_names"] == ["dog", "piano"] and out["tag_pool"] == QUICK.encoder_pool
+    assert out["tag_cepstra"] == QUICK.encoder_cepstra
     assert out["tag_checkpoint"] == str(
         (tmp_path / "m" / "stage0_encoder" / pretrain.TAG_HEAD_FILE).resolve()
     )
@@ -437,6 +438,11 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
         " (with random level; clips drawn label-balanced; speech clips, which teach the language, drawn 2"
         " times as often)"
     )
+    assert _encoder_recipe({**level, "encoder_cepstra": 24, "encoder_cepstra_labels": False}) == (
+        " (with random level; clips drawn label-balanced; its language columns also read the covariance of"
+        " the fbank's first 24 cepstra and their deltas (`sslalm.models.cepstral`; not in the paper))"
+    )
+    assert "its classifier head also reads the covariance" in _encoder_recipe({"encoder_cepstra": 24})
     assert _frozen_encoder({"encoder_frozen_in": [2]}) == "; stage 2 keeps the stage-0 encoder as it is"
     four = _frozen_encoder({"encoder_frozen_in": [4, 2, 3]})
     assert four == "; stages 2-4 keep the stage-0 encoder as it is"
@@ -513,6 +519,44 @@ def test_encoder_head_can_read_the_maximum_beside_the_mean():
     assert EncoderClassifier(Map(), 5).pooled(feats).shape == (3, 4)
     with pytest.raises(ValueError, match="pool"):
         EncoderClassifier(Map(), 5, pool="max")
+
+
+def test_encoder_head_reads_cepstral_statistics_for_the_facts_alone_when_asked():
+    from sslalm.demo.pretrain import EncoderClassifier
+    from sslalm.models.tagger import head_inputs, tag_groups
+
+    class Map(torch.nn.Module):
+        hidden_size = 4
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward_features(self, fbank):  # (B, T, 128) -> (B, 4, 32, T)
+            b, t, _ = fbank.shape
+            return self.scale * fbank.reshape(b, t, 32, 4).permute(0, 3, 2, 1)
+
+    tags = ["dog", "piano", "language: French", "language: Polish"]
+    torch.manual_seed(0)
+    fbank, targets = torch.randn(4, 30, 128), torch.eye(4)
+    for labels_too in (True, False):
+        model = EncoderClassifier(
+            Map(), 4, tag_groups(tags), pool="mean+max", cepstra=2, cepstra_labels=labels_too
+        )
+        assert model.head.in_features == 8 + model.cepstra.dim
+        model.cepstra.fit([fbank])
+        expect = model.head(
+            head_inputs(model.encoder.forward_features(fbank), "mean+max", model.cepstra, fbank)
+        )
+        torch.testing.assert_close(model(fbank)["logits"], expect)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            model(fbank, targets)["loss"].backward()
+            opt.step()
+        block = model.head.weight[:, -model.cepstra.dim :]  # (4 tags, D): the statistics' weights
+        assert block[2:].abs().sum() > 0  # the language always reads them
+        assert (block[:2].abs().sum() > 0) == labels_too  # the labels only when asked
 
 
 # ------------------------------------------------------------------------------------------- local corpus
@@ -710,6 +754,35 @@ def test_pretrained_encoder_is_what_the_lalm_loads(tmp_path, kind, monkeypatch):
     )
     torch.testing.assert_close(tagged.tagger.head.weight, head["weight"])
     assert tagged.num_audio_tokens(128) == model.num_audio_tokens(128) + 1
+    if kind == "ast":
+        return
+    pretrain_encoder(  # with cepstral statistics, their standardisation is fitted and saved with the head
+        build_encoder(base),
+        kind,
+        clips,
+        ["dog", "piano"],
+        128,
+        tmp_path / "enc2",
+        2,
+        2,
+        cepstra=3,
+        progress=False,
+    )
+    head = load_file(tmp_path / "enc2" / "tag_head.safetensors")
+    stats = trained["model"].cepstra
+    assert head["weight"].shape == (2, encoder.hidden_size + stats.dim)
+    torch.testing.assert_close(head["cepstra.scale"], stats.scale, rtol=0, atol=0)
+    assert not torch.equal(stats.scale, torch.ones_like(stats.scale))  # fitted on the clips
+    tagged = SSLALM(
+        dataclasses.replace(
+            config,
+            tag_names=["dog", "piano"],
+            tag_pool="mean",
+            tag_cepstra=3,
+            tag_checkpoint=str(tmp_path / "enc2" / "tag_head.safetensors"),
+        )
+    )
+    torch.testing.assert_close(tagged.tagger.cepstra.shift, head["cepstra.shift"])
 
 
 # ------------------------------------------------------------------------------------------- measurement

@@ -214,6 +214,47 @@ def test_tag_tokens_are_mixtures_of_the_tag_words_embeddings_one_per_group():
         TagTokens(4, TAGS, word_ids, temperature=0.0)
 
 
+def test_tag_head_with_cepstral_statistics_loads_saves_and_reads_each_clip_alone(tmp_path):
+    from safetensors.torch import save_file
+
+    from sslalm.errors import UserError
+    from sslalm.models.cepstral import CepstralStatistics
+
+    torch.manual_seed(0)
+    base = SSLALM(SSLALMConfig.preset("tiny-sslalm")).eval()
+    stats = CepstralStatistics(4)  # 8 cepstra and deltas: 8 means + 36 covariances
+    width = 2 * base.encoder.hidden_size + stats.dim
+    head = {
+        "weight": torch.randn(len(TAGS), width),
+        "bias": torch.randn(len(TAGS)),
+        "cepstra.shift": torch.randn(stats.dim),
+        "cepstra.scale": torch.rand(stats.dim) + 0.5,
+    }
+    save_file(head, tmp_path / "head.safetensors")
+    config = SSLALMConfig.preset(
+        "tiny-sslalm", tag_names=TAGS, tag_cepstra=4, tag_checkpoint=str(tmp_path / "head.safetensors")
+    )
+    model = SSLALM(config).eval()
+    torch.testing.assert_close(model.tagger.cepstra.scale, head["cepstra.scale"])
+    fbank = torch.randn(1, 300, 128)
+    features = model.encoder.forward_features(fbank)
+    pooled = torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1)
+    z = (stats.raw(fbank) - head["cepstra.shift"]) / head["cepstra.scale"]
+    logits = torch.cat([pooled, z], 1) @ head["weight"].T + head["bias"]
+    torch.testing.assert_close(model.tagger.probabilities(features, fbank)[1], logits[:, 3:].softmax(-1))
+    with pytest.raises(ValueError, match="needs the fbank"):
+        model.tagger.probabilities(features)
+    with pytest.raises(UserError, match="tag_cepstra 0"):  # the config forgot the head's cepstra
+        SSLALM(dataclasses.replace(config, tag_cepstra=0))
+    model.save_pretrained(tmp_path / "m")
+    loaded = SSLALM.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded.tagger.cepstra.shift, head["cepstra.shift"])
+    clip = torch.randn(16000) * 0.1
+    prompts = ["What is it?", "Count"]
+    batched = loaded.generate([clip, clip[:8000]], prompts, do_sample=False, max_new_tokens=4)
+    assert batched[1] == loaded.ask(clip[:8000], "Count", do_sample=False, max_new_tokens=4)
+
+
 def test_tag_token_model_keeps_its_head_frozen_and_saves_it(tmp_path):
     from safetensors.torch import save_file
 

@@ -261,12 +261,15 @@ def pretrain_stage0(
                 speed=s.encoder_speed,
                 pool=s.encoder_pool,
                 fact_draws=s.encoder_fact_draws,
+                cepstra=s.encoder_cepstra,
+                cepstra_labels=s.encoder_cepstra_labels,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())
         if s.tag_tokens:
             overrides["tag_names"] = labels
             overrides["tag_pool"] = s.encoder_pool
+            overrides["tag_cepstra"] = s.encoder_cepstra
             overrides["tag_checkpoint"] = str((enc_dir / TAG_HEAD_FILE).resolve())
     return overrides
 

@@ -33,7 +33,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from sslalm.models.tagger import POOLINGS, columns_by_group, is_fact_tag, pooled_features, tag_groups
+from sslalm.models.cepstral import CepstralStatistics
+from sslalm.models.tagger import (
+    POOLINGS,
+    columns_by_group,
+    head_file_state,
+    head_input_size,
+    head_inputs,
+    is_fact_tag,
+    pooled_features,
+    tag_groups,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +254,8 @@ class EncoderClassifier(nn.Module):
 
     ``pool``: ``"mean"`` (the encoder map's mean over frequency and time, as AST and DASS classify) or
     ``"mean+max"`` (the mean and the maximum side by side, so that a short event or a note's attack counts
-    as much as a long one).
+    as much as a long one). With ``cepstra`` K > 0 the head also reads the fbank's cepstral statistics of K
+    cepstra (``sslalm.models.cepstral``; ``cepstra.fit`` must set their standardisation before training).
 
     ``groups`` (one index per column, ``tag_groups``) splits the columns into separate softmaxes: sound
     labels in one, each fact (the spoken language) in its own, so that a speech clip's language does not take
@@ -263,6 +274,8 @@ class EncoderClassifier(nn.Module):
         groups: Sequence[int] | None = None,
         mixup: float = 0.0,
         pool: str = "mean",
+        cepstra: int = 0,
+        cepstra_labels: bool = True,
     ):
         super().__init__()
         if pool not in POOLINGS:
@@ -270,10 +283,17 @@ class EncoderClassifier(nn.Module):
         self.encoder = encoder
         self.mixup = mixup
         self.pool = pool
-        self.head = nn.Linear(encoder.hidden_size * POOLINGS[pool], num_labels)
+        self.cepstra = CepstralStatistics(cepstra) if cepstra else None
+        self.head = nn.Linear(head_input_size(encoder.hidden_size, pool, self.cepstra), num_labels)
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_ids = sorted(set(groups))
         self.group_cols = columns_by_group(groups)
+        if self.cepstra is not None and not cepstra_labels:  # only the facts' columns read the statistics
+            mask = torch.ones_like(self.head.weight)
+            mask[[i for i, g in enumerate(groups) if g == 0], -self.cepstra.dim :] = 0.0
+            with torch.no_grad():
+                self.head.weight.mul_(mask)
+            self.head.weight.register_hook(lambda grad: grad * mask)  # zero, no gradient: they stay zero
 
     def pooled(self, feats: torch.Tensor) -> torch.Tensor:
         """What the head reads: (B, C, f, t) encoder map -> (B, C) mean, or (B, 2C) mean then maximum."""
@@ -282,7 +302,8 @@ class EncoderClassifier(nn.Module):
     def forward(self, fbank: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.training and self.mixup > 0 and targets is not None and fbank.shape[0] > 1:
             fbank, targets = mix_batch(fbank, targets, self.mixup)
-        logits = self.head(self.pooled(self.encoder.forward_features(fbank)))  # (B, num_labels)
+        inputs = head_inputs(self.encoder.forward_features(fbank), self.pool, self.cepstra, fbank)
+        logits = self.head(inputs)  # (B, num_labels)
         out = {"logits": logits}
         if targets is not None:  # soft-target cross-entropy per group
             loss = logits.new_zeros(())
@@ -355,6 +376,8 @@ def pretrain_encoder(
     speed: float = 0.0,
     pool: str = "mean",
     fact_draws: float = 1.0,
+    cepstra: int = 0,
+    cepstra_labels: bool = True,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
     level on every draw, with noise if ``noise``, an equaliser if ``eq`` and a speed change within
@@ -365,13 +388,22 @@ def pretrain_encoder(
     ``mix_batch`` (0: no mixup); ``pool``: how the classifier head pools the map (``EncoderClassifier``; the
     head is saved beside the encoder, ``save_tag_head``, for the model's tag tokens); ``fact_draws``: clips
     with a fact tag (``"<fact>: <value>"``, the spoken language) are drawn this many times as often as
-    their labels' balance says."""
+    their labels' balance says; ``cepstra``: the head also reads the fbank's statistics of this many cepstra
+    (``EncoderClassifier``), standardised with those of the training clips (``fit_cepstra``)."""
     from transformers import set_seed
 
     set_seed(seed)
     model = EncoderClassifier(
-        encoder, len(labels), tag_groups(labels) if group_tags else None, mixup=mixup, pool=pool
+        encoder,
+        len(labels),
+        tag_groups(labels) if group_tags else None,
+        mixup=mixup,
+        pool=pool,
+        cepstra=cepstra,
+        cepstra_labels=cepstra_labels,
     )
+    if model.cepstra is not None:
+        fit_cepstra(model.cepstra, clips, labels, frames, seed)
     dataset = ClipLabelDataset(
         clips, labels, frames, seed, augment=augment, spec_masks=spec_masks, noise=noise, eq=eq, speed=speed
     )
@@ -400,20 +432,45 @@ def pretrain_encoder(
         progress=progress,
     )
     save_encoder(encoder, encoder_type, out_dir)
-    save_tag_head(model.head, out_dir)
+    save_tag_head(model.head, out_dir, model.cepstra)
     return metrics
+
+
+def fit_cepstra(
+    cepstra: CepstralStatistics,
+    clips: Sequence[tuple[str, Sequence[str]]],
+    labels: Sequence[str],
+    frames: int,
+    seed: int,
+    max_clips: int = 1024,
+) -> None:
+    """Standardise ``cepstra`` with the statistics of up to ``max_clips`` training clips (evenly spaced, one
+    unaugmented crop each, as the head's inputs have no running statistics to learn them from)."""
+    step = max(1, math.ceil(len(clips) / max_clips))
+    data = ClipLabelDataset(clips[::step], labels, frames, seed)
+    batches = (
+        torch.stack([data[j]["fbank"] for j in range(i, min(i + 64, len(data)))])
+        for i in range(0, len(data), 64)
+    )
+    n = cepstra.fit(batches)
+    logger.info(
+        "stage 0 (encoder): cepstral statistics (%d numbers) standardised on %d clips", cepstra.dim, n
+    )
 
 
 TAG_HEAD_FILE = "tag_head.safetensors"  # beside the stage-0 encoder: SSLALMConfig.tag_checkpoint reads it
 
 
-def save_tag_head(head: nn.Linear, out_dir: str | os.PathLike) -> str:
-    """Write the stage-0 classifier head (``weight``, ``bias``) where ``SSLALMConfig.tag_checkpoint`` can
-    load it for the model's tag tokens (``sslalm.models.tagger``); returns its path."""
+def save_tag_head(
+    head: nn.Linear, out_dir: str | os.PathLike, cepstra: CepstralStatistics | None = None
+) -> str:
+    """Write the stage-0 classifier head (``weight``, ``bias``, and the standardisation of its cepstral
+    statistics when it reads them: ``head_file_state``) where ``SSLALMConfig.tag_checkpoint`` can load it for
+    the model's tag tokens (``sslalm.models.tagger``); returns its path."""
     from safetensors.torch import save_file
 
     path = os.path.join(out_dir, TAG_HEAD_FILE)
-    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, path)
+    save_file(head_file_state(head, cepstra), path)
     return path
 
 

@@ -80,6 +80,12 @@ class Schedule:
     encoder_pool: str = "mean"  # stage-0 encoder: its head reads the map's mean, or "mean+max"
     encoder_drop: float = 0.0  # from stage 0 on: DASS's drop-path rate, AST's hidden dropout
     encoder_fact_draws: float = 1.0  # stage-0 encoder: clips with a fact (the language) drawn this much more
+    encoder_cepstra: int = (
+        0  # stage-0 head (and tag tokens): also the fbank's statistics of this many cepstra
+    )
+    encoder_cepstra_labels: bool = (
+        True  # the sound labels read them too (False: only the facts, the language)
+    )
     tag_tokens: bool = True  # stages 1-4: the LM reads the stage-0 head's tags as words (models.tagger)
     corpus_held_out: int | None = None  # val and test as in a corpus of this size; the rest trains
     model_size: str = "base"  # MODEL_SIZES: widths of both models

@@ -236,6 +236,13 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
         )
     if settings.get("encoder_pool", "mean") == "mean+max":
         clauses.append("its classifier head reads the mean and the maximum of its map")
+    if settings.get("encoder_cepstra", 0) > 0:
+        labels_too = settings.get("encoder_cepstra_labels", True)
+        who = "its classifier head also reads" if labels_too else "its language columns also read"
+        clauses.append(
+            f"{who} the covariance of the fbank's first {settings['encoder_cepstra']} cepstra and "
+            "their deltas (`sslalm.models.cepstral`; not in the paper)"
+        )
     return f" ({'; '.join(clauses)})" if clauses else ""
 
 

@@ -149,7 +149,12 @@ class SSLALM(nn.Module):
         cfg = self.config
         word_ids = [self.tokenizer.encode(" " + tag_word(t), add_special_tokens=False) for t in cfg.tag_names]
         tagger = TagTokens(
-            self.encoder.hidden_size, cfg.tag_names, word_ids, cfg.tag_pool, cfg.tag_temperature
+            self.encoder.hidden_size,
+            cfg.tag_names,
+            word_ids,
+            cfg.tag_pool,
+            cfg.tag_temperature,
+            cfg.tag_cepstra,
         )
         if cfg.tag_checkpoint is not None and load:
             from sslalm.errors import UserError
@@ -157,14 +162,13 @@ class SSLALM(nn.Module):
 
             path = _resolve(cfg.tag_checkpoint, self._base_dir, "tag_checkpoint")
             state = load_weights(path)  # refuses a missing, corrupt or non-finite file
-            want = {k: tuple(v.shape) for k, v in tagger.head.state_dict().items()}
-            got = {k: tuple(v.shape) for k, v in state.items()}
-            if got != want:
+            try:
+                tagger.load_head_state(state)
+            except ValueError as err:
                 raise UserError(
-                    f"tag_checkpoint {path} holds {got}, but {len(cfg.tag_names)} tags on this encoder need "
-                    f"{want}: the head and tag_names come from different stage-0 runs"
-                )
-            tagger.head.load_state_dict(state)
+                    f"tag_checkpoint {path}: {err} ({len(cfg.tag_names)} tags, tag_pool {cfg.tag_pool!r}, "
+                    f"tag_cepstra {cfg.tag_cepstra}): head and config come from different stage-0 runs"
+                ) from None
             logger.info("loaded the tag head (%d tags) from %s", len(cfg.tag_names), path)
         return tagger
 
@@ -301,7 +305,7 @@ class SSLALM(nn.Module):
         tokens = self.projector(features)  # (B, N, d)
         if self.tagger is None:
             return tokens
-        tags = self.tagger(features, self.lm.get_input_embeddings())  # (B, groups, d)
+        tags = self.tagger(features, self.lm.get_input_embeddings(), fbank)  # (B, groups, d)
         return torch.cat([tokens, tags.to(tokens.dtype)], dim=1)
 
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
@@ -390,6 +394,8 @@ class SSLALM(nn.Module):
         for name, buf in self.named_buffers():
             if name.startswith(("encoder.", "projector.")):
                 out[name] = buf
+        for name, buf in self.tagger.state_dict(prefix="tagger.").items() if self.tagger is not None else ():
+            out.setdefault(name, buf)  # the head's cepstral standardisation (its word ids are rebuilt)
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
     def save_pretrained(self, path: str | Path) -> None:

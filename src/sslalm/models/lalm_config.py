@@ -77,6 +77,9 @@ class SSLALMConfig:
     tag_pool: str = "mean+max"  # how the tag head pools the encoder map: "mean" | "mean+max"
     tag_checkpoint: str | None = None  # the tag head's weights (safetensors "weight", "bias"), e.g. stage 0's
     tag_temperature: float = 1.0  # the tag head's softmax temperature (below 1: nearer the likeliest word)
+    tag_cepstra: int = (
+        0  # the tag head also reads the fbank's statistics of this many cepstra (models.cepstral)
+    )
     lm_type: str = "mamba"  # "mamba" | "hf"
     lm_config: dict[str, Any] = field(default_factory=dict)
     lm_checkpoint: str | None = None
@@ -193,6 +196,7 @@ SPECS: dict[str, Spec] = {
     "tag_pool": Spec("str", choices=("mean", "mean+max")),
     "tag_checkpoint": Spec("str", optional=True, nonempty=True),
     "tag_temperature": Spec("float", 0, 100, low_open=True),
+    "tag_cepstra": Spec("int", 0, 128),
     "lm_type": Spec("str"),
     "lm_config": Spec("mapping"),
     "lm_checkpoint": Spec("str", optional=True, nonempty=True),

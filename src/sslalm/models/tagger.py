@@ -2,8 +2,9 @@
 
 An optional part of ``SSLALM`` (``SSLALMConfig.tag_names``; off by default and not in the paper). A linear
 head reads the encoder map pooled over frequency and time (``tag_pool``: the mean, or the mean then the
-maximum), as the stage-0 classifier of ``sslalm.demo.pretrain`` does (``SSLALMConfig.tag_checkpoint`` loads
-its weights), and gives one probability distribution per tag group:
+maximum) and, with ``tag_cepstra``, the fbank's cepstral statistics (``sslalm.models.cepstral``), as the
+stage-0 classifier of ``sslalm.demo.pretrain`` does (``SSLALMConfig.tag_checkpoint`` loads its weights), and
+gives one probability distribution per tag group:
 the sound labels, and one per fact (``"language: Italian"`` ...). Each group becomes one extra audio token,
 the probability-weighted mean of the LM's own input embeddings of the tag words. The tokens follow the
 projector's tokens, right before the question.
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+
+from sslalm.models.cepstral import CepstralStatistics
 
 
 def is_fact_tag(tag: str) -> bool:
@@ -61,6 +64,36 @@ def pooled_features(features: torch.Tensor, pool: str = "mean+max") -> torch.Ten
     return torch.cat([mean, features.amax(dim=(2, 3))], dim=-1)
 
 
+def head_inputs(
+    features: torch.Tensor,
+    pool: str,
+    cepstra: CepstralStatistics | None = None,
+    fbank: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """What a tag head reads: (B, C, F, T) map [, (B, T', 128) fbank] -> (B, P) pooled map, then the fbank's
+    cepstral statistics when ``cepstra`` is given."""
+    pooled = pooled_features(features, pool)
+    if cepstra is None:
+        return pooled
+    if fbank is None:
+        raise ValueError("a tag head with cepstral statistics needs the fbank")
+    return torch.cat([pooled, cepstra(fbank).to(pooled.dtype)], dim=-1)
+
+
+def head_input_size(in_channels: int, pool: str, cepstra: CepstralStatistics | None = None) -> int:
+    """P of ``head_inputs``."""
+    return POOLINGS[pool] * in_channels + (cepstra.dim if cepstra is not None else 0)
+
+
+def head_file_state(head: nn.Linear, cepstra: CepstralStatistics | None = None) -> dict[str, torch.Tensor]:
+    """A tag head as its file holds it (``SSLALMConfig.tag_checkpoint``): ``weight`` and ``bias``, and with
+    cepstral statistics their standardisation, ``cepstra.shift`` and ``cepstra.scale``."""
+    state = dict(head.state_dict())
+    if cepstra is not None:
+        state.update({f"cepstra.{k}": v for k, v in cepstra.state_dict().items()})
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
 class TagTokens(nn.Module):
     """Encoder map -> one token per tag group, a probability mixture of the tag words' LM embeddings.
 
@@ -71,6 +104,8 @@ class TagTokens(nn.Module):
         pool: how the head pools the map (``pooled_features``).
         temperature: divides the head's logits before each group's softmax; below 1 the token moves toward
             the most probable word's embedding (a flat distribution mixes every word into their mean).
+        cepstra: with K > 0, the head also reads the fbank's cepstral statistics of K cepstra
+            (``CepstralStatistics``; its standardisation is saved with the head).
     """
 
     def __init__(
@@ -80,6 +115,7 @@ class TagTokens(nn.Module):
         word_ids: Sequence[Sequence[int]],
         pool: str = "mean+max",
         temperature: float = 1.0,
+        cepstra: int = 0,
     ):
         super().__init__()
         if len(word_ids) != len(tags) or not all(word_ids):
@@ -90,7 +126,8 @@ class TagTokens(nn.Module):
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.tags, self.pool, self.temperature = list(tags), pool, float(temperature)
         self.groups = tag_group_columns(self.tags)
-        self.head = nn.Linear(POOLINGS[pool] * in_channels, len(self.tags))
+        self.cepstra = CepstralStatistics(cepstra) if cepstra else None
+        self.head = nn.Linear(head_input_size(in_channels, pool, self.cepstra), len(self.tags))
         width = max(len(ids) for ids in word_ids)
         ids = torch.zeros(len(self.tags), width, dtype=torch.long)
         mask = torch.zeros(len(self.tags), width)
@@ -104,13 +141,25 @@ class TagTokens(nn.Module):
     def num_tokens(self) -> int:
         return len(self.groups)
 
-    def probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C, F, T) map -> per group, (B, k) probabilities over its tags."""
-        logits = self.head(pooled_features(features, self.pool)) / self.temperature  # (B, K)
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a ``head_file_state``; ValueError naming both layouts when its keys or shapes differ."""
+        want = {k: tuple(v.shape) for k, v in head_file_state(self.head, self.cepstra).items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if got != want:
+            raise ValueError(f"the tag head file holds {got}, but this head needs {want}")
+        self.head.load_state_dict({k: state[k] for k in ("weight", "bias")})
+        if self.cepstra is not None:
+            self.cepstra.load_state_dict({k[len("cepstra.") :]: v for k, v in state.items() if "." in k})
+
+    def probabilities(self, features: torch.Tensor, fbank: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """(B, C, F, T) map [, (B, T', 128) fbank: needed with cepstra] -> per group, (B, k) probabilities."""
+        logits = self.head(head_inputs(features, self.pool, self.cepstra, fbank)) / self.temperature  # (B, K)
         return [logits[:, cols].softmax(dim=-1) for cols in self.groups]
 
-    def forward(self, features: torch.Tensor, embeddings: nn.Module) -> torch.Tensor:
-        """(B, C, F, T) map, the LM's input embedding layer -> (B, groups, d_lm)."""
+    def forward(
+        self, features: torch.Tensor, embeddings: nn.Module, fbank: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, C, F, T) map, the LM's input embedding layer [, (B, T', 128) fbank] -> (B, groups, d_lm)."""
         words = (embeddings(self.word_ids) * self.word_mask[..., None]).sum(1)  # (K, d): mean over tokens
-        probs = self.probabilities(features.detach())
+        probs = self.probabilities(features.detach(), fbank)
         return torch.stack([p @ words[cols].to(p.dtype) for p, cols in zip(probs, self.groups)], dim=1)
