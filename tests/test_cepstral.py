@@ -61,3 +61,16 @@ def test_fit_standardises_the_statistics_of_its_clips():
         stats(torch.randn(2, 20, 9))
     with pytest.raises(ValueError, match="num_cepstra"):
         CepstralStatistics(num_cepstra=0)
+
+
+def test_a_half_precision_copy_reads_in_float32():
+    torch.manual_seed(2)
+    stats = CepstralStatistics(num_cepstra=4, num_mel_bins=16)
+    clips = torch.randn(6, 30, 16)
+    stats.fit([clips])
+    half = CepstralStatistics(num_cepstra=4, num_mel_bins=16)
+    half.load_state_dict(stats.state_dict())
+    half = half.to(torch.bfloat16)
+    out = half(clips.to(torch.bfloat16))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, stats(clips), atol=0.1, rtol=0.05)

@@ -83,6 +83,7 @@ def test_demo_stages_are_the_tiny_yaml_files_with_the_demo_overrides():
         assert cfg.train_on_inputs is False and yml["train_on_inputs"] is True  # a stated departure
         assert cfg.loss_per_example is FULL.loss_per_example is True  # another
         assert cfg.balance_labels == FULL.balance_labels
+        assert cfg.task_weights == FULL.task_draws
     assert [stages[n].trainable for n in STAGES] == [
         ["projector"],
         ["projector", "lora", "lm"],
@@ -134,7 +135,7 @@ def test_stage_zero_hands_its_head_to_stage_one_when_the_schedule_has_tag_tokens
         assert not any(k.startswith("tag_") for k in out)
         return
     assert out["tag_names"] == ["dog", "piano"] and out["tag_pool"] == QUICK.encoder_pool
-    assert out["tag_cepstra"] == QUICK.encoder_cepstra
+    assert out["tag_cepstra"] == QUICK.encoder_cepstra and out["tag_scale"] == QUICK.tag_scale
     assert out["tag_checkpoint"] == str(
         (tmp_path / "m" / "stage0_encoder" / pretrain.TAG_HEAD_FILE).resolve()
     )
@@ -557,6 +558,49 @@ def test_encoder_head_reads_cepstral_statistics_for_the_facts_alone_when_asked()
         block = model.head.weight[:, -model.cepstra.dim :]  # (4 tags, D): the statistics' weights
         assert block[2:].abs().sum() > 0  # the language always reads them
         assert (block[:2].abs().sum() > 0) == labels_too  # the labels only when asked
+
+
+def test_fact_columns_are_refit_as_a_regression_on_the_cepstral_statistics(tmp_path):
+    """Two "languages" told apart by their spectra alone: the refit columns name them; the label columns
+    and the facts' weights on the pooled map are left as they were, and zero."""
+    from sslalm.demo.pretrain import EncoderClassifier, fit_cepstra, fit_fact_columns
+    from sslalm.models.tagger import head_inputs, tag_groups
+
+    class Map(torch.nn.Module):
+        hidden_size = 4
+
+        def forward_features(self, fbank):  # (B, T, 128) -> (B, 4, 1, 1): nothing about the language
+            return torch.zeros(fbank.shape[0], 4, 1, 1)
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(24):
+        noise = rng.normal(0, 0.1, 16000).astype(np.float32)
+        if i % 2:
+            noise = np.cumsum(noise) / 20  # a low tilt
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, noise, 16000)
+        clips.append((str(path), ["speech", "language: A" if i % 2 == 0 else "language: B"]))
+    clips.append((str(tmp_path / "c0.wav"), ["dog"]))  # a clip without the fact
+    tags = ["dog", "language: A", "language: B", "speech"]
+    model = EncoderClassifier(Map(), 4, tag_groups(tags), pool="mean", cepstra=3, cepstra_labels=False).eval()
+    fit_cepstra(model.cepstra, clips, tags, 64, 0)
+    before = model.head.weight.detach().clone()
+    out = fit_fact_columns(model, clips, tags, 64, 0)
+    assert out["language"]["clips"] == 24 and out["language"]["values"] == 2
+    assert out["language"]["C"] in (0.01, 0.03, 0.1, 0.3, 1.0)
+    w = model.head.weight.detach()
+    torch.testing.assert_close(w[[0, 3]], before[[0, 3]], rtol=0, atol=0)
+    assert torch.equal(w[1:3, :4], torch.zeros(2, 4))
+    from sslalm.audio import FbankExtractor, load_audio
+
+    ex = FbankExtractor(target_length=64)
+    fb = torch.stack([ex(load_audio(p)) for p, _ in clips[:24]])
+    with torch.no_grad():
+        logits = model.head(head_inputs(model.encoder.forward_features(fb), "mean", model.cepstra, fb))
+    assert (logits[:, 1:3].argmax(1) == torch.arange(24) % 2).all()
+    with pytest.raises(ValueError, match="cepstral"):
+        fit_fact_columns(EncoderClassifier(Map(), 4, tag_groups(tags)), clips, tags, 64, 0)
 
 
 # ------------------------------------------------------------------------------------------- local corpus

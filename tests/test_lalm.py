@@ -246,6 +246,16 @@ def test_tag_head_with_cepstral_statistics_loads_saves_and_reads_each_clip_alone
         model.tagger.probabilities(features)
     with pytest.raises(UserError, match="tag_cepstra 0"):  # the config forgot the head's cepstra
         SSLALM(dataclasses.replace(config, tag_cepstra=0))
+    with torch.no_grad():
+        tags = model.encode_audio(fbank)[0, -2:]
+        model.config.tag_scale = "audio"  # as large as the projector's tokens
+        tokens = model.encode_audio(fbank)[0]  # (N + 2, d)
+        model.config.tag_scale = "word"
+    n_proj = tokens.shape[0] - 2
+    torch.testing.assert_close(tokens[-2:].norm(dim=-1), tokens[:n_proj].norm(dim=-1).mean().expand(2))
+    torch.testing.assert_close(
+        tokens[-2:] / tokens[-2:].norm(dim=-1, keepdim=True), tags / tags.norm(dim=-1)[:, None]
+    )
     model.save_pretrained(tmp_path / "m")
     loaded = SSLALM.from_pretrained(tmp_path / "m")
     torch.testing.assert_close(loaded.tagger.cepstra.shift, head["cepstra.shift"])

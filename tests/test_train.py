@@ -706,6 +706,21 @@ def test_label_balance_weights_even_out_labels_per_task():
         label_balance_weights(recs, -1.0)
 
 
+def test_task_weights_scale_one_tasks_draws():
+    from types import SimpleNamespace as R
+
+    from sslalm.data.balance import task_weighted
+    from sslalm.schema import ConfigError
+
+    recs = [R(task="open_language"), R(task="caption"), R(task="open_language")]
+    assert task_weighted([1.0, 2.0, 0.5], recs, {"open_language": 3.0}) == [3.0, 2.0, 1.5]
+    assert task_weighted([1.0, 2.0, 0.5], recs, {"count": 4.0}) == [1.0, 2.0, 0.5]  # absent: nothing to do
+    with pytest.raises(ConfigError, match="task_weights"):
+        StageConfig(output_dir="x", task_weights={"open_language": 0})
+    with pytest.raises(ConfigError, match="task_weights"):
+        StageConfig(output_dir="x", task_weights={"open_language": "3"})
+
+
 def test_balanced_stage_draws_rare_labels_more_often(tmp_path):
     """``balance_labels`` replaces the Trainer's shuffling by seeded weighted draws over the records."""
     from transformers import TrainerCallback
@@ -736,3 +751,6 @@ def test_balanced_stage_draws_rare_labels_more_often(tmp_path):
     assert draws[:8] == list(trainer._get_train_sampler())  # seeded
     del ds.sample_weights
     assert not isinstance(trainer._get_train_sampler(), torch.utils.data.WeightedRandomSampler)
+    cfg = tiny_stage(tmp_path, data, task_weights={"cla_label": 2.0}, max_steps=1, overwrite_output_dir=True)
+    train(cfg, model=make_double(), callbacks=[Peek()])
+    assert seen["dataset"].sample_weights == [2.0] * 8

@@ -68,6 +68,9 @@ class StageConfig:
         0.0, "draw records with weight n^-power, n = records of the task with the clip's label (0: off)"
     )
     label_task: str = _opt("cla_label", "task whose answer is a clip's label, for balance_labels")
+    task_weights: dict[str, float] = _opt(
+        factory=dict, help="task -> draw weight factor (a rare task drawn more often; others 1)"
+    )
     strict_data: bool = _opt(False, "fail on the first bad record or clip")
     check_audio: str = _opt("exists", "'exists' or 'decode' (decode every clip up front)")
     crop_seconds: float | None = _opt(10.24, "longest audio per example")
@@ -133,6 +136,11 @@ class StageConfig:
 
         names = [f.name for f in dataclasses.fields(SSLALMConfig)]
         check_keys("model_overrides", self.model_overrides, names)
+        for task, factor in self.task_weights.items():
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 1000:
+                raise ConfigError(
+                    f"task_weights[{task!r}] must be a number in (0, 1000], got {factor!r}", "task_weights"
+                )
 
 
 STAGE_SPECS: dict[str, Spec] = {
@@ -145,6 +153,7 @@ STAGE_SPECS: dict[str, Spec] = {
     "tasks": Spec("str_list", optional=True),
     "balance_labels": Spec("float", 0, 4),
     "label_task": Spec("str", nonempty=True),
+    "task_weights": Spec("mapping"),
     "strict_data": Spec("bool"),
     "check_audio": Spec("str", choices=("exists", "decode")),
     "crop_seconds": Spec("float", 0, 3600, low_open=True, optional=True),
@@ -625,10 +634,15 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
     dataset = build_dataset(cfg, model)
     if len(dataset) == 0:
         raise UserError(f"no training examples in {cfg.train_files}: every record was skipped (see the log)")
-    if cfg.balance_labels > 0:
-        from sslalm.data.balance import label_balance_weights
+    if cfg.balance_labels > 0 or cfg.task_weights:
+        from sslalm.data.balance import label_balance_weights, task_weighted
 
-        dataset.sample_weights = label_balance_weights(dataset.records, cfg.balance_labels, cfg.label_task)
+        weights = (
+            label_balance_weights(dataset.records, cfg.balance_labels, cfg.label_task)
+            if cfg.balance_labels > 0
+            else [1.0] * len(dataset.records)
+        )
+        dataset.sample_weights = task_weighted(weights, dataset.records, cfg.task_weights)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(
         model=model,

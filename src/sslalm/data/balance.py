@@ -9,14 +9,18 @@ clip has the same label, evens that out (power 1: every label equally often; 0.5
 A clip's labels are the answer of its ``label_task`` record (``cla_label`` in the local corpus and LTU's
 classification data: labels separated by ", ") in the same data; a clip with several labels (a mixture)
 gets the mean of its labels' weights. Records of clips without a label record, and every record when no
-such record exists, get weight 1. Weights are normalised per task, so each task keeps its share of draws.
+such record exists, get weight 1. Weights are normalised per task, so each task keeps its share of draws,
+unless ``task_weighted`` then scales a task's share on purpose (``StageConfig.task_weights``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def clip_balance_weights(clip_labels: Sequence[Sequence[str]], power: float) -> list[float]:
@@ -57,3 +61,14 @@ def label_balance_weights(records: Sequence[Any], power: float, label_task: str 
         for i, w in zip(rows, clip_balance_weights(clip_labels, power), strict=True):
             weights[i] = w
     return weights
+
+
+def task_weighted(weights: Sequence[float], records: Sequence[Any], factors: dict[str, float]) -> list[float]:
+    """(N,) ``weights`` times ``factors[record.task]`` (1 for a task not named): a rare task such as the
+    spoken language's questions drawn more often. Unknown task names are logged, not refused (a data file
+    may simply lack them)."""
+    present = {r.task for r in records}
+    missing = sorted(set(factors) - present)
+    if missing:
+        logger.info("task_weights name tasks no record has: %s", ", ".join(missing))
+    return [w * float(factors.get(r.task, 1.0)) for w, r in zip(weights, records, strict=True)]

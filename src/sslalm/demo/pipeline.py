@@ -263,6 +263,7 @@ def pretrain_stage0(
                 fact_draws=s.encoder_fact_draws,
                 cepstra=s.encoder_cepstra,
                 cepstra_labels=s.encoder_cepstra_labels,
+                fact_probe=s.encoder_fact_probe,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())
@@ -270,6 +271,7 @@ def pretrain_stage0(
             overrides["tag_names"] = labels
             overrides["tag_pool"] = s.encoder_pool
             overrides["tag_cepstra"] = s.encoder_cepstra
+            overrides["tag_scale"] = s.tag_scale
             overrides["tag_checkpoint"] = str((enc_dir / TAG_HEAD_FILE).resolve())
     return overrides
 

@@ -80,13 +80,14 @@ class Schedule:
     encoder_pool: str = "mean"  # stage-0 encoder: its head reads the map's mean, or "mean+max"
     encoder_drop: float = 0.0  # from stage 0 on: DASS's drop-path rate, AST's hidden dropout
     encoder_fact_draws: float = 1.0  # stage-0 encoder: clips with a fact (the language) drawn this much more
-    encoder_cepstra: int = (
-        0  # stage-0 head (and tag tokens): also the fbank's statistics of this many cepstra
-    )
-    encoder_cepstra_labels: bool = (
-        True  # the sound labels read them too (False: only the facts, the language)
+    encoder_cepstra: int = 0  # stage-0 head (and tag tokens): the fbank's statistics of this many cepstra too
+    encoder_cepstra_labels: bool = True  # the labels read them too (False: the facts alone, the language)
+    encoder_fact_probe: bool = (
+        False  # after stage 0: the facts' columns, a logistic regression on the cepstra
     )
     tag_tokens: bool = True  # stages 1-4: the LM reads the stage-0 head's tags as words (models.tagger)
+    tag_scale: str = "word"  # SSLALMConfig.tag_scale: "audio" scales the tag tokens as the projector's
+    task_draws: dict[str, float] = field(default_factory=dict)  # stages 1-4: task -> draw weight factor
     corpus_held_out: int | None = None  # val and test as in a corpus of this size; the rest trains
     model_size: str = "base"  # MODEL_SIZES: widths of both models
     balance_labels: float = 0.0  # stages 1-4: draw records with weight (records of their label)^-power
@@ -213,6 +214,7 @@ def stage_overrides(
         "train_on_inputs": schedule.train_on_inputs,
         "balance_labels": schedule.balance_labels,
         "loss_per_example": schedule.loss_per_example,
+        "task_weights": dict(schedule.task_draws),
         "seed": seed,
         "save_steps": 10**9,  # no intermediate checkpoints: the stage's model is saved at its end
         "logging_steps": max(1, steps // 25),

@@ -68,7 +68,7 @@ class CepstralStatistics(nn.Module):
             )
         x = fbank.float()
         sound = (x.std(dim=-1) > PAD_STD).float()  # (B, T)
-        c = x @ self.dct  # (B, T, K)
+        c = x @ self.dct.float()  # (B, T, K); float32 even in a half-precision model
         v = torch.cat([c[:, 1:], c[:, 1:] - c[:, :-1]], dim=-1)  # (B, T-1, 2K): cepstra and deltas
         w = (sound[:, 1:] * sound[:, :-1]).unsqueeze(-1)  # (B, T-1, 1): both frames are sound
         n = w.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1, 1)
@@ -79,7 +79,7 @@ class CepstralStatistics(nn.Module):
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, D) standardised statistics."""
-        return (self.raw(fbank) - self.shift) / self.scale
+        return (self.raw(fbank) - self.shift.float()) / self.scale.float()
 
     @torch.no_grad()
     def fit(self, fbanks: Iterable[torch.Tensor]) -> int:

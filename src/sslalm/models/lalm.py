@@ -58,7 +58,7 @@ from sslalm.models.lalm_config import (  # noqa: F401  (re-exported)
 )
 from sslalm.models.processor import SSLALMProcessor
 from sslalm.models.projector import build_projector
-from sslalm.models.tagger import TagTokens, tag_word
+from sslalm.models.tagger import TagTokens, scale_like, tag_word
 
 logger = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -306,6 +306,8 @@ class SSLALM(nn.Module):
         if self.tagger is None:
             return tokens
         tags = self.tagger(features, self.lm.get_input_embeddings(), fbank)  # (B, groups, d)
+        if self.config.tag_scale == "audio":
+            tags = scale_like(tags, tokens)
         return torch.cat([tokens, tags.to(tokens.dtype)], dim=1)
 
     def embed_tokens(self, input_ids: Tensor) -> Tensor:

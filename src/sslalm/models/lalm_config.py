@@ -77,9 +77,8 @@ class SSLALMConfig:
     tag_pool: str = "mean+max"  # how the tag head pools the encoder map: "mean" | "mean+max"
     tag_checkpoint: str | None = None  # the tag head's weights (safetensors "weight", "bias"), e.g. stage 0's
     tag_temperature: float = 1.0  # the tag head's softmax temperature (below 1: nearer the likeliest word)
-    tag_cepstra: int = (
-        0  # the tag head also reads the fbank's statistics of this many cepstra (models.cepstral)
-    )
+    tag_cepstra: int = 0  # the tag head also reads the fbank's statistics of K cepstra (models.cepstral)
+    tag_scale: str = "word"  # tag token norms: "word" (the words' embeddings) | "audio" (the projector's)
     lm_type: str = "mamba"  # "mamba" | "hf"
     lm_config: dict[str, Any] = field(default_factory=dict)
     lm_checkpoint: str | None = None
@@ -197,6 +196,7 @@ SPECS: dict[str, Spec] = {
     "tag_checkpoint": Spec("str", optional=True, nonempty=True),
     "tag_temperature": Spec("float", 0, 100, low_open=True),
     "tag_cepstra": Spec("int", 0, 128),
+    "tag_scale": Spec("str", choices=("word", "audio")),
     "lm_type": Spec("str"),
     "lm_config": Spec("mapping"),
     "lm_checkpoint": Spec("str", optional=True, nonempty=True),

@@ -94,6 +94,16 @@ def head_file_state(head: nn.Linear, cepstra: CepstralStatistics | None = None) 
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
+def scale_like(tags: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, G, d) tag tokens rescaled so that each has the mean norm of the clip's (B, N, d) projector tokens
+    (``SSLALMConfig.tag_scale == "audio"``); the factor is not differentiated. Why: the projector's tokens
+    are two orders of magnitude larger than word embeddings, and a language model trained for minutes learnt
+    to read a fact from a word-sized token among them only once it was as large (``docs/demo.md``)."""
+    target = tokens.detach().norm(dim=-1).mean(dim=1, keepdim=True)  # (B, 1)
+    factor = target / tags.detach().norm(dim=-1).clamp(min=1e-6)  # (B, G)
+    return tags * factor.unsqueeze(-1).to(tags.dtype)
+
+
 class TagTokens(nn.Module):
     """Encoder map -> one token per tag group, a probability mixture of the tag words' LM embeddings.
 
