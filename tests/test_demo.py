@@ -738,6 +738,68 @@ def test_pretrained_language_model_loads_as_the_lalm_base(tmp_path, tokenizer, l
     saved = load_file(tmp_path / "lm" / "model.safetensors")  # the trained weights are what the LALM uses
     key = next(k for k in saved if k.endswith(("embed_tokens.weight", "embeddings.weight")))
     assert torch.equal(base.get_input_embeddings().weight, saved[key])
+    tags = {"x.wav": ["dog", "language: Polish"]}  # the same LM after its clips' true tag tokens
+    pretrain_language_model(
+        lm_type,
+        lm_config,
+        tok,
+        _records(),
+        tmp_path / "lm2",
+        max_steps=3,
+        batch_size=4,
+        progress=False,
+        clip_tags=tags,
+        tag_names=["dog", "piano", "language: French", "language: Polish"],
+    )
+    saved = load_file(tmp_path / "lm2" / "model.safetensors")  # the LM alone, no wrapper or tagger keys
+    assert set(saved) == set(load_file(tmp_path / "lm" / "model.safetensors"))
+
+
+def test_stage_zero_text_follows_its_clips_true_tag_tokens(tokenizer):
+    from sslalm.demo.pretrain import (
+        TagPrefixCollator,
+        TagPrefixedLM,
+        TagPrefixedText,
+        TextDataset,
+        tag_targets,
+    )
+    from sslalm.models.lalm import SSLALMConfig, build_language_model
+    from sslalm.models.tagger import TagTokens
+
+    names = ["dog", "piano", "language: French", "language: Polish"]
+    assert tag_targets(["dog", "language: Polish"], names).tolist() == [1, 0, 0, 1]
+    assert tag_targets(["dog", "piano"], names).tolist() == [0.5, 0.5, 0.5, 0.5]  # no language: uniform
+    tok, _ = tokenizer
+    torch.manual_seed(0)
+    lm = build_language_model(
+        SSLALMConfig(
+            lm_type="mamba", lm_config={**sslalm_recipe().lm_config, "d_model": 16, "vocab_size": "auto"}
+        ),
+        len(tok),
+        None,
+    )
+    tagger = TagTokens(
+        1,
+        names,
+        [tok.encode(" " + w, add_special_tokens=False) for w in ["dog", "piano", "French", "Polish"]],
+    )
+    model = TagPrefixedLM(lm, tagger)
+    data = TagPrefixedText(
+        TextDataset(_records()[:2], tok), [tag_targets(["dog"], names), tag_targets(["piano"], names)]
+    )
+    batch = TagPrefixCollator(tok.pad_token_id)([data[0], data[1]])
+    assert batch["tag_probs"].shape == (2, 4)
+    out = model(**batch)
+    ids = batch["input_ids"]
+    assert out.logits.shape[:2] == (2, 2 + ids.shape[1]) and torch.isfinite(out.loss)
+    emb = lm.get_input_embeddings()
+    dog = emb.weight[tok.encode(" dog", add_special_tokens=False)].mean(0)
+    tokens = tagger.mix([batch["tag_probs"][:, c] for c in tagger.groups], emb)
+    torch.testing.assert_close(tokens[0, 0], dog)  # the first clip's label token is the word "dog"
+    with torch.no_grad():  # the text after the tags: what the LM reads when the tags come first
+        mask = torch.cat([torch.ones(2, 2, dtype=torch.long), batch["attention_mask"]], 1)
+        manual = lm(inputs_embeds=torch.cat([tokens, emb(ids)], 1), attention_mask=mask).logits
+    torch.testing.assert_close(out.logits, manual)
 
 
 @pytest.mark.parametrize("kind", ["dass", "ast"])

@@ -201,6 +201,12 @@ def pretrain_stage0(
 
     train_records = json.loads((corpus / "train.json").read_text(encoding="utf-8"))
     tok = load_tokenizer(tokenizer_dir)
+    clips = _encoder_clips(train_records, corpus)
+    labels = sorted({lab for names in clips.values() for lab in names})
+    prefix: dict[str, Any] = {}
+    if s.lm_tag_prefix and s.tag_tokens and s.encoder_steps > 0:  # the LM learns to read the tag tokens
+        by_id = {r["audio_id"]: clips.get(str(corpus / r["audio_id"]), []) for r in train_records}
+        prefix = {"clip_tags": by_id, "tag_names": labels}
     logger.info("%s: stage 0, language model on the training text", r.title)
     lm_dir = model_dir / "stage0_lm"
     stages.append(
@@ -218,6 +224,7 @@ def pretrain_stage0(
             learning_rate=s.lm_lr,
             seed=seed,
             progress=progress,
+            **prefix,
         )
     )
     overrides: dict[str, Any] = {
@@ -231,8 +238,6 @@ def pretrain_stage0(
     }
     if s.encoder_steps > 0:
         logger.info("%s: stage 0, audio encoder on the training labels", r.title)
-        clips = _encoder_clips(train_records, corpus)
-        labels = sorted({lab for names in clips.values() for lab in names})
         encoder = build_encoder(SSLALMConfig(encoder_type=r.encoder_type, encoder_config=r.encoder_config))
         enc_dir = model_dir / "stage0_encoder"
         stages.append(

@@ -76,6 +76,79 @@ class TextDataset(torch.utils.data.Dataset):
         return self.examples[i]
 
 
+def tag_targets(tags: Sequence[str], tag_names: Sequence[str]) -> torch.Tensor:
+    """(K,) what a perfect tag head would say of a clip with ``tags``: per group of ``tag_names``
+    (``tag_groups``), the clip's tags in it sharing the mass, or a uniform distribution where it has none."""
+    out = torch.zeros(len(tag_names))
+    index = {t: i for i, t in enumerate(tag_names)}
+    for cols in columns_by_group(tag_groups(tag_names)):
+        mine = [index[t] for t in tags if t in index and index[t] in cols]
+        for c in mine or cols:
+            out[c] = 1.0 / len(mine or cols)
+    return out
+
+
+class TagPrefixedText(torch.utils.data.Dataset):
+    """``TextDataset`` examples with ``tag_probs`` (K,): the ``tag_targets`` of each record's clip."""
+
+    def __init__(self, text: TextDataset, targets: Sequence[torch.Tensor]):
+        if len(text) != len(targets):
+            raise ValueError("one tag target per example")
+        self.text, self.targets = text, list(targets)
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.text[i], "tag_probs": self.targets[i]}
+
+
+class TagPrefixCollator:
+    """``Collator`` for ``TagPrefixedText``: the text right-padded, ``tag_probs`` stacked (B, K)."""
+
+    def __init__(self, pad_id: int):
+        from sslalm.prompt import Collator
+
+        self.text = Collator(pad_id)
+
+    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        out = self.text([{k: v for k, v in ex.items() if k != "tag_probs"} for ex in batch])
+        out["tag_probs"] = torch.stack([ex["tag_probs"] for ex in batch])
+        return out
+
+
+class TagPrefixedLM(nn.Module):
+    """A causal LM that reads one tag token per group before each text, as ``SSLALM``'s tag tokens reach it.
+
+    The tokens are ``TagTokens.mix`` of the example's ``tag_probs`` (the truth, not a head's guess) over the
+    LM's own word embeddings; they get no loss. So stage 0 teaches the LM what stages 1-4 need from it: the
+    answer's fact is the word in front of the question. (B, L) ids, (B, K) tag_probs -> the LM's output.
+    """
+
+    def __init__(self, lm: nn.Module, tagger: nn.Module):
+        super().__init__()
+        self.lm, self.tagger = lm, tagger
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        tag_probs: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
+        emb = self.lm.get_input_embeddings()
+        tags = self.tagger.mix([tag_probs[:, cols] for cols in self.tagger.groups], emb)  # (B, G, d)
+        text = emb(input_ids)  # (B, L, d)
+        b, g = tags.shape[:2]
+        embeds = torch.cat([tags.to(text.dtype), text], dim=1)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = torch.cat([attention_mask.new_ones(b, g), attention_mask], dim=1)
+        if labels is not None:
+            labels = torch.cat([labels.new_full((b, g), -100), labels], dim=1)
+        return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+
 def pretrain_language_model(
     lm_type: str,
     lm_config: dict[str, Any],
@@ -89,8 +162,13 @@ def pretrain_language_model(
     callbacks: list | None = None,
     cutoff_len: int = 108,
     progress: bool = True,
+    clip_tags: dict[str, Sequence[str]] | None = None,
+    tag_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Train a random LM on the records' text and save it to ``out_dir``; returns the Trainer's metrics."""
+    """Train a random LM on the records' text and save it to ``out_dir``; returns the Trainer's metrics.
+
+    With ``tag_names`` and ``clip_tags`` (a record's ``audio_id`` -> its clip's tags), every text follows
+    the clip's tag tokens (``TagPrefixedLM``), as the model's tag tokens will precede its questions."""
     from transformers import set_seed
 
     from sslalm.models.lalm import SSLALMConfig, build_language_model
@@ -100,6 +178,17 @@ def pretrain_language_model(
     config = SSLALMConfig(lm_type=lm_type, lm_config={**lm_config, "vocab_size": "auto"})
     model = build_language_model(config, len(tokenizer), None)
     dataset = TextDataset(records, tokenizer, cutoff_len)
+    trained: nn.Module = model
+    collator: Any = Collator(tokenizer.pad_token_id)
+    if tag_names:
+        from sslalm.models.tagger import TagTokens, tag_word
+
+        tags = clip_tags or {}
+        word_ids = [tokenizer.encode(" " + tag_word(t), add_special_tokens=False) for t in tag_names]
+        trained = TagPrefixedLM(model, TagTokens(1, tag_names, word_ids, pool="mean"))
+        targets = [tag_targets(tags.get(r["audio_id"], ()), tag_names) for r in records]
+        dataset = TagPrefixedText(dataset, targets)
+        collator = TagPrefixCollator(tokenizer.pad_token_id)
     logger.info(
         "stage 0 (LM): %s with %.3f M parameters on %d text examples, %d steps of %d",
         lm_type,
@@ -109,9 +198,9 @@ def pretrain_language_model(
         batch_size,
     )
     metrics = _fit(
-        model,
+        trained,
         dataset,
-        Collator(tokenizer.pad_token_id),
+        collator,
         out_dir,
         max_steps,
         batch_size,

@@ -87,6 +87,7 @@ class Schedule:
     )
     tag_tokens: bool = True  # stages 1-4: the LM reads the stage-0 head's tags as words (models.tagger)
     tag_scale: str = "word"  # SSLALMConfig.tag_scale: "audio" scales the tag tokens as the projector's
+    lm_tag_prefix: bool = False  # stage-0 LM: every text after its clip's true tag tokens (with tag_tokens)
     task_draws: dict[str, float] = field(default_factory=dict)  # stages 1-4: task -> draw weight factor
     corpus_held_out: int | None = None  # val and test as in a corpus of this size; the rest trains
     model_size: str = "base"  # MODEL_SIZES: widths of both models

@@ -170,6 +170,9 @@ class TagTokens(nn.Module):
         self, features: torch.Tensor, embeddings: nn.Module, fbank: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B, C, F, T) map, the LM's input embedding layer [, (B, T', 128) fbank] -> (B, groups, d_lm)."""
+        return self.mix(self.probabilities(features.detach(), fbank), embeddings)
+
+    def mix(self, probs: Sequence[torch.Tensor], embeddings: nn.Module) -> torch.Tensor:
+        """Per group (B, k) probabilities, the LM's input embedding layer -> (B, groups, d_lm) tokens."""
         words = (embeddings(self.word_ids) * self.word_mask[..., None]).sum(1)  # (K, d): mean over tokens
-        probs = self.probabilities(features.detach(), fbank)
         return torch.stack([p @ words[cols].to(p.dtype) for p, cols in zip(probs, self.groups)], dim=1)
