@@ -452,6 +452,19 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
 
     assert _tag_tokens({}) == "" and _tag_tokens({"tag_tokens": False}) == ""  # older results: none
     assert "classifier head" in _tag_tokens({"tag_tokens": True})
+    full = _tag_tokens(
+        {
+            "tag_tokens": True,
+            "tag_scale": "audio",
+            "encoder_fact_probe": True,
+            "task_draws": {"open_language": 5.0},
+        }
+    )
+    assert full.endswith(
+        ", scaled to the norm of the projector's tokens; the head's language columns are a logistic"
+        " regression on the cepstral statistics; records of these tasks are drawn more often:"
+        " open_language 5 times"
+    )
 
 
 def test_spec_masks_are_seeded_bounded_bands_and_spans():

@@ -260,13 +260,24 @@ def _frozen_encoder(settings: dict[str, Any]) -> str:
 
 def _tag_tokens(settings: dict[str, Any]) -> str:
     """ "; the model keeps the stage-0 head ..." when the schedule sets ``tag_tokens``, else ""."""
-    if not settings.get("tag_tokens", False):
-        return ""
-    return (
-        "; the model keeps the stage-0 encoder's classifier head, and the language model reads its tag "
-        "distributions as words: one token for the labels and one for the language, after the projector's "
-        "tokens (`sslalm.models.tagger`; not in the paper)"
-    )
+    out = ""
+    if settings.get("tag_tokens", False):
+        out = (
+            "; the model keeps the stage-0 encoder's classifier head, and the language model reads its "
+            "tag distributions as words: one token for the labels and one for the language, after the "
+            "projector's tokens (`sslalm.models.tagger`; not in the paper)"
+        )
+        if settings.get("tag_scale", "word") == "audio":
+            out += ", scaled to the norm of the projector's tokens"
+        if settings.get("encoder_fact_probe", False):
+            out += "; the head's language columns are a logistic regression on the cepstral statistics"
+        if settings.get("lm_tag_prefix", False):
+            out += "; the stage-0 LM reads every text after its clip's true tag tokens"
+    draws = settings.get("task_draws") or {}
+    if draws:
+        named = ", ".join(f"{task} {factor:g} times" for task, factor in sorted(draws.items()))
+        out += f"; records of these tasks are drawn more often: {named}"
+    return out
 
 
 def _stage_table(results: dict) -> str:
