@@ -601,7 +601,7 @@ def test_fact_columns_are_refit_as_a_regression_on_the_cepstral_statistics(tmp_p
     before = model.head.weight.detach().clone()
     out = fit_fact_columns(model, clips, tags, 64, 0)
     assert out["language"]["clips"] == 24 and out["language"]["values"] == 2
-    assert out["language"]["C"] in (0.01, 0.03, 0.1, 0.3, 1.0)
+    assert out["language"]["C"] in (0.01, 0.03, 0.1, 0.3)
     w = model.head.weight.detach()
     torch.testing.assert_close(w[[0, 3]], before[[0, 3]], rtol=0, atol=0)
     assert torch.equal(w[1:3, :4], torch.zeros(2, 4))

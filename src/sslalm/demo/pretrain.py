@@ -530,7 +530,7 @@ def pretrain_encoder(
     return metrics
 
 
-FACT_PROBE_CS = (0.01, 0.03, 0.1, 0.3, 1.0)  # inverse L2 strengths tried by the probe's cross-validation
+FACT_PROBE_CS = (0.01, 0.03, 0.1, 0.3)  # inverse L2 strengths tried by the probe's cross-validation
 
 
 def fit_fact_columns(
