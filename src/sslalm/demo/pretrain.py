@@ -541,9 +541,10 @@ def fit_fact_columns(
     seed: int,
 ) -> dict[str, Any]:
     """Refit each fact group's head columns (the spoken language) as a logistic regression on the cepstral
-    statistics alone: scikit-learn's ``LogisticRegressionCV`` (multinomial, L2 strength by 3-fold
-    cross-validation over ``FACT_PROBE_CS`` on the training clips), one unaugmented crop per clip with that
-    fact. The columns' weights on the pooled map become zero, so each group's softmax is the regression's.
+    statistics alone: scikit-learn's ``LogisticRegressionCV`` (multinomial, the L2 strength of
+    ``FACT_PROBE_CS`` with the best 3-fold cross-validated log-loss on the training clips, which keeps the
+    probabilities the tag token mixes calibrated), one unaugmented crop per clip with that fact. The
+    columns' weights on the pooled map become zero, so each group's softmax is the regression's.
 
     Why: trained jointly over many augmented, mixed draws the columns fit their few hundred clips (98 % of
     the training clips' languages, 65 % of the test split's in the demo); the regularised regression on the
