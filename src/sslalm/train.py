@@ -637,11 +637,7 @@ def train(cfg: StageConfig, model: torch.nn.Module | None = None, callbacks: lis
     if cfg.balance_labels > 0 or cfg.task_weights:
         from sslalm.data.balance import label_balance_weights, task_weighted
 
-        weights = (
-            label_balance_weights(dataset.records, cfg.balance_labels, cfg.label_task)
-            if cfg.balance_labels > 0
-            else [1.0] * len(dataset.records)
-        )
+        weights = label_balance_weights(dataset.records, cfg.balance_labels, cfg.label_task)  # power 0: ones
         dataset.sample_weights = task_weighted(weights, dataset.records, cfg.task_weights)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(

@@ -201,10 +201,10 @@ def pretrain_stage0(
 
     train_records = json.loads((corpus / "train.json").read_text(encoding="utf-8"))
     tok = load_tokenizer(tokenizer_dir)
-    clips = _encoder_clips(train_records, corpus)
+    clips: dict[str, list[str]] = _encoder_clips(train_records, corpus) if s.encoder_steps > 0 else {}
     labels = sorted({lab for names in clips.values() for lab in names})
     prefix: dict[str, Any] = {}
-    if s.lm_tag_prefix and s.tag_tokens and s.encoder_steps > 0:  # the LM learns to read the tag tokens
+    if s.lm_tag_prefix and s.tag_tokens and clips:  # the LM learns to read the tag tokens
         by_id = {r["audio_id"]: clips.get(str(corpus / r["audio_id"]), []) for r in train_records}
         prefix = {"clip_tags": by_id, "tag_names": labels}
     logger.info("%s: stage 0, language model on the training text", r.title)

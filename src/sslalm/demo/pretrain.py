@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -530,6 +530,15 @@ def pretrain_encoder(
     return metrics
 
 
+def clip_fbanks(
+    clips: Sequence[tuple[str, Sequence[str]]], labels: Sequence[str], frames: int, seed: int, batch: int = 64
+) -> Iterator[torch.Tensor]:
+    """(B, frames, 128) batches of the clips' fbanks, one unaugmented crop each (``ClipLabelDataset``)."""
+    data = ClipLabelDataset(clips, labels, frames, seed)
+    for i in range(0, len(data), batch):
+        yield torch.stack([data[j]["fbank"] for j in range(i, min(i + batch, len(data)))])
+
+
 FACT_PROBE_CS = (0.01, 0.03, 0.1, 0.3)  # inverse L2 strengths tried by the probe's cross-validation
 
 
@@ -572,14 +581,8 @@ def fit_fact_columns(
                 "stage 0 (encoder): %s has fewer than two values; its columns stay as trained", fact
             )
             continue
-        data = ClipLabelDataset(rows, labels, frames, seed)
         with torch.no_grad():
-            x = torch.cat(
-                [
-                    model.cepstra(torch.stack([data[j]["fbank"] for j in range(i, min(i + 64, len(data)))]))
-                    for i in range(0, len(data), 64)
-                ]
-            ).numpy()
+            x = torch.cat([model.cepstra(fb) for fb in clip_fbanks(rows, labels, frames, seed)]).numpy()
         folds = max(2, min(3, min(y.count(c) for c in set(y))))
         with warnings.catch_warnings():  # scikit-learn announces new defaults; the ones used are set here
             warnings.simplefilter("ignore", FutureWarning)
@@ -612,12 +615,7 @@ def fit_cepstra(
     """Standardise ``cepstra`` with the statistics of up to ``max_clips`` training clips (evenly spaced, one
     unaugmented crop each, as the head's inputs have no running statistics to learn them from)."""
     step = max(1, math.ceil(len(clips) / max_clips))
-    data = ClipLabelDataset(clips[::step], labels, frames, seed)
-    batches = (
-        torch.stack([data[j]["fbank"] for j in range(i, min(i + 64, len(data)))])
-        for i in range(0, len(data), 64)
-    )
-    n = cepstra.fit(batches)
+    n = cepstra.fit(clip_fbanks(clips[::step], labels, frames, seed))
     logger.info(
         "stage 0 (encoder): cepstral statistics (%d numbers) standardised on %d clips", cepstra.dim, n
     )
