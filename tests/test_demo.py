@@ -553,7 +553,7 @@ def test_encoder_head_reads_cepstral_statistics_for_the_facts_alone_when_asked()
     tags = ["dog", "piano", "language: French", "language: Polish"]
     torch.manual_seed(0)
     fbank, targets = torch.randn(4, 30, 128), torch.eye(4)
-    for labels_too in (True, False):
+    for labels_too in (True, False, [1]):  # every label column, none, the piano's alone
         model = EncoderClassifier(
             Map(), 4, tag_groups(tags), pool="mean+max", cepstra=2, cepstra_labels=labels_too
         )
@@ -570,7 +570,9 @@ def test_encoder_head_reads_cepstral_statistics_for_the_facts_alone_when_asked()
             opt.step()
         block = model.head.weight[:, -model.cepstra.dim :]  # (4 tags, D): the statistics' weights
         assert block[2:].abs().sum() > 0  # the language always reads them
-        assert (block[:2].abs().sum() > 0) == labels_too  # the labels only when asked
+        reading = [0, 1] if labels_too is True else labels_too or []
+        for col in (0, 1):  # the labels only when asked
+            assert (block[col].abs().sum() > 0) == (col in reading), (labels_too, col)
 
 
 def test_fact_columns_are_refit_as_a_regression_on_the_cepstral_statistics(tmp_path):
@@ -1124,3 +1126,15 @@ def test_quick_demo_learns_and_writes_its_report(tmp_path, capsys):
 # (52 clips, 1 thread; session 12's recipe, again with session 13's time-major DASS and with session 14's
 # code, whose quick schedule keeps tag tokens off: +23.1 with them), four clips above it
 QUICK_MARGIN = 20.0
+
+
+def test_report_names_the_kernel_compile_apart_from_training(tmp_path):
+    from sslalm.demo.report import write_outputs
+
+    results = _results()
+    assert "compiled the CPU scan kernels" not in write_outputs(results, tmp_path)["report"].read_text()
+    results["models"]["sslalm"]["training"]["kernel_compile_s"] = 9.84
+    results["models"]["transformer"]["training"]["kernel_compile_s"] = 0.0
+    text = write_outputs(results, tmp_path)["report"].read_text()
+    (note,) = [line for line in text.splitlines() if "compiled the CPU scan kernels" in line]
+    assert "SSLALM 9.8 s" in note and "TRANSFORMER" not in note  # no compile, no mention

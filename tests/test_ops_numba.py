@@ -157,3 +157,25 @@ def test_torch_thread_count_is_left_alone():
             assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_warm_up_compiles_what_training_runs():
+    """``warm_up`` (called before the demo's timed training) compiles the very kernels that the LM's and
+    DASS's training scans then run: neither adds a compiled signature afterwards."""
+    from sslalm.ops import scan_numba_kernels as k
+    from sslalm.ops.scan_numba import warm_up
+
+    assert warm_up() >= 0.0
+    before = {f: list(getattr(k, f).signatures) for f in ("scan_fwd", "scan_bwd")}
+    assert all(before.values()), before
+    u = torch.randn(2, 8, 40, requires_grad=True)  # channel-major, as DASS passes it
+    lm = selective_scan_numba(  # the LM: D, z gate, delta bias and softplus, B/C per example
+        u, torch.rand(2, 8, 40), -torch.rand(8, 4), torch.randn(2, 4, 40), torch.randn(2, 4, 40),
+        torch.randn(8), torch.randn(2, 8, 40), torch.randn(8), True,
+    )  # fmt: skip
+    dass = selective_scan_numba(  # DASS: B/C per group of channels, no gate
+        u, torch.rand(2, 8, 40), -torch.rand(8, 1), torch.randn(2, 2, 1, 40), torch.randn(2, 2, 1, 40),
+        torch.randn(8), None, torch.randn(8), True,
+    )  # fmt: skip
+    (lm.sum() + dass.sum()).backward()
+    assert {f: list(getattr(k, f).signatures) for f in before} == before

@@ -344,7 +344,9 @@ class EncoderClassifier(nn.Module):
     ``pool``: ``"mean"`` (the encoder map's mean over frequency and time, as AST and DASS classify) or
     ``"mean+max"`` (the mean and the maximum side by side, so that a short event or a note's attack counts
     as much as a long one). With ``cepstra`` K > 0 the head also reads the fbank's cepstral statistics of K
-    cepstra (``sslalm.models.cepstral``; ``cepstra.fit`` must set their standardisation before training).
+    cepstra (``sslalm.models.cepstral``; ``cepstra.fit`` must set their standardisation before training):
+    the facts' columns always, the label columns as ``cepstra_labels`` says (True: all, False: none, or the
+    indices of those that do; the others' weights on the statistics stay zero).
 
     ``groups`` (one index per column, ``tag_groups``) splits the columns into separate softmaxes: sound
     labels in one, each fact (the spoken language) in its own, so that a speech clip's language does not take
@@ -364,7 +366,7 @@ class EncoderClassifier(nn.Module):
         mixup: float = 0.0,
         pool: str = "mean",
         cepstra: int = 0,
-        cepstra_labels: bool = True,
+        cepstra_labels: bool | Sequence[int] = True,
     ):
         super().__init__()
         if pool not in POOLINGS:
@@ -377,9 +379,11 @@ class EncoderClassifier(nn.Module):
         groups = [0] * num_labels if groups is None else list(groups)
         self.group_ids = sorted(set(groups))
         self.group_cols = columns_by_group(groups)
-        if self.cepstra is not None and not cepstra_labels:  # only the facts' columns read the statistics
+        reading = set(range(num_labels)) if cepstra_labels is True else set(cepstra_labels or ())
+        blind = [i for i, g in enumerate(groups) if g == 0 and i not in reading]
+        if self.cepstra is not None and blind:  # these label columns do not read the statistics
             mask = torch.ones_like(self.head.weight)
-            mask[[i for i, g in enumerate(groups) if g == 0], -self.cepstra.dim :] = 0.0
+            mask[blind, -self.cepstra.dim :] = 0.0
             with torch.no_grad():
                 self.head.weight.mul_(mask)
             self.head.weight.register_hook(lambda grad: grad * mask)  # zero, no gradient: they stay zero
@@ -466,7 +470,7 @@ def pretrain_encoder(
     pool: str = "mean",
     fact_draws: float = 1.0,
     cepstra: int = 0,
-    cepstra_labels: bool = True,
+    cepstra_labels: bool | Sequence[str] = True,
     fact_probe: bool = False,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
@@ -480,7 +484,8 @@ def pretrain_encoder(
     with a fact tag (``"<fact>: <value>"``, the spoken language) are drawn this many times as often as
     their labels' balance says; ``cepstra``: the head also reads the fbank's statistics of this many cepstra
     (``EncoderClassifier``), standardised with those of the training clips (``fit_cepstra``), and with
-    ``cepstra_labels=False`` only the facts' columns read them; ``fact_probe``: after training, the facts'
+    ``cepstra_labels=False`` only the facts' columns read them (a list of labels: the facts' and those
+    labels' columns); ``fact_probe``: after training, the facts'
     columns are refit as a logistic regression on those statistics (``fit_fact_columns``)."""
     from transformers import set_seed
 
@@ -492,7 +497,9 @@ def pretrain_encoder(
         mixup=mixup,
         pool=pool,
         cepstra=cepstra,
-        cepstra_labels=cepstra_labels,
+        cepstra_labels=cepstra_labels
+        if isinstance(cepstra_labels, bool)
+        else [i for i, lab in enumerate(labels) if lab in set(cepstra_labels)],
     )
     if model.cepstra is not None:
         fit_cepstra(model.cepstra, clips, labels, frames, seed)
