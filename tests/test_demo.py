@@ -16,6 +16,7 @@ from sslalm.demo.baselines import chance_levels
 from sslalm.demo.pipeline import fingerprint, pick_questions
 from sslalm.demo.recipe import (
     FULL,
+    INSTRUMENT_TAGS,
     QUICK,
     STAGES,
     sslalm_recipe,
@@ -444,6 +445,10 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
         " the fbank's first 24 cepstra and their deltas (`sslalm.models.cepstral`; not in the paper))"
     )
     assert "its classifier head also reads the covariance" in _encoder_recipe({"encoder_cepstra": 24})
+    instruments = {"encoder_cepstra": 24, "encoder_cepstra_labels": list(INSTRUMENT_TAGS)}  # as JSON has it
+    assert "its columns for the language and the instruments also read" in _encoder_recipe(instruments)
+    two = _encoder_recipe({"encoder_cepstra": 24, "encoder_cepstra_labels": ["piano", "dog"]})
+    assert "its columns for the language and for dog and piano also read" in two
     assert _frozen_encoder({"encoder_frozen_in": [2]}) == "; stage 2 keeps the stage-0 encoder as it is"
     four = _frozen_encoder({"encoder_frozen_in": [4, 2, 3]})
     assert four == "; stages 2-4 keep the stage-0 encoder as it is"

@@ -28,12 +28,14 @@ on top. Those overrides are the demo's only departures from the YAML files, stat
   the LM as words (``sslalm.models.tagger``: one token for the labels, one for the language, after the
   projector's tokens); not in the paper, given to both models of ``--compare``, and off in the quick
   schedule, where they measured worse (42.3 % against 48.1 % with its test's settings);
-- the spoken language (full schedule): the stage-0 head's language columns also read the fbank's cepstral
-  statistics (``sslalm.models.cepstral``; the pooled encoder map carries little of the language) and are
-  refit after stage 0 as a cross-validated logistic regression on them (``encoder_fact_probe``); the tag
-  tokens are scaled to the projector tokens' norm (``tag_scale``) and stage 4 draws the language questions
-  five times as often (``task_draws``): with word-sized tokens and the corpus's share of questions the LM
-  never learnt to read the language token; none of this is in the paper, and the quick schedule keeps none;
+- the spoken language and the instruments (full schedule): the stage-0 head's language and instrument
+  columns also read the fbank's cepstral statistics (``sslalm.models.cepstral``; the pooled encoder map
+  carries little of the language and of the timbre), the language columns refit after stage 0 as a
+  cross-validated logistic regression on them (``encoder_fact_probe``); the tag tokens are scaled to the
+  projector tokens' norm (``tag_scale``) and stage 4 draws the language questions five times and the
+  instrument questions three times as often (``task_draws``): with word-sized tokens and the corpus's share
+  of questions the LM never learnt to read the language token; none of this is in the paper, and the
+  quick schedule keeps none;
 - stage 1 builds the model from the stage-0 checkpoints (``model_overrides``), and the paths, seed and
   logging are the demo's.
 
@@ -48,10 +50,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sslalm.data.corpus.inventory import INSTRUMENTS
+
 CURRICULUM_DIR = Path(__file__).resolve().parents[3] / "configs" / "tiny"  # the repository's configs/tiny
 STAGES = (1, 2, 3, 4)
 
 FACTS_PER_TASK = 60  # open-ended test records scored per fact (all of them when fewer)
+INSTRUMENT_TAGS = tuple(i.label for i in INSTRUMENTS) + ("drum kit",)  # the corpus's instrument labels
 
 
 @dataclass
@@ -87,7 +92,8 @@ class Schedule:
     encoder_drop: float = 0.0  # from stage 0 on: DASS's drop-path rate, AST's hidden dropout
     encoder_fact_draws: float = 1.0  # stage-0 encoder: clips with a fact (the language) drawn this much more
     encoder_cepstra: int = 0  # stage-0 head (and tag tokens): the fbank's statistics of this many cepstra too
-    encoder_cepstra_labels: bool = True  # the labels read them too (False: the facts alone, the language)
+    encoder_cepstra_labels: bool | tuple[str, ...] = True  # the labels read them too (False: the facts
+    # alone, the language; a tuple: the facts and these labels)
     encoder_fact_probe: bool = (
         False  # after stage 0: the facts' columns, a logistic regression on the cepstra
     )
@@ -129,10 +135,12 @@ FULL = Schedule(
     encoder_drop=0.1,
     encoder_fact_draws=2.0,  # with the language of every speech clip: the head's test language 32 -> 47 %
     encoder_cepstra=24,  # the language columns read the cepstral statistics: the head's language 41 -> 65 %
-    encoder_cepstra_labels=False,  # the labels too: their test accuracy 72.0 -> 62.1 % (one run each)
+    encoder_cepstra_labels=INSTRUMENT_TAGS,  # the instruments' too: the head's top instrument 51 -> 65 %,
+    # its family 60 -> 78 % (test); every label's: the recordings 63 -> 35 % (one run each, docs/demo.md)
     encoder_fact_probe=True,  # the language columns refit by a regression: 65.4 -> 71.6 % (same stage 0)
     tag_scale="audio",  # with task_draws, the language answer 13.5 -> 46.2-53.8 % (docs/demo.md)
-    task_draws={"open_language": 5.0},  # stage 4: the language questions 3.8 % of the records, 16 % of draws
+    task_draws={"open_language": 5.0, "open_instrument": 3.0},  # stage 4: the language and instrument
+    # questions, 3.8 and 2.8 % of the draws with the label balance alone, get 15.6 and 6.9 %
     stage_steps=(100, 640, 220, 650),  # (100, 700, 250, 650) until session 15
     batch_size=16,
     learning_rate=4e-3,

@@ -237,8 +237,17 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
     if settings.get("encoder_pool", "mean") == "mean+max":
         clauses.append("its classifier head reads the mean and the maximum of its map")
     if settings.get("encoder_cepstra", 0) > 0:
+        from sslalm.demo import recipe
+
         labels_too = settings.get("encoder_cepstra_labels", True)
-        who = "its classifier head also reads" if labels_too else "its language columns also read"
+        if labels_too is True:
+            who = "its classifier head also reads"
+        elif not labels_too:
+            who = "its language columns also read"
+        elif set(labels_too) == set(recipe.INSTRUMENT_TAGS):
+            who = "its columns for the language and the instruments also read"
+        else:
+            who = f"its columns for the language and for {join_and(sorted(labels_too))} also read"
         clauses.append(
             f"{who} the covariance of the fbank's first {settings['encoder_cepstra']} cepstra and "
             "their deltas (`sslalm.models.cepstral`; not in the paper)"
