@@ -297,8 +297,8 @@ def _compile_note(results: dict) -> list[str]:
         return []
     named = "; ".join(f"{title} {sec:.1f} s" for title, sec in spent.items())
     return [
-        "Before its stages, each model's training compiled the CPU scan kernels, or loaded them from "
-        f"numba's cache: {named}. A fresh install pays the compile once; it is not in the times above.",
+        f"Before the stages, the CPU scan kernels were compiled or loaded from numba's cache ({named}): a "
+        "fresh install pays the compile once, and it is not in the training times above.",
         "",
     ]
 
