@@ -165,7 +165,9 @@ def test_warm_up_compiles_what_training_runs():
     from sslalm.ops import scan_numba_kernels as k
     from sslalm.ops.scan_numba import warm_up
 
+    rng = torch.get_rng_state()
     assert warm_up() >= 0.0
+    assert torch.equal(torch.get_rng_state(), rng)  # the training that follows draws what it drew without it
     before = {f: list(getattr(k, f).signatures) for f in ("scan_fwd", "scan_bwd")}
     assert all(before.values()), before
     u = torch.randn(2, 8, 40, requires_grad=True)  # channel-major, as DASS passes it

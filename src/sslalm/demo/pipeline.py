@@ -322,7 +322,7 @@ def run_curriculum(
 def warm_up_kernels() -> float:
     """Compile the CPU scan kernels before the timed stages (``sslalm.ops.scan_numba.warm_up``); returns
     the seconds it took (0 where training does not run them: a GPU, or no numba). The compile is paid once
-    per install, so the report shows it apart from the training time."""
+    per install, so the report shows it apart from the training time. It does not touch the global RNG."""
     import torch
 
     from sslalm.ops.scan_numba import numba_available, warm_up
@@ -363,8 +363,7 @@ def train_model(
     out.mkdir(parents=True, exist_ok=True)
     stages: list[dict] = []
     start_rss = reset_peak_rss()
-    uses_scans = r.encoder_type == "dass" or r.lm_type == "mamba"
-    compile_s = warm_up_kernels() if uses_scans else 0.0
+    compile_s = warm_up_kernels()  # every model: the registries, not this code, know which ones scan
     # the Trainer prints its log dicts to stdout: into train.log; progress bars and logging stay on stderr
     with open(out / "train.log", "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
         overrides = pretrain_stage0(r, s, Path(corpus_dir), tokenizer_dir, out, seed, progress, stages)
