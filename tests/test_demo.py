@@ -12,11 +12,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from sslalm.data.corpus.inventory import INSTRUMENT_LABELS
 from sslalm.demo.baselines import chance_levels
 from sslalm.demo.pipeline import fingerprint, pick_questions
 from sslalm.demo.recipe import (
     FULL,
-    INSTRUMENT_TAGS,
     QUICK,
     STAGES,
     sslalm_recipe,
@@ -445,7 +445,7 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
         " the fbank's first 24 cepstra and their deltas (`sslalm.models.cepstral`; not in the paper))"
     )
     assert "its classifier head also reads the covariance" in _encoder_recipe({"encoder_cepstra": 24})
-    instruments = {"encoder_cepstra": 24, "encoder_cepstra_labels": list(INSTRUMENT_TAGS)}  # as JSON has it
+    instruments = {"encoder_cepstra": 24, "encoder_cepstra_labels": list(INSTRUMENT_LABELS)}  # as JSON has it
     assert "its columns for the language and the instruments also read" in _encoder_recipe(instruments)
     two = _encoder_recipe({"encoder_cepstra": 24, "encoder_cepstra_labels": ["piano", "dog"]})
     assert "its columns for the language and for dog and piano also read" in two

@@ -159,25 +159,35 @@ def test_torch_thread_count_is_left_alone():
         torch.set_num_threads(before)
 
 
-def test_warm_up_compiles_what_training_runs():
-    """``warm_up`` (called before the demo's timed training) compiles the very kernels that the LM's and
-    DASS's training scans then run: neither adds a compiled signature afterwards."""
-    from sslalm.ops import scan_numba_kernels as k
-    from sslalm.ops.scan_numba import warm_up
+_WARM_UP_PROBE = """
+import json, torch
+from sslalm.ops import scan_numba_kernels as k
+from sslalm.ops.scan_numba import selective_scan_numba, warm_up
+sigs = lambda: {f: len(getattr(k, f).signatures) for f in ("scan_fwd", "scan_bwd")}
+rng = torch.get_rng_state()
+seconds = warm_up()
+out = {"seconds": seconds, "rng_kept": torch.equal(torch.get_rng_state(), rng), "warm": sigs()}
+u = torch.randn(2, 8, 40, requires_grad=True)  # channel-major, as DASS passes it
+lm = selective_scan_numba(  # the LM: D, z gate, delta bias and softplus, B/C per example
+    u, torch.rand(2, 8, 40), -torch.rand(8, 4), torch.randn(2, 4, 40), torch.randn(2, 4, 40),
+    torch.randn(8), torch.randn(2, 8, 40), torch.randn(8), True,
+)
+dass = selective_scan_numba(  # DASS: B/C per group of channels, no gate
+    u, torch.rand(2, 8, 40), -torch.rand(8, 1), torch.randn(2, 2, 1, 40), torch.randn(2, 2, 1, 40),
+    torch.randn(8), None, torch.randn(8), True,
+)
+(lm.sum() + dass.sum()).backward()
+out["after_training"] = sigs()
+print(json.dumps(out))
+"""
 
-    rng = torch.get_rng_state()
-    assert warm_up() >= 0.0
-    assert torch.equal(torch.get_rng_state(), rng)  # the training that follows draws what it drew without it
-    before = {f: list(getattr(k, f).signatures) for f in ("scan_fwd", "scan_bwd")}
-    assert all(before.values()), before
-    u = torch.randn(2, 8, 40, requires_grad=True)  # channel-major, as DASS passes it
-    lm = selective_scan_numba(  # the LM: D, z gate, delta bias and softplus, B/C per example
-        u, torch.rand(2, 8, 40), -torch.rand(8, 4), torch.randn(2, 4, 40), torch.randn(2, 4, 40),
-        torch.randn(8), torch.randn(2, 8, 40), torch.randn(8), True,
-    )  # fmt: skip
-    dass = selective_scan_numba(  # DASS: B/C per group of channels, no gate
-        u, torch.rand(2, 8, 40), -torch.rand(8, 1), torch.randn(2, 2, 1, 40), torch.randn(2, 2, 1, 40),
-        torch.randn(8), None, torch.randn(8), True,
-    )  # fmt: skip
-    (lm.sum() + dass.sum()).backward()
-    assert {f: list(getattr(k, f).signatures) for f in before} == before
+
+def test_warm_up_compiles_what_training_runs():
+    """``warm_up`` (called before the demo's timed training) readies, in a fresh process, the very kernels
+    that the LM's and DASS's training scans then run (neither adds a compiled signature afterwards), and
+    leaves the global RNG as it was, so the training that follows draws what it drew without it."""
+    run = subprocess.run([sys.executable, "-c", _WARM_UP_PROBE], capture_output=True, text=True, check=True)
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["seconds"] >= 0.0 and out["rng_kept"]
+    assert out["warm"] == {"scan_fwd": 1, "scan_bwd": 1}, out
+    assert out["after_training"] == out["warm"], out

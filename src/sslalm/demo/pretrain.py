@@ -490,6 +490,7 @@ def pretrain_encoder(
     from transformers import set_seed
 
     set_seed(seed)
+    reading = cepstra_labels if isinstance(cepstra_labels, bool) else _columns(labels, cepstra_labels)
     model = EncoderClassifier(
         encoder,
         len(labels),
@@ -497,9 +498,7 @@ def pretrain_encoder(
         mixup=mixup,
         pool=pool,
         cepstra=cepstra,
-        cepstra_labels=cepstra_labels
-        if isinstance(cepstra_labels, bool)
-        else [i for i, lab in enumerate(labels) if lab in set(cepstra_labels)],
+        cepstra_labels=reading,
     )
     if model.cepstra is not None:
         fit_cepstra(model.cepstra, clips, labels, frames, seed)
@@ -535,6 +534,12 @@ def pretrain_encoder(
     save_encoder(encoder, encoder_type, out_dir)
     save_tag_head(model.head, out_dir, model.cepstra)
     return metrics
+
+
+def _columns(labels: Sequence[str], names: Sequence[str]) -> list[int]:
+    """The columns of ``labels`` named in ``names`` (names the head does not have are ignored)."""
+    wanted = set(names)
+    return [i for i, lab in enumerate(labels) if lab in wanted]
 
 
 def clip_fbanks(

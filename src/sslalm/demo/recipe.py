@@ -50,13 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslalm.data.corpus.inventory import INSTRUMENTS
+from sslalm.data.corpus.inventory import INSTRUMENT_LABELS
 
 CURRICULUM_DIR = Path(__file__).resolve().parents[3] / "configs" / "tiny"  # the repository's configs/tiny
 STAGES = (1, 2, 3, 4)
 
 FACTS_PER_TASK = 60  # open-ended test records scored per fact (all of them when fewer)
-INSTRUMENT_TAGS = tuple(i.label for i in INSTRUMENTS) + ("drum kit",)  # the corpus's instrument labels
 
 
 @dataclass
@@ -135,7 +134,7 @@ FULL = Schedule(
     encoder_drop=0.1,
     encoder_fact_draws=2.0,  # with the language of every speech clip: the head's test language 32 -> 47 %
     encoder_cepstra=24,  # the language columns read the cepstral statistics: the head's language 41 -> 65 %
-    encoder_cepstra_labels=INSTRUMENT_TAGS,  # the instruments' too: the head's top instrument 51 -> 65 %,
+    encoder_cepstra_labels=INSTRUMENT_LABELS,  # the instruments' too: the head's top instrument 51 -> 65 %,
     # its family 60 -> 78 % (test); every label's: the recordings 63 -> 35 % (one run each, docs/demo.md)
     encoder_fact_probe=True,  # the language columns refit by a regression: 65.4 -> 71.6 % (same stage 0)
     tag_scale="audio",  # with task_draws, the language answer 13.5 -> 46.2-53.8 % (docs/demo.md)

@@ -237,14 +237,14 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
     if settings.get("encoder_pool", "mean") == "mean+max":
         clauses.append("its classifier head reads the mean and the maximum of its map")
     if settings.get("encoder_cepstra", 0) > 0:
-        from sslalm.demo import recipe
+        from sslalm.data.corpus.inventory import INSTRUMENT_LABELS
 
         labels_too = settings.get("encoder_cepstra_labels", True)
         if labels_too is True:
             who = "its classifier head also reads"
         elif not labels_too:
             who = "its language columns also read"
-        elif set(labels_too) == set(recipe.INSTRUMENT_TAGS):
+        elif set(labels_too) == set(INSTRUMENT_LABELS):
             who = "its columns for the language and the instruments also read"
         else:
             who = f"its columns for the language and for {join_and(sorted(labels_too))} also read"

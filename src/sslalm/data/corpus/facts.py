@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from .inventory import DRUMS, EVENT_LABELS, INSTRUMENTS, LANGUAGES, RECORDINGS
+from .inventory import DRUMS, EVENT_LABELS, INSTRUMENT_LABELS, LANGUAGES, RECORDINGS
 from .questions import NUMBERS
 
 
@@ -96,8 +96,7 @@ _SOURCE_WORDS = {
 
 
 def _instrument_terms() -> tuple[tuple[str, str], ...]:
-    names = [(i.label, i.label) for i in INSTRUMENTS] + [(d, d) for d in DRUMS] + [("drum kit", "drum kit")]
-    return tuple(names)
+    return tuple((name, name) for name in (*INSTRUMENT_LABELS, *DRUMS))
 
 
 def _family_terms() -> tuple[tuple[str, str], ...]:
@@ -111,7 +110,7 @@ def _source_terms() -> tuple[tuple[str, str], ...]:
 
 
 def _label_terms() -> tuple[tuple[str, str], ...]:
-    labels = [i.label for i in INSTRUMENTS] + ["drum kit", "male speech", "female speech", "speech"]
+    labels = [*INSTRUMENT_LABELS, "male speech", "female speech", "speech"]
     labels += list(EVENT_LABELS.values()) + sorted({r.label for r in RECORDINGS})
     return tuple((lab, lab) for lab in sorted(set(labels)))
 

@@ -217,6 +217,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("flute", 73, "a woodwind instrument played by blowing across a hole", 60, 93, False),
 )
 DRUM_KIT = "drum kit"
+INSTRUMENT_LABELS = tuple(i.label for i in INSTRUMENTS) + (DRUM_KIT,)  # every instrument clip's label
 # General MIDI percussion keys (channel 10) used for "hit N times" clips: name -> key
 DRUMS: dict[str, int] = {
     "bass drum": 36,

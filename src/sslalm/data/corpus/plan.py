@@ -47,6 +47,7 @@ from .inventory import (
     EVENT_LABELS,
     FESTIVAL_SHARE,
     FESTIVAL_VOICES,
+    INSTRUMENT_LABELS,
     INSTRUMENTS,
     RECORDINGS,
     SENTENCES,
@@ -251,7 +252,7 @@ def instrument_spec(
 
 
 def _instrument_notes_spec(rng: random.Random, pool: dict, short: bool, slot: int | None) -> dict:
-    choices = [i.label for i in INSTRUMENTS] + [DRUM_KIT]
+    choices = list(INSTRUMENT_LABELS)
     name = _pick(rng, choices, slot)
     dynamics = rng.choice(["soft", "loud"])
     spec = {
