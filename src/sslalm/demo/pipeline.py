@@ -269,6 +269,8 @@ def pretrain_stage0(
                 cepstra=s.encoder_cepstra,
                 cepstra_labels=s.encoder_cepstra_labels,
                 fact_probe=s.encoder_fact_probe,
+                fact_net=s.encoder_fact_net,
+                fact_net_epochs=s.encoder_fact_net_epochs,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())
@@ -276,6 +278,7 @@ def pretrain_stage0(
             overrides["tag_names"] = labels
             overrides["tag_pool"] = s.encoder_pool
             overrides["tag_cepstra"] = s.encoder_cepstra
+            overrides["tag_fact_net"] = s.encoder_fact_net
             overrides["tag_scale"] = s.tag_scale
             overrides["tag_checkpoint"] = str((enc_dir / TAG_HEAD_FILE).resolve())
     return overrides

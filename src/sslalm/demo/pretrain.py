@@ -472,6 +472,8 @@ def pretrain_encoder(
     cepstra: int = 0,
     cepstra_labels: bool | Sequence[str] = True,
     fact_probe: bool = False,
+    fact_net: int = 0,
+    fact_net_epochs: int = 30,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
     level on every draw, with noise if ``noise``, an equaliser if ``eq`` and a speed change within
@@ -486,7 +488,10 @@ def pretrain_encoder(
     (``EncoderClassifier``), standardised with those of the training clips (``fit_cepstra``), and with
     ``cepstra_labels=False`` only the facts' columns read them (a list of labels: the facts' and those
     labels' columns); ``fact_probe``: after training, the facts'
-    columns are refit as a logistic regression on those statistics (``fit_fact_columns``)."""
+    columns are refit as a logistic regression on those statistics (``fit_fact_columns``); ``fact_net``: with
+    a width > 0, after training, one net of that width per fact on the fbank's frames
+    (``sslalm.demo.fact_nets``, ``fact_net_epochs`` passes over the clips with that fact) gives the facts'
+    logits instead of their columns, saved in the head's file."""
     from transformers import set_seed
 
     set_seed(seed)
@@ -531,8 +536,17 @@ def pretrain_encoder(
     )
     if fact_probe:
         metrics["fact_probe"] = fit_fact_columns(model, clips, labels, frames, seed)
+    nets = None
+    if fact_net > 0:
+        from sslalm.demo.fact_nets import train_fact_nets
+
+        with_fact = [(path, names) for path, names in clips if any(map(is_fact_tag, names))]
+        fbanks = torch.cat(list(clip_fbanks(with_fact, labels, frames, seed)))
+        nets, metrics["fact_nets"] = train_fact_nets(
+            fbanks, [names for _, names in with_fact], labels, fact_net, fact_net_epochs, seed, progress=progress
+        )
     save_encoder(encoder, encoder_type, out_dir)
-    save_tag_head(model.head, out_dir, model.cepstra)
+    save_tag_head(model.head, out_dir, model.cepstra, nets)
     return metrics
 
 
@@ -637,15 +651,19 @@ TAG_HEAD_FILE = "tag_head.safetensors"  # beside the stage-0 encoder: SSLALMConf
 
 
 def save_tag_head(
-    head: nn.Linear, out_dir: str | os.PathLike, cepstra: CepstralStatistics | None = None
+    head: nn.Linear,
+    out_dir: str | os.PathLike,
+    cepstra: CepstralStatistics | None = None,
+    fact_nets: nn.ModuleDict | None = None,
 ) -> str:
-    """Write the stage-0 classifier head (``weight``, ``bias``, and the standardisation of its cepstral
-    statistics when it reads them: ``head_file_state``) where ``SSLALMConfig.tag_checkpoint`` can load it for
-    the model's tag tokens (``sslalm.models.tagger``); returns its path."""
+    """Write the stage-0 classifier head (``weight``, ``bias``, the standardisation of its cepstral
+    statistics when it reads them and its fact nets when it has them: ``head_file_state``) where
+    ``SSLALMConfig.tag_checkpoint`` can load it for the model's tag tokens (``sslalm.models.tagger``); returns
+    its path."""
     from safetensors.torch import save_file
 
     path = os.path.join(out_dir, TAG_HEAD_FILE)
-    save_file(head_file_state(head, cepstra), path)
+    save_file(head_file_state(head, cepstra, fact_nets), path)
     return path
 
 

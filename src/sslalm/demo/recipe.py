@@ -30,8 +30,10 @@ on top. Those overrides are the demo's only departures from the YAML files, stat
   schedule, where they measured worse (42.3 % against 48.1 % with its test's settings);
 - the spoken language and the instruments (full schedule): the stage-0 head's language and instrument
   columns also read the fbank's cepstral statistics (``sslalm.models.cepstral``; the pooled encoder map
-  carries little of the language and of the timbre), the language columns refit after stage 0 as a
-  cross-validated logistic regression on them (``encoder_fact_probe``); the tag tokens are scaled to the
+  carries little of the language and of the timbre); after stage 0 a small convolutional net on the fbank's
+  10 ms cepstra (``sslalm.models.frame_net``, ``encoder_fact_net``) is trained to name the language and
+  gives the head's language distribution (a logistic regression on the cepstral statistics,
+  ``encoder_fact_probe``, did less well); the tag tokens are scaled to the
   projector tokens' norm (``tag_scale``) and stage 4 draws the language questions eight times and the
   instrument questions three times as often (``task_draws``): with word-sized tokens and the corpus's share
   of questions the LM never learnt to read the language token; none of this is in the paper, and the
@@ -96,6 +98,9 @@ class Schedule:
     encoder_fact_probe: bool = (
         False  # after stage 0: the facts' columns, a logistic regression on the cepstra
     )
+    encoder_fact_net: int = 0  # after stage 0: each fact's logits from a net of this width on the fbank's
+    # frames (models.frame_net), not from the head's columns; 0: none
+    encoder_fact_net_epochs: int = 30  # its passes over the clips with that fact
     tag_tokens: bool = True  # stages 1-4: the LM reads the stage-0 head's tags as words (models.tagger)
     tag_scale: str = "word"  # SSLALMConfig.tag_scale: "audio" scales the tag tokens as the projector's
     lm_tag_prefix: bool = False  # stage-0 LM: every text after its clip's true tag tokens (with tag_tokens)
@@ -136,7 +141,8 @@ FULL = Schedule(
     encoder_cepstra=24,  # the language columns read the cepstral statistics: the head's language 41 -> 65 %
     encoder_cepstra_labels=INSTRUMENT_LABELS,  # the instruments' too: the head's top instrument 51 -> 65 %,
     # its family 60 -> 78 % (test); every label's: the recordings 63 -> 35 % (one run each, docs/demo.md)
-    encoder_fact_probe=True,  # the language columns refit by a regression: 65.4 -> 71.6 % (same stage 0)
+    encoder_fact_probe=False,  # the regression on the cepstral statistics (65.4 -> 71.6 %) is superseded:
+    encoder_fact_net=128,  # a net on the 10 ms cepstra names the language: the LM's answers 48.1 -> 63.5 %
     tag_scale="audio",  # with task_draws, the language answer 13.5 -> 46.2-53.8 % (docs/demo.md)
     task_draws={"open_language": 8.0, "open_instrument": 3.0},  # stage 4: the language and instrument
     # questions, 3.8 and 2.8 % of the draws with the label balance alone, get 22.8 and 6.3 %
@@ -162,6 +168,7 @@ QUICK = dataclasses.replace(  # the same pipeline at CI size
     tag_tokens=False,  # with the test's settings: 42.3 % with tag tokens, 48.1 % without
     encoder_cepstra=0,  # the full schedule's language options serve its tag tokens: off here, as measured
     encoder_fact_probe=False,
+    encoder_fact_net=0,
     task_draws={},
     model_size="small",
     unseen_size=60,

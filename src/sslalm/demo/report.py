@@ -278,7 +278,12 @@ def _tag_tokens(settings: dict[str, Any]) -> str:
         )
         if settings.get("tag_scale", "word") == "audio":
             out += ", scaled to the norm of the projector's tokens"
-        if settings.get("encoder_fact_probe", False):
+        if settings.get("encoder_fact_net", 0) > 0:
+            out += (
+                "; the head's language comes from a small convolutional net on the fbank's 10 ms cepstra "
+                f"({settings['encoder_fact_net']} channels, `sslalm.models.frame_net`), trained after stage 0"
+            )
+        elif settings.get("encoder_fact_probe", False):
             out += "; the head's language columns are a logistic regression on the cepstral statistics"
         if settings.get("lm_tag_prefix", False):
             out += "; the stage-0 LM reads every text after its clip's true tag tokens"

@@ -155,6 +155,7 @@ class SSLALM(nn.Module):
             cfg.tag_pool,
             cfg.tag_temperature,
             cfg.tag_cepstra,
+            cfg.tag_fact_net,
         )
         if cfg.tag_checkpoint is not None and load:
             from sslalm.errors import UserError
@@ -167,7 +168,8 @@ class SSLALM(nn.Module):
             except ValueError as err:
                 raise UserError(
                     f"tag_checkpoint {path}: {err} ({len(cfg.tag_names)} tags, tag_pool {cfg.tag_pool!r}, "
-                    f"tag_cepstra {cfg.tag_cepstra}): head and config come from different stage-0 runs"
+                    f"tag_cepstra {cfg.tag_cepstra}, tag_fact_net {cfg.tag_fact_net}): head and config come "
+                    "from different stage-0 runs"
                 ) from None
             logger.info("loaded the tag head (%d tags) from %s", len(cfg.tag_names), path)
         return tagger

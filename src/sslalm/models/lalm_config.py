@@ -78,6 +78,7 @@ class SSLALMConfig:
     tag_checkpoint: str | None = None  # the tag head's weights (safetensors "weight", "bias"), e.g. stage 0's
     tag_temperature: float = 1.0  # the tag head's softmax temperature (below 1: nearer the likeliest word)
     tag_cepstra: int = 0  # the tag head also reads the fbank's statistics of K cepstra (models.cepstral)
+    tag_fact_net: int = 0  # width of the facts' own nets on the fbank frames (models.frame_net); 0: none
     tag_scale: str = "word"  # tag token norms: "word" (the words' embeddings) | "audio" (the projector's)
     lm_type: str = "mamba"  # "mamba" | "hf"
     lm_config: dict[str, Any] = field(default_factory=dict)
@@ -196,6 +197,7 @@ SPECS: dict[str, Spec] = {
     "tag_checkpoint": Spec("str", optional=True, nonempty=True),
     "tag_temperature": Spec("float", 0, 100, low_open=True),
     "tag_cepstra": Spec("int", 0, 128),
+    "tag_fact_net": Spec("int", 0, 4096),
     "tag_scale": Spec("str", choices=("word", "audio")),
     "lm_type": Spec("str"),
     "lm_config": Spec("mapping"),

@@ -5,7 +5,8 @@ head reads the encoder map pooled over frequency and time (``tag_pool``: the mea
 maximum) and, with ``tag_cepstra``, the fbank's cepstral statistics (``sslalm.models.cepstral``), as the
 stage-0 classifier of ``sslalm.demo.pretrain`` does (``SSLALMConfig.tag_checkpoint`` loads its weights), and
 gives one probability distribution per tag group:
-the sound labels, and one per fact (``"language: Italian"`` ...). Each group becomes one extra audio token,
+the sound labels, and one per fact (``"language: Italian"`` ...). With ``tag_fact_net`` a small net on the
+fbank's 10 ms frames (``sslalm.models.frame_net``) gives each fact's logits instead of the linear head. Each group becomes one extra audio token,
 the probability-weighted mean of the LM's own input embeddings of the tag words. The tokens follow the
 projector's tokens, right before the question.
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from sslalm.models.cepstral import CepstralStatistics
+from sslalm.models.frame_net import FrameConvNet
 
 
 def is_fact_tag(tag: str) -> bool:
@@ -85,13 +87,49 @@ def head_input_size(in_channels: int, pool: str, cepstra: CepstralStatistics | N
     return POOLINGS[pool] * in_channels + (cepstra.dim if cepstra is not None else 0)
 
 
-def head_file_state(head: nn.Linear, cepstra: CepstralStatistics | None = None) -> dict[str, torch.Tensor]:
-    """A tag head as its file holds it (``SSLALMConfig.tag_checkpoint``): ``weight`` and ``bias``, and with
-    cepstral statistics their standardisation, ``cepstra.shift`` and ``cepstra.scale``."""
+def head_file_state(
+    head: nn.Linear, cepstra: CepstralStatistics | None = None, fact_nets: nn.ModuleDict | None = None
+) -> dict[str, torch.Tensor]:
+    """A tag head as its file holds it (``SSLALMConfig.tag_checkpoint``): ``weight`` and ``bias``, with
+    cepstral statistics their standardisation, ``cepstra.shift`` and ``cepstra.scale``, and with fact nets
+    each one's weights and buffers under ``facts.<fact>.`` (``facts.language.convs.0.weight`` ...)."""
     state = dict(head.state_dict())
     if cepstra is not None:
         state.update({f"cepstra.{k}": v for k, v in cepstra.state_dict().items()})
+    if fact_nets:
+        state.update(fact_nets.state_dict(prefix="facts."))
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def fact_names(tags: Sequence[str]) -> list[str]:
+    """The facts of ``tags`` in group order (group 1 on): ``["speech", "language: Dutch"]`` -> ``["language"]``."""
+    return sorted({t.split(": ", 1)[0] for t in tags if is_fact_tag(t)})
+
+
+def build_fact_nets(tags: Sequence[str], width: int) -> nn.ModuleDict:
+    """One ``FrameConvNet`` of ``width`` channels per fact of ``tags``, over that fact's values."""
+    counts = {f: sum(t.startswith(f + ": ") for t in tags) for f in fact_names(tags)}
+    return nn.ModuleDict({f: FrameConvNet(n, width) for f, n in counts.items() if n >= 2})
+
+
+def with_fact_logits(
+    logits: torch.Tensor,
+    groups: Sequence[Sequence[int]],
+    facts: Sequence[str],
+    fact_nets: nn.ModuleDict,
+    fbank: torch.Tensor | None,
+) -> torch.Tensor:
+    """(B, K) head logits with each fact group's columns replaced by its fact net's (B, k) logits on the
+    (B, T, 128) fbank; ``groups`` are the column lists (labels first), ``facts`` the facts of groups 1 on."""
+    if not fact_nets:
+        return logits
+    if fbank is None:
+        raise ValueError("a tag head with fact nets needs the fbank")
+    logits = logits.clone()
+    for cols, fact in zip(groups[1:], facts, strict=True):
+        if fact in fact_nets:
+            logits[:, cols] = fact_nets[fact](fbank).to(logits.dtype)
+    return logits
 
 
 def scale_like(tags: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -116,6 +154,8 @@ class TagTokens(nn.Module):
             the most probable word's embedding (a flat distribution mixes every word into their mean).
         cepstra: with K > 0, the head also reads the fbank's cepstral statistics of K cepstra
             (``CepstralStatistics``; its standardisation is saved with the head).
+        fact_net: with a width > 0, each fact's logits come from a ``FrameConvNet`` of that width on the
+            fbank (``build_fact_nets``), not from the linear head.
     """
 
     def __init__(
@@ -126,6 +166,7 @@ class TagTokens(nn.Module):
         pool: str = "mean+max",
         temperature: float = 1.0,
         cepstra: int = 0,
+        fact_net: int = 0,
     ):
         super().__init__()
         if len(word_ids) != len(tags) or not all(word_ids):
@@ -138,6 +179,8 @@ class TagTokens(nn.Module):
         self.groups = tag_group_columns(self.tags)
         self.cepstra = CepstralStatistics(cepstra) if cepstra else None
         self.head = nn.Linear(head_input_size(in_channels, pool, self.cepstra), len(self.tags))
+        self.facts = fact_names(self.tags)
+        self.fact_nets = build_fact_nets(self.tags, fact_net) if fact_net else nn.ModuleDict()
         width = max(len(ids) for ids in word_ids)
         ids = torch.zeros(len(self.tags), width, dtype=torch.long)
         mask = torch.zeros(len(self.tags), width)
@@ -147,23 +190,37 @@ class TagTokens(nn.Module):
         self.register_buffer("word_ids", ids, persistent=False)  # (K, W)
         self.register_buffer("word_mask", mask / mask.sum(1, keepdim=True), persistent=False)  # (K, W)
 
+    def train(self, mode: bool = True) -> TagTokens:
+        """As ``nn.Module.train``, but the fact nets stay in eval mode: the head never trains here, and their
+        batch norms and dropout belong to their own training (stage 0)."""
+        super().train(mode)
+        self.fact_nets.eval()
+        return self
+
     @property
     def num_tokens(self) -> int:
         return len(self.groups)
 
     def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load a ``head_file_state``; ValueError naming both layouts when its keys or shapes differ."""
-        want = {k: tuple(v.shape) for k, v in head_file_state(self.head, self.cepstra).items()}
+        want = {k: tuple(v.shape) for k, v in head_file_state(self.head, self.cepstra, self.fact_nets).items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if got != want:
             raise ValueError(f"the tag head file holds {got}, but this head needs {want}")
         self.head.load_state_dict({k: state[k] for k in ("weight", "bias")})
         if self.cepstra is not None:
-            self.cepstra.load_state_dict({k[len("cepstra.") :]: v for k, v in state.items() if "." in k})
+            self.cepstra.load_state_dict(
+                {k[len("cepstra.") :]: v for k, v in state.items() if k.startswith("cepstra.")}
+            )
+        if self.fact_nets:
+            self.fact_nets.load_state_dict(
+                {k[len("facts.") :]: v for k, v in state.items() if k.startswith("facts.")}
+            )
 
     def probabilities(self, features: torch.Tensor, fbank: torch.Tensor | None = None) -> list[torch.Tensor]:
         """(B, C, F, T) map [, (B, T', 128) fbank: needed with cepstra] -> per group, (B, k) probabilities."""
-        logits = self.head(head_inputs(features, self.pool, self.cepstra, fbank)) / self.temperature  # (B, K)
+        logits = self.head(head_inputs(features, self.pool, self.cepstra, fbank))  # (B, K)
+        logits = with_fact_logits(logits, self.groups, self.facts, self.fact_nets, fbank) / self.temperature
         return [logits[:, cols].softmax(dim=-1) for cols in self.groups]
 
     def forward(
