@@ -52,7 +52,9 @@ def test_frames_match_numpy_ignore_padding_and_a_fixed_equaliser():
     padded = torch.cat([clip, torch.full((20, 16), PAD)])[None]
     v, mask = net.raw_frames(padded)
     assert v.shape == (1, 56, 10) and mask.sum() == 36
-    np.testing.assert_allclose(v[0, :36].numpy(), _numpy_frames(clip.numpy().astype(np.float64), 5), atol=1e-5)
+    np.testing.assert_allclose(
+        v[0, :36].numpy(), _numpy_frames(clip.numpy().astype(np.float64), 5), atol=1e-5
+    )
     assert torch.equal(v[0, 36:], torch.zeros(20, 10))
     with torch.no_grad():  # padding changes nothing, nor does a fixed gain per mel bin (an equaliser)
         alone = net(clip[None])

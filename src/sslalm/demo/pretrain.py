@@ -543,7 +543,13 @@ def pretrain_encoder(
         with_fact = [(path, names) for path, names in clips if any(map(is_fact_tag, names))]
         fbanks = torch.cat(list(clip_fbanks(with_fact, labels, frames, seed)))
         nets, metrics["fact_nets"] = train_fact_nets(
-            fbanks, [names for _, names in with_fact], labels, fact_net, fact_net_epochs, seed, progress=progress
+            fbanks,
+            [names for _, names in with_fact],
+            labels,
+            fact_net,
+            fact_net_epochs,
+            seed,
+            progress=progress,
         )
     save_encoder(encoder, encoder_type, out_dir)
     save_tag_head(model.head, out_dir, model.cepstra, nets)

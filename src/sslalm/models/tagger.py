@@ -6,7 +6,8 @@ maximum) and, with ``tag_cepstra``, the fbank's cepstral statistics (``sslalm.mo
 stage-0 classifier of ``sslalm.demo.pretrain`` does (``SSLALMConfig.tag_checkpoint`` loads its weights), and
 gives one probability distribution per tag group:
 the sound labels, and one per fact (``"language: Italian"`` ...). With ``tag_fact_net`` a small net on the
-fbank's 10 ms frames (``sslalm.models.frame_net``) gives each fact's logits instead of the linear head. Each group becomes one extra audio token,
+fbank's 10 ms frames (``sslalm.models.frame_net``) gives each fact's logits instead of the linear head.
+Each group becomes one extra audio token,
 the probability-weighted mean of the LM's own input embeddings of the tag words. The tokens follow the
 projector's tokens, right before the question.
 
@@ -102,7 +103,8 @@ def head_file_state(
 
 
 def fact_names(tags: Sequence[str]) -> list[str]:
-    """The facts of ``tags`` in group order (group 1 on): ``["speech", "language: Dutch"]`` -> ``["language"]``."""
+    """The facts of ``tags`` in group order (group 1 on): ``["speech", "language: Dutch"]`` ->
+    ``["language"]``."""
     return sorted({t.split(": ", 1)[0] for t in tags if is_fact_tag(t)})
 
 
@@ -203,7 +205,9 @@ class TagTokens(nn.Module):
 
     def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load a ``head_file_state``; ValueError naming both layouts when its keys or shapes differ."""
-        want = {k: tuple(v.shape) for k, v in head_file_state(self.head, self.cepstra, self.fact_nets).items()}
+        want = {
+            k: tuple(v.shape) for k, v in head_file_state(self.head, self.cepstra, self.fact_nets).items()
+        }
         got = {k: tuple(v.shape) for k, v in state.items()}
         if got != want:
             raise ValueError(f"the tag head file holds {got}, but this head needs {want}")
