@@ -72,6 +72,13 @@ def test_page_streams_the_greedy_answer_in_chromium(model, tmp_path):  # noqa: F
                 page.locator("#max_new_tokens input[type=number]").press("Enter")
                 page.locator("#temperature input[type=number]").fill("0")
                 page.locator("#temperature input[type=number]").press("Enter")
+                for field, value in (
+                    ("max_new_tokens", "12"),
+                    ("temperature", "0"),
+                ):  # reached the app's state
+                    page.wait_for_function(
+                        f"() => document.querySelector('#{field} input[type=range]').value === '{value}'"
+                    )
                 page.locator("#audio input[type=file]").set_input_files(str(wav))
                 page.locator("#audio audio, #audio .waveform-container, #audio button").first.wait_for()
                 page.locator("#question textarea").fill(question)

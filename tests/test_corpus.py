@@ -609,6 +609,32 @@ def test_event_captions_keep_their_label_through_ltu_answer_cleaning(meta):
     assert word in clean_prediction(first).lower(), (first, label)
 
 
+def test_chime_and_digit_captions_name_their_class():
+    """The paper's protocol scores a caption by the label nearest to it in a sentence embedding: a chime's
+    caption that only said "a short logout jingle plays" was matched to "beeping", and "a man counts out six
+    digits" to "telephone". Every chime caption names the class, and a person counting speaks."""
+    from sslalm.data.corpus.inventory import FREEDESKTOP
+
+    chimes = [r for r in FREEDESKTOP if r.label == "notification chime"]
+    assert len(chimes) >= 5
+    for rec in chimes:
+        assert "notification chime" in rec.phrase, rec.phrase
+    m = {
+        "kind": "speech",
+        "gender": "male",
+        "language": "French",
+        "voice": "fr-fr",
+        "pitch": 50,
+        "speed": 150,
+    }
+    first = captions({**m, "content": "digits", "digits": ["3", "1", "4"], "count": 3})[0]
+    assert first == "A man speaks, counting out three digits, in French."
+    assert (
+        captions({**m, "content": "sentence", "text": "Bonjour."})[0]
+        == "A man says a short sentence in French."
+    )
+
+
 @needs_tools
 def test_no_caption_of_a_built_corpus_has_a_colon(corpus):
     metas = [json.loads(r["meta"]) for r in _manifest(corpus.out_dir)]

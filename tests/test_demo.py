@@ -295,6 +295,11 @@ def test_encoder_tags_take_every_speech_clips_language_from_the_manifest(tmp_pat
         str(tmp_path / "c.wav"): ["violin"],
         str(tmp_path / "d.wav"): ["male speech", "language: Polish"],
     }
+    both = _encoder_clips(recs, tmp_path, ("language", "instrument"))  # the full schedule's facts
+    assert both[str(tmp_path / "c.wav")] == ["violin", "instrument: violin"]
+    assert both[str(tmp_path / "a.wav")] == ["female speech", "language: Czech"]
+    with pytest.raises(ValueError, match="unknown facts"):
+        _encoder_clips(recs, tmp_path, ("mood",))
 
 
 def test_clips_with_a_fact_are_drawn_more_often():

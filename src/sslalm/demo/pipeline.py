@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,13 @@ def _timed_stage(name: str, steps: int, fn, *args, **kwargs) -> dict[str, Any]:
 ENCODER_FACTS = ("language",)  # facts of open-ended records the stage-0 encoder also learns to tag
 
 
-def _encoder_clips(train_records: list[dict], corpus: Path) -> dict[str, list[str]]:
-    """Audio path -> tags of every training clip: its labels (``cla_label`` record) and, for the facts in
-    ``ENCODER_FACTS``, ``"<fact>: <value>"`` read from its open-ended records (``sslalm.data.corpus.facts``)
-    or, where the corpus has a manifest, from what the manifest states about the clip (``_manifest_facts``).
+def _encoder_clips(
+    train_records: list[dict], corpus: Path, facts: Sequence[str] = ENCODER_FACTS
+) -> dict[str, list[str]]:
+    """Audio path -> tags of every training clip: its labels (``cla_label`` record) and, for the ``facts``
+    (``Schedule.encoder_facts``), ``"<fact>: <value>"`` read from its open-ended records
+    (``sslalm.data.corpus.facts``) or, where the corpus has a manifest, from what the manifest states about
+    the clip (``_manifest_facts``).
 
     The paper's DASS learnt AudioSet's 527 classes, far richer than our 31 labels; the spoken language is
     the one fact the corpus asks about that no label carries, and an encoder never told it learns no feature
@@ -152,29 +156,32 @@ def _encoder_clips(train_records: list[dict], corpus: Path) -> dict[str, list[st
         for r in train_records
         if r["task"] == "cla_label"
     }
-    facts: dict[str, dict[str, str]] = {}
+    unknown = [name for name in facts if name not in FACTS]
+    if unknown:
+        raise ValueError(f"unknown facts {unknown}; choose from {sorted(FACTS)}")
+    found: dict[str, dict[str, str]] = {}
     for r in train_records:
-        for name in ENCODER_FACTS:
+        for name in facts:
             if r["task"] == FACTS[name].task and (value := fact_of(name, r["output"])) is not None:
-                facts.setdefault(str(corpus / r["audio_id"]), {})[name] = value
-    for path, stated in _manifest_facts(corpus).items():
-        facts.setdefault(path, {}).update(stated)
-    for path, stated in facts.items():
+                found.setdefault(str(corpus / r["audio_id"]), {})[name] = value
+    for path, stated in _manifest_facts(corpus, facts).items():
+        found.setdefault(path, {}).update(stated)
+    for path, stated in found.items():
         if path in clips:
             clips[path] += [f"{name}: {value}" for name, value in stated.items()]
     return clips
 
 
-def _manifest_facts(corpus: Path) -> dict[str, dict[str, str]]:
-    """Audio path -> the ``ENCODER_FACTS`` the local corpus's manifest states for a clip (``read_manifest``):
-    the spoken language of a speech clip, or of the speech in a speech-over-noise clip. Empty when the corpus
-    has no manifest (an OpenAQA download, say)."""
+def _manifest_facts(corpus: Path, facts: Sequence[str] = ENCODER_FACTS) -> dict[str, dict[str, str]]:
+    """Audio path -> the ``facts`` the local corpus's manifest states for a clip (``read_manifest``): the
+    spoken language of a speech clip, or of the speech in a speech-over-noise clip; an instrument clip's
+    instrument. Empty when the corpus has no manifest (an OpenAQA download, say)."""
     from sslalm.data.corpus.builder import read_manifest
 
     out: dict[str, dict[str, str]] = {}
     for audio_id, meta in read_manifest(corpus).items():
         speech = meta["speech"] if isinstance(meta.get("speech"), dict) else meta
-        stated = {n: speech[n] for n in ENCODER_FACTS if isinstance(speech.get(n), str) and speech[n]}
+        stated = {n: speech[n] for n in facts if isinstance(speech.get(n), str) and speech[n]}
         if stated:
             out[str(corpus / audio_id)] = stated
     return out
@@ -201,7 +208,7 @@ def pretrain_stage0(
 
     train_records = json.loads((corpus / "train.json").read_text(encoding="utf-8"))
     tok = load_tokenizer(tokenizer_dir)
-    clips: dict[str, list[str]] = _encoder_clips(train_records, corpus) if s.encoder_steps > 0 else {}
+    clips = _encoder_clips(train_records, corpus, s.encoder_facts) if s.encoder_steps > 0 else {}
     labels = sorted({lab for names in clips.values() for lab in names})
     prefix: dict[str, Any] = {}
     if s.lm_tag_prefix and s.tag_tokens and clips:  # the LM learns to read the tag tokens

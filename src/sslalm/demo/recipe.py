@@ -98,6 +98,8 @@ class Schedule:
     encoder_fact_probe: bool = (
         False  # after stage 0: the facts' columns, a logistic regression on the cepstra
     )
+    encoder_facts: tuple[str, ...] = ("language",)  # stage 0: facts of the clips (sslalm.data.corpus.facts)
+    # the encoder also tags, each in a softmax of its own (with tag_tokens, each one more token)
     encoder_fact_net: int = 0  # after stage 0: each fact's logits from a net of this width on the fbank's
     # frames (models.frame_net), not from the head's columns; 0: none
     encoder_fact_net_epochs: int = 30  # its passes over the clips with that fact
@@ -143,6 +145,7 @@ FULL = Schedule(
     # its family 60 -> 78 % (test); every label's: the recordings 63 -> 35 % (one run each, docs/demo.md)
     encoder_fact_probe=False,  # the regression on the cepstral statistics (65.4 -> 71.6 %) is superseded:
     encoder_fact_net=128,  # a net on the 10 ms cepstra names the language: the LM's answers 48.1 -> 63.5 %
+    encoder_facts=("language", "instrument"),  # the instrument in a softmax and a token of its own
     tag_scale="audio",  # with task_draws, the language answer 13.5 -> 46.2-53.8 % (docs/demo.md)
     task_draws={"open_language": 8.0, "open_instrument": 3.0},  # stage 4: the language and instrument
     # questions, 3.8 and 2.8 % of the draws with the label balance alone, get 22.8 and 6.3 %
@@ -169,6 +172,7 @@ QUICK = dataclasses.replace(  # the same pipeline at CI size
     encoder_cepstra=0,  # the full schedule's language options serve its tag tokens: off here, as measured
     encoder_fact_probe=False,
     encoder_fact_net=0,
+    encoder_facts=("language",),
     task_draws={},
     model_size="small",
     unseen_size=60,

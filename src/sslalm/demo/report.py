@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sslalm.data.corpus.questions import join_and
+
 CAPTION_METRICS = ("CIDEr-D", "METEOR", "BLEU-4", "ROUGE-L", "SPICE")
 
 
@@ -209,8 +211,6 @@ def _encoder_recipe(settings: dict[str, Any]) -> str:
     """How the schedule trains the stage-0 encoder, as a parenthesis to append (``" (with random level and
     noise, mixup (Beta 0.4) and drop path (DASS) or dropout (AST) 0.1; clips drawn label-balanced)"``),
     or ``""``. Settings missing from older results take the defaults they had then (augmentation on)."""
-    from sslalm.data.corpus.questions import join_and
-
     parts = []
     if settings.get("encoder_augment", True):
         kinds = ["random level"]
@@ -267,20 +267,42 @@ def _frozen_encoder(settings: dict[str, Any]) -> str:
     return f"; stages {named} keep the stage-0 encoder as it is"
 
 
+FACT_CLIPS = {"language": "the language of speech clips", "instrument": "the instrument of instrument clips"}
+
+
+def _facts(settings: dict[str, Any]) -> list[str]:
+    """The facts stage 0 learns (results of older code have no ``encoder_facts``: the language alone)."""
+    return list(settings.get("encoder_facts", ["language"]))
+
+
+def _facts_learnt(settings: dict[str, Any]) -> str:
+    """ "the language of speech clips" (and the other facts stage 0 learns), in words."""
+    return join_and([FACT_CLIPS.get(f, f"the {f} of the clips that have one") for f in _facts(settings)])
+
+
 def _tag_tokens(settings: dict[str, Any]) -> str:
     """ "; the model keeps the stage-0 head ..." when the schedule sets ``tag_tokens``, else ""."""
     out = ""
     if settings.get("tag_tokens", False):
+        facts = _facts(settings)
+        named = join_and([f"the {f}" for f in facts])
+        per_fact = f"one for {named}" if len(facts) == 1 else f"one each for {named}"
         out = (
             "; the model keeps the stage-0 encoder's classifier head, and the language model reads its "
-            "tag distributions as words: one token for the labels and one for the language, after the "
+            f"tag distributions as words: one token for the labels and {per_fact}, after the "
             "projector's tokens (`sslalm.models.tagger`; not in the paper)"
         )
         if settings.get("tag_scale", "word") == "audio":
             out += ", scaled to the norm of the projector's tokens"
         if settings.get("encoder_fact_net", 0) > 0:
+            facts = _facts(settings)
+            whose = (
+                f"the head's {facts[0]} comes"
+                if len(facts) == 1
+                else f"the head's {' and '.join(facts)} each come"
+            )
             out += (
-                "; the head's language comes from a small convolutional net on the fbank's 10 ms cepstra "
+                f"; {whose} from a small convolutional net on the fbank's 10 ms cepstra "
                 f"({settings['encoder_fact_net']} channels, `sslalm.models.frame_net`), trained after stage 0"
             )
         elif settings.get("encoder_fact_probe", False):
@@ -401,7 +423,7 @@ def render_markdown(results: dict) -> str:
         "No pretrained weights exist offline, so a stage 0 stands in for pretraining (the paper's DASS is "
         "AudioSet-pretrained and its Mamba Pile-pretrained): the language model learns the training split's "
         "text (question template and answer of every record, no audio), and "
-        "the audio encoder learns the training clips' labels and the language of speech clips"
+        f"the audio encoder learns the training clips' labels and {_facts_learnt(results['settings'])}"
         f"{_encoder_recipe(results['settings'])}. Then "
         "the curriculum of `configs/tiny/stage1..4.yaml` runs through `sslalm.train.load_config`, as "
         "`sslalm train` runs it (the parts each stage trains are in its name). Both models get the same "

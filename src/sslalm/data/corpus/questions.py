@@ -129,7 +129,10 @@ def _speech_bits(m: dict) -> dict:
     if m["content"] == "word":
         said, what = f'the word "{m["text"]}"', f'says the word "{m["text"]}"'
     elif m["content"] == "digits":
-        said, what = f"the digits {', '.join(m['digits'])}", f"speaks, counting out {_num(m['count'])} digits,"
+        said, what = (
+            f"the digits {', '.join(m['digits'])}",
+            f"speaks, counting out {_num(m['count'])} digits,",
+        )
     else:
         said, what = f'"{m["text"]}"', "says a short sentence"
     return {"accent": accent, "pitch": pitch, "speed": speed, "said": said, "what": what}
