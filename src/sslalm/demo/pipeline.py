@@ -147,7 +147,9 @@ def _encoder_clips(
     the one fact the corpus asks about that no label carries, and an encoder never told it learns no feature
     for it (the demo model named the right language in 1 answer of 10). The demo corpus's questions ask the
     language of 464 of its 792 training clips with speech, and the fact scorer reads only the test's ten
-    languages from the answers (368 tagged); the manifest states it for all 792.
+    languages from the answers (368 tagged); the manifest states it for all 792. An instrument is a label
+    too, but as a fact it gets a softmax (and, with tag tokens, a token) of its own, among the instruments
+    alone (the full schedule's ``encoder_facts``).
     """
     from sslalm.data.corpus.facts import FACTS, fact_of
 

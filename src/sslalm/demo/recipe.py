@@ -25,15 +25,16 @@ on top. Those overrides are the demo's only departures from the YAML files, stat
   (``sslalm.data.balance``), so the thirteen instruments are not drowned by speech;
 - ``loss_per_example``: every record weighs the same in the loss (a one-token label as much as a caption);
 - ``tag_tokens``: the model keeps the stage-0 encoder's classifier head and hands its tag distributions to
-  the LM as words (``sslalm.models.tagger``: one token for the labels, one for the language, after the
+  the LM as words (``sslalm.models.tagger``: one token for the labels, one per fact, after the
   projector's tokens); not in the paper, given to both models of ``--compare``, and off in the quick
   schedule, where they measured worse (42.3 % against 48.1 % with its test's settings);
 - the spoken language and the instruments (full schedule): the stage-0 head's language and instrument
   columns also read the fbank's cepstral statistics (``sslalm.models.cepstral``; the pooled encoder map
-  carries little of the language and of the timbre); after stage 0 a small convolutional net on the fbank's
-  10 ms cepstra (``sslalm.models.frame_net``, ``encoder_fact_net``) is trained to name the language and
-  gives the head's language distribution (a logistic regression on the cepstral statistics,
-  ``encoder_fact_probe``, did less well); the tag tokens are scaled to the
+  carries little of the language and of the timbre); the instrument is also a fact of its own
+  (``encoder_facts``), in its own softmax and tag token as the language is; after stage 0 a small
+  convolutional net on the fbank's 10 ms cepstra (``sslalm.models.frame_net``, ``encoder_fact_net``) is
+  trained for each fact and gives the head's distribution of it (for the language, a logistic regression
+  on the cepstral statistics, ``encoder_fact_probe``, did less well); the tag tokens are scaled to the
   projector tokens' norm (``tag_scale``) and stage 4 draws the language questions eight times and the
   instrument questions three times as often (``task_draws``): with word-sized tokens and the corpus's share
   of questions the LM never learnt to read the language token; none of this is in the paper, and the
