@@ -4,7 +4,9 @@ They share no code with what they check: loops in float64 that follow each recip
 
 - ``kaldi_fbank_reference``: the kaldi log-mel fbank (twin of ``sslalm.audio.FbankExtractor.log_mel``);
 - ``cosine_similarity_reference``, ``micro_f1_reference``, ``average_precision_reference``,
-  ``mean_average_precision_reference``: twins of the classification scores in ``sslalm.eval.classification``.
+  ``mean_average_precision_reference``: twins of the classification scores in ``sslalm.eval.classification``;
+- ``cepstra_reference``: each frame's type-II DCT, by the formula (twin of
+  ``sslalm.models.cepstral.dct_matrix``, which the cepstral statistics and the frame nets read).
 """
 
 from __future__ import annotations
@@ -109,3 +111,12 @@ def mean_average_precision_reference(scores: np.ndarray, truth: np.ndarray) -> f
         if truth[:, c].any()
     ]
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def cepstra_reference(frames: np.ndarray, k: int) -> np.ndarray:
+    """(T, F) log-mel frames -> (T, K) first K orthonormal type-II DCT coefficients of each frame."""
+    f = frames.shape[1]
+    n = np.arange(f)
+    basis = np.stack([np.cos(np.pi / f * (n + 0.5) * j) for j in range(k)], 1) * np.sqrt(2 / f)
+    basis[:, 0] /= np.sqrt(2)
+    return frames @ basis
