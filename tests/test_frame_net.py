@@ -59,6 +59,13 @@ def test_frames_match_numpy_ignore_padding_and_a_fixed_equaliser():
         torch.testing.assert_close(net(clip[None] + torch.randn(16)), alone, rtol=1e-4, atol=1e-4)
         batch = torch.stack([padded[0], torch.randn(57, 16)])  # a batch reads each clip alone
         torch.testing.assert_close(net(batch)[:1], alone, rtol=1e-4, atol=1e-5)
+    half = FrameConvNet(3, width=8, num_cepstra=5, num_mel_bins=16).eval()
+    half.load_state_dict(net.state_dict())
+    half.to(torch.bfloat16)  # a bfloat16 model: float32 logits, close to the float32 net's
+    with torch.no_grad():
+        out = half(padded.to(torch.bfloat16))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, alone, rtol=0.1, atol=0.1)
     with pytest.raises(ValueError, match="fbank"):
         net(torch.randn(2, 10, 12))
     with pytest.raises(ValueError, match="two values"):

@@ -101,8 +101,11 @@ class FrameConvNet(nn.Module):
         return self.out(self.drop(torch.cat([mean, peak], dim=-1)))
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) fbank -> (B, V) logits (float32, whatever the input's dtype)."""
-        return self.classify(*self.frames(fbank.float()))
+        """(B, T, F) fbank -> (B, V) float32 logits, whatever the input's dtype; the frames are computed in
+        float32 and the convolutions run in the net's own dtype (bfloat16 in a bfloat16 model)."""
+        v, mask = self.frames(fbank.float())
+        dtype = self.out.weight.dtype
+        return self.classify(v.to(dtype), mask.to(dtype)).float()
 
     @torch.no_grad()
     def fit(self, fbanks: Iterable[torch.Tensor]) -> int:

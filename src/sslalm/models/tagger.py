@@ -42,7 +42,7 @@ def tag_word(tag: str) -> str:
 
 def tag_groups(tags: Sequence[str]) -> list[int]:
     """Group index per tag: ``"<fact>: <value>"`` tags form one group per fact, plain labels group 0."""
-    names = ["label"] + sorted({t.split(": ", 1)[0] for t in tags if is_fact_tag(t)})
+    names = ["label"] + fact_names(tags)
     return [names.index(t.split(": ", 1)[0]) if is_fact_tag(t) else 0 for t in tags]
 
 
