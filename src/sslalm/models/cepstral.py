@@ -35,6 +35,26 @@ def dct_matrix(num_bins: int, num_coeffs: int) -> torch.Tensor:
     return m.float()
 
 
+def cepstral_frames(
+    fbank: torch.Tensor, dct: torch.Tensor, centre: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, F) fbank, (F, K) ``dct_matrix`` -> (B, T-1, 2K) each frame's cepstra and their deltas (the
+    difference from the frame before), float32 whatever the input's dtype, and (B, T-1) 1.0 where both frames
+    of a delta are sound, 0.0 where either is padding (``PAD_STD``). ``centre``: the cepstra less their mean
+    over the clip's sound frames (cepstral mean normalisation; the deltas do not change). Shared by the
+    clip statistics here and the frame nets of ``sslalm.models.frame_net``."""
+    if fbank.dim() != 3 or fbank.shape[-1] != dct.shape[0]:
+        raise ValueError(f"expected a (batch, frames, {dct.shape[0]}) fbank, got {tuple(fbank.shape)}")
+    x = fbank.float()
+    sound = (x.std(dim=-1) > PAD_STD).float()  # (B, T)
+    c = x @ dct.float()  # (B, T, K); float32 even in a half-precision model
+    if centre:
+        s = sound.unsqueeze(-1)
+        c = c - (c * s).sum(dim=1, keepdim=True) / s.sum(dim=1, keepdim=True).clamp(min=1.0)
+    v = torch.cat([c[:, 1:], c[:, 1:] - c[:, :-1]], dim=-1)  # (B, T-1, 2K)
+    return v, sound[:, 1:] * sound[:, :-1]
+
+
 class CepstralStatistics(nn.Module):
     """(B, T, F) normalised log-mel fbank -> (B, D) standardised mean and covariance of [cepstra, deltas].
 
@@ -62,15 +82,8 @@ class CepstralStatistics(nn.Module):
 
     def raw(self, fbank: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, D) statistics before standardisation (float32, whatever the input's dtype)."""
-        if fbank.dim() != 3 or fbank.shape[-1] != self.num_mel_bins:
-            raise ValueError(
-                f"expected a (batch, frames, {self.num_mel_bins}) fbank, got {tuple(fbank.shape)}"
-            )
-        x = fbank.float()
-        sound = (x.std(dim=-1) > PAD_STD).float()  # (B, T)
-        c = x @ self.dct.float()  # (B, T, K); float32 even in a half-precision model
-        v = torch.cat([c[:, 1:], c[:, 1:] - c[:, :-1]], dim=-1)  # (B, T-1, 2K): cepstra and deltas
-        w = (sound[:, 1:] * sound[:, :-1]).unsqueeze(-1)  # (B, T-1, 1): both frames are sound
+        v, both = cepstral_frames(fbank, self.dct)  # (B, T-1, 2K), (B, T-1)
+        w = both.unsqueeze(-1)  # (B, T-1, 1)
         n = w.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1, 1)
         mean = (w * v).sum(dim=1, keepdim=True) / n  # (B, 1, 2K)
         z = (v - mean) * w

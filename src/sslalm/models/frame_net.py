@@ -24,14 +24,9 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
-from sslalm.models.cepstral import PAD_STD, dct_matrix
+from sslalm.models.cepstral import cepstral_frames, dct_matrix
 
 KERNEL, DILATIONS = 5, (1, 2, 4)
-
-
-def sound_frames(fbank: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) fbank -> (B, T) 1.0 where a frame is sound, 0.0 where it is padding (or digital silence)."""
-    return (fbank.float().std(dim=-1) > PAD_STD).float()
 
 
 class FrameConvNet(nn.Module):
@@ -73,17 +68,8 @@ class FrameConvNet(nn.Module):
     def raw_frames(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F) fbank -> (B, T-1, 2K) mean-normalised cepstra and deltas (zero at padding), (B, T-1) mask
         of frames whose both ends are sound. Not standardised."""
-        if fbank.dim() != 3 or fbank.shape[-1] != self.num_mel_bins:
-            raise ValueError(
-                f"expected a (batch, frames, {self.num_mel_bins}) fbank, got {tuple(fbank.shape)}"
-            )
-        x = fbank.float()
-        sound = sound_frames(x).unsqueeze(-1)  # (B, T, 1)
-        c = x @ self.dct.float()  # (B, T, K)
-        c = c - (c * sound).sum(dim=1, keepdim=True) / sound.sum(dim=1, keepdim=True).clamp(min=1.0)
-        mask = sound[:, 1:] * sound[:, :-1]  # (B, T-1, 1)
-        v = torch.cat([c[:, 1:], c[:, 1:] - c[:, :-1]], dim=-1) * mask  # (B, T-1, 2K)
-        return v, mask[..., 0]
+        v, mask = cepstral_frames(fbank, self.dct, centre=True)
+        return v * mask.unsqueeze(-1), mask
 
     def frames(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``raw_frames``, standardised with ``shift`` and ``scale`` (padding stays zero)."""
