@@ -39,8 +39,7 @@ def augment_frames(
     b, t, width = v.shape
     k = width // 2
     w = min(window, t)
-    ends = torch.where(mask > 0, torch.arange(1, t + 1).expand(b, t), torch.zeros(b, t, dtype=torch.long))
-    last = ends.amax(dim=1)  # (B,) frames up to the last sound frame
+    last = (mask * torch.arange(1, t + 1)).amax(dim=1)  # (B,) frames up to the last sound frame
     out_v, out_m = torch.empty(b, w, width), torch.empty(b, w)
     for i in range(b):
         start = int(torch.randint(0, max(1, int(last[i]) - w + 1), (1,), generator=gen))
@@ -70,8 +69,6 @@ def train_fact_nets(
     """Train one net per fact of ``labels`` on (N, T, 128) ``fbanks`` of the clips whose tags are
     ``clip_tags``; returns the nets (``build_fact_nets``, in eval mode) and per fact the number of clips, of
     values and of steps, the final epoch's training loss and the seconds it took."""
-    from tqdm.auto import tqdm
-
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if len(clip_tags) != fbanks.shape[0]:
@@ -95,7 +92,7 @@ def train_fact_nets(
             net = nets[fact]
             x = fbanks[[i for i, _ in rows]]
             y = torch.tensor([v for _, v in rows])
-            metrics[fact] = _train_one(net, x, y, epochs, batch_size, learning_rate, seed, progress, tqdm)
+            metrics[fact] = _train_one(net, x, y, epochs, batch_size, learning_rate, seed, progress)
             metrics[fact].update(clips=len(rows), values=len(cols), seconds=time.perf_counter() - start)
             logger.info(
                 "stage 0 (facts): %s net on %d clips, %d steps, %.1f s",
@@ -116,9 +113,10 @@ def _train_one(
     learning_rate: float,
     seed: int,
     progress: bool,
-    tqdm: Any,
 ) -> dict[str, Any]:
     """Fit ``net``'s standardisation on (N, T, 128) ``fbanks``, then train it on them for ``epochs``."""
+    from tqdm.auto import tqdm
+
     chunks = [fbanks[i : i + 64] for i in range(0, len(fbanks), 64)]
     net.fit(chunks)
     with torch.no_grad():

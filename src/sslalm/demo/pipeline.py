@@ -30,6 +30,7 @@ from typing import Any
 
 from sslalm.demo.baselines import chance_levels
 from sslalm.demo.recipe import (
+    ENCODER_FACTS,
     FACTS_PER_TASK,
     STAGES,
     ModelRecipe,
@@ -132,9 +133,6 @@ def _timed_stage(name: str, steps: int, fn, *args, **kwargs) -> dict[str, Any]:
     }
 
 
-ENCODER_FACTS = ("language",)  # facts of open-ended records the stage-0 encoder also learns to tag
-
-
 def _encoder_clips(
     train_records: list[dict], corpus: Path, facts: Sequence[str] = ENCODER_FACTS
 ) -> dict[str, list[str]]:
@@ -174,7 +172,7 @@ def _encoder_clips(
     return clips
 
 
-def _manifest_facts(corpus: Path, facts: Sequence[str] = ENCODER_FACTS) -> dict[str, dict[str, str]]:
+def _manifest_facts(corpus: Path, facts: Sequence[str]) -> dict[str, dict[str, str]]:
     """Audio path -> the ``facts`` the local corpus's manifest states for a clip (``read_manifest``): the
     spoken language of a speech clip, or of the speech in a speech-over-noise clip; an instrument clip's
     instrument. Empty when the corpus has no manifest (an OpenAQA download, say)."""

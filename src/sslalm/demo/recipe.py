@@ -59,6 +59,7 @@ CURRICULUM_DIR = Path(__file__).resolve().parents[3] / "configs" / "tiny"  # the
 STAGES = (1, 2, 3, 4)
 
 FACTS_PER_TASK = 60  # open-ended test records scored per fact (all of them when fewer)
+ENCODER_FACTS = ("language",)  # facts of open-ended records the stage-0 encoder also tags, by default
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Schedule:
     encoder_fact_probe: bool = (
         False  # after stage 0: the facts' columns, a logistic regression on the cepstra
     )
-    encoder_facts: tuple[str, ...] = ("language",)  # stage 0: facts of the clips (sslalm.data.corpus.facts)
+    encoder_facts: tuple[str, ...] = ENCODER_FACTS  # stage 0: facts of the clips (sslalm.data.corpus.facts)
     # the encoder also tags, each in a softmax of its own (with tag_tokens, each one more token)
     encoder_fact_net: int = 0  # after stage 0: each fact's logits from a net of this width on the fbank's
     # frames (models.frame_net), not from the head's columns; 0: none
@@ -144,7 +145,7 @@ FULL = Schedule(
     encoder_cepstra=24,  # the language columns read the cepstral statistics: the head's language 41 -> 65 %
     encoder_cepstra_labels=INSTRUMENT_LABELS,  # the instruments' too: the head's top instrument 51 -> 65 %,
     # its family 60 -> 78 % (test); every label's: the recordings 63 -> 35 % (one run each, docs/demo.md)
-    encoder_fact_probe=False,  # the regression on the cepstral statistics (65.4 -> 71.6 %) is superseded:
+    encoder_fact_probe=False,  # the regression on the cepstral statistics (65.4 -> 71.6 %) is superseded
     encoder_fact_net=128,  # a net on the 10 ms cepstra names the language: the LM's answers 48.1 -> 63.5 %
     encoder_facts=("language", "instrument"),  # the instrument in a softmax and a token of its own
     tag_scale="audio",  # with task_draws, the language answer 13.5 -> 46.2-53.8 % (docs/demo.md)
@@ -173,7 +174,7 @@ QUICK = dataclasses.replace(  # the same pipeline at CI size
     encoder_cepstra=0,  # the full schedule's language options serve its tag tokens: off here, as measured
     encoder_fact_probe=False,
     encoder_fact_net=0,
-    encoder_facts=("language",),
+    encoder_facts=ENCODER_FACTS,
     task_draws={},
     model_size="small",
     unseen_size=60,

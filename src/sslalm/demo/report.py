@@ -285,7 +285,7 @@ def _tag_tokens(settings: dict[str, Any]) -> str:
     out = ""
     if settings.get("tag_tokens", False):
         facts = _facts(settings)
-        named = join_and([f"the {f}" for f in facts])
+        named = join_and([f"the {f}" for f in facts])  # "the language and the instrument"
         per_fact = f"one for {named}" if len(facts) == 1 else f"one each for {named}"
         out = (
             "; the model keeps the stage-0 encoder's classifier head, and the language model reads its "
@@ -295,12 +295,7 @@ def _tag_tokens(settings: dict[str, Any]) -> str:
         if settings.get("tag_scale", "word") == "audio":
             out += ", scaled to the norm of the projector's tokens"
         if settings.get("encoder_fact_net", 0) > 0:
-            facts = _facts(settings)
-            whose = (
-                f"the head's {facts[0]} comes"
-                if len(facts) == 1
-                else f"the head's {' and '.join(facts)} each come"
-            )
+            whose = f"the head's {join_and(facts)} " + ("comes" if len(facts) == 1 else "each come")
             out += (
                 f"; {whose} from a small convolutional net on the fbank's 10 ms cepstra "
                 f"({settings['encoder_fact_net']} channels, `sslalm.models.frame_net`), trained after stage 0"

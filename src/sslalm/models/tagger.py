@@ -110,8 +110,8 @@ def fact_names(tags: Sequence[str]) -> list[str]:
 
 def build_fact_nets(tags: Sequence[str], width: int) -> nn.ModuleDict:
     """One ``FrameConvNet`` of ``width`` channels per fact of ``tags``, over that fact's values."""
-    counts = {f: sum(t.startswith(f + ": ") for t in tags) for f in fact_names(tags)}
-    return nn.ModuleDict({f: FrameConvNet(n, width) for f, n in counts.items() if n >= 2})
+    facts = zip(fact_names(tags), tag_group_columns(tags)[1:], strict=True)
+    return nn.ModuleDict({f: FrameConvNet(len(cols), width) for f, cols in facts if len(cols) >= 2})
 
 
 def with_fact_logits(
