@@ -138,6 +138,7 @@ def test_stage_zero_hands_its_head_to_stage_one_when_the_schedule_has_tag_tokens
     assert out["tag_names"] == ["dog", "piano"] and out["tag_pool"] == QUICK.encoder_pool
     assert out["tag_cepstra"] == QUICK.encoder_cepstra and out["tag_scale"] == QUICK.tag_scale
     assert out["tag_fact_net"] == QUICK.encoder_fact_net == 0 and FULL.encoder_fact_net > 0
+    assert out.get("tag_fact_temperature") == QUICK.tag_fact_temperature
     assert out["tag_checkpoint"] == str(
         (tmp_path / "m" / "stage0_encoder" / pretrain.TAG_HEAD_FILE).resolve()
     )
@@ -479,6 +480,12 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
     net = _tag_tokens({"tag_tokens": True, "encoder_fact_probe": True, "encoder_fact_net": 128})
     assert "logistic" not in net  # the net gives the language, not the refit columns
     assert net.endswith("10 ms cepstra (128 channels, `sslalm.models.frame_net`), trained after stage 0")
+    settings = {"encoder_fact_net": 64, "encoder_fact_net_warp": 0.1, "tag_fact_temperature": 0.25}
+    assert _tag_tokens({"tag_tokens": True, **settings}).endswith(
+        "trained after stage 0 on draws whose mel axis is stretched by up to 10% (other voices); the facts'"
+        " distributions are sharpened (softmax temperature 0.25) so that their tokens lie near the likeliest"
+        " word"
+    )
 
 
 def test_spec_masks_are_seeded_bounded_bands_and_spans():

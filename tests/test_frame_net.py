@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from oracles import cepstra_reference
-from sslalm.demo.fact_nets import augment_frames, train_fact_nets
+from sslalm.demo.fact_nets import augment_frames, train_fact_nets, warp_mel
 from sslalm.models.frame_net import FrameConvNet
 from sslalm.models.tagger import TagTokens, build_fact_nets, fact_names, head_file_state
 
@@ -26,17 +26,17 @@ def _numpy_frames(frames: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([c[1:], np.diff(c, axis=0)], 1)
 
 
-def _two_languages(n: int, t: int = 90, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
-    """(n, t + 30, 16) fbanks of two "languages" with the same long-term spectrum: one changes its spectrum
-    every 3 frames, the other every 12; then padding."""
+def _two_languages(n: int, t: int = 90, seed: int = 0, bins: int = 16) -> tuple[torch.Tensor, list[int]]:
+    """(n, t + 30, bins) fbanks of two "languages" with the same long-term spectrum: one changes its
+    spectrum every 3 frames, the other every 12; then padding."""
     g = torch.Generator().manual_seed(seed)
     out, ys = [], []
     for i in range(n):
         y = i % 2
         hold = 3 if y == 0 else 12
-        steps = torch.randn(t // hold + 1, 16, generator=g).repeat_interleave(hold, 0)[:t]
-        fb = torch.full((t + 30, 16), PAD)
-        fb[:t] = steps + 0.1 * torch.randn(t, 16, generator=g)
+        steps = torch.randn(t // hold + 1, bins, generator=g).repeat_interleave(hold, 0)[:t]
+        fb = torch.full((t + 30, bins), PAD)
+        fb[:t] = steps + 0.1 * torch.randn(t, bins, generator=g)
         out.append(fb)
         ys.append(y)
     return torch.stack(out), ys
@@ -107,6 +107,21 @@ def test_augment_frames_takes_windows_of_sound_and_masks_runs_and_bands():
         assert torch.equal(bands[:3], bands[3:])  # a band hides cepstra and their deltas alike
 
 
+def test_warp_mel_stretches_each_clips_mel_axis_and_keeps_padding():
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.arange(128, dtype=torch.float32)[None, None].repeat(4, 3, 1)  # bin f holds f
+    ramp[:, 2] = -1.5  # a padding frame: constant over the bins
+    assert torch.equal(warp_mel(ramp, g, 0.0), ramp)
+    out = warp_mel(ramp, torch.Generator().manual_seed(1), 0.1)
+    assert out.shape == ramp.shape and torch.equal(out[:, 2], ramp[:, 2])
+    factors = out[:, 0, 1:60] / ramp[:, 0, 1:60]  # below the top bin, bin f reads f * factor
+    assert torch.allclose(factors, factors[:, :1].expand_as(factors), atol=1e-5)
+    assert ((factors[:, 0] - 1).abs() <= 0.1).all() and factors[:, 0].unique().numel() == 4
+    assert (out[:, :2] <= 127).all()  # past the top bin it repeats the top bin
+    again = warp_mel(ramp, torch.Generator().manual_seed(1), 0.1)  # deterministic for a generator
+    assert torch.equal(again, out)
+
+
 def test_training_tells_fast_from_slow_spectral_change_and_leaves_the_global_rng_alone():
     torch.set_num_threads(1)
     fb, ys = _two_languages(48)
@@ -128,6 +143,17 @@ def test_training_tells_fast_from_slow_spectral_change_and_leaves_the_global_rng
     again, _ = train_fact_nets(_as_128(fb), tags, labels, **small)  # deterministic for a seed
     for (name, a), b in zip(nets.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+    # warped draws, on 128 bins of their own (the 8-fold repetition leaves cepstra at zero that the warp's
+    # interpolation would fill)
+    fine, ys = _two_languages(48, bins=128)
+    tags = [["speech", "language: A" if y == 0 else "language: B"] for y in ys]
+    warped, _ = train_fact_nets(fine, tags, labels, **small, warp=0.1)
+    test, ty = _two_languages(20, seed=1, bins=128)
+    with torch.no_grad():
+        pred = warped["language"](test).argmax(1)
+    assert (pred == torch.tensor(ty)).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="warp"):
+        train_fact_nets(_as_128(fb), tags, labels, **small, warp=1.0)
     with pytest.raises(ValueError, match="fbanks for"):
         train_fact_nets(_as_128(fb[:3]), tags, labels, **small)
     none, out = train_fact_nets(_as_128(fb[-1:]), tags[-1:], labels, **small)  # no clip has the fact

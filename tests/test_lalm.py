@@ -212,6 +212,14 @@ def test_tag_tokens_are_mixtures_of_the_tag_words_embeddings_one_per_group():
     torch.testing.assert_close(sharp.probabilities(features)[0], expected.softmax(-1))
     with pytest.raises(ValueError, match="temperature"):
         TagTokens(4, TAGS, word_ids, temperature=0.0)
+    facts_only = TagTokens(4, TAGS, word_ids, fact_temperature=0.1)  # the labels keep temperature 1
+    facts_only.load_state_dict(tagger.state_dict())
+    logits = tagger.head(torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1))
+    labels, language = facts_only.probabilities(features)
+    torch.testing.assert_close(labels, logits[:, :3].softmax(-1))
+    torch.testing.assert_close(language, (logits[:, 3:] / 0.1).softmax(-1))
+    with pytest.raises(ValueError, match="temperature"):
+        TagTokens(4, TAGS, word_ids, fact_temperature=-1.0)
 
 
 def test_tag_head_with_cepstral_statistics_loads_saves_and_reads_each_clip_alone(tmp_path):

@@ -5,8 +5,11 @@ training clips that have exactly one value of that fact, one unaugmented crop of
 each (the augmentation the corpus gave them stays: its speech already comes through random rooms, equalisers
 and noise). Every draw reads a random window of ``WINDOW`` frames of the clip's sound and hides one random
 run of up to ``TIME_MASK`` frames and one band of up to ``BAND_MASK`` cepstra (and their deltas), as
-SpecAugment does. AdamW with a one-cycle learning rate, label smoothing 0.1. The global RNG is left as it
-was: everything random draws from generators seeded with ``seed``.
+SpecAugment does. With ``warp``, every draw's mel axis is first stretched by a random factor
+(``warp_mel``): a longer or shorter vocal tract moves every formant by about one factor, so the nets learn
+languages rather than the training split's few voices (the held-out splits' voices are others). AdamW with a
+one-cycle learning rate, label smoothing 0.1. The global RNG is left as it was: everything random draws from
+generators seeded with ``seed``.
 
 Why a loop of our own and not ``transformers.Trainer``: the whole training is a few hundred steps of a
 0.2 M-parameter net on tensors already in memory (about 25 s on two cores in the demo); the Trainer's set-up
@@ -55,6 +58,23 @@ def augment_frames(
     return out_v, out_m
 
 
+def warp_mel(fbank: torch.Tensor, gen: torch.Generator, amount: float) -> torch.Tensor:
+    """(B, T, F) fbank -> the same with each clip's mel axis stretched by its own random factor in
+    1 +- ``amount`` (bin f reads bin f * factor, linearly interpolated, the top bin repeated past the end):
+    vocal tract length perturbation. A frame constant over the bins (padding) stays as it is."""
+    b, t, f = fbank.shape
+    factor = 1.0 + (torch.rand(b, generator=gen) * 2.0 - 1.0) * amount  # (B,)
+    source = (torch.arange(f, dtype=torch.float32)[None] * factor[:, None]).clamp(0, f - 1)  # (B, F)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=f - 1)
+    weight = (source - low).unsqueeze(1).to(fbank.dtype)  # (B, 1, F)
+
+    def read(index: torch.Tensor) -> torch.Tensor:
+        return torch.gather(fbank, 2, index.unsqueeze(1).expand(b, t, f))
+
+    return read(low) * (1.0 - weight) + read(high) * weight
+
+
 def train_fact_nets(
     fbanks: torch.Tensor,
     clip_tags: Sequence[Sequence[str]],
@@ -64,13 +84,17 @@ def train_fact_nets(
     seed: int = 0,
     batch_size: int = 32,
     learning_rate: float = 3e-3,
+    warp: float = 0.0,
     progress: bool = True,
 ) -> tuple[nn.ModuleDict, dict[str, Any]]:
     """Train one net per fact of ``labels`` on (N, T, 128) ``fbanks`` of the clips whose tags are
-    ``clip_tags``; returns the nets (``build_fact_nets``, in eval mode) and per fact the number of clips, of
+    ``clip_tags`` (``warp``: ``warp_mel``'s amount on every draw, 0 for none); returns the nets
+    (``build_fact_nets``, in eval mode) and per fact the number of clips, of
     values and of steps, the final epoch's training loss and the seconds it took."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if not 0.0 <= warp < 1.0:
+        raise ValueError(f"warp must lie in [0, 1), got {warp}")
     if len(clip_tags) != fbanks.shape[0]:
         raise ValueError(f"{fbanks.shape[0]} fbanks for {len(clip_tags)} clips")
     groups = tag_group_columns(labels)
@@ -92,7 +116,7 @@ def train_fact_nets(
             net = nets[fact]
             x = fbanks[[i for i, _ in rows]]
             y = torch.tensor([v for _, v in rows])
-            metrics[fact] = _train_one(net, x, y, epochs, batch_size, learning_rate, seed, progress)
+            metrics[fact] = _train_one(net, x, y, epochs, batch_size, learning_rate, seed, warp, progress)
             metrics[fact].update(clips=len(rows), values=len(cols), seconds=time.perf_counter() - start)
             logger.info(
                 "stage 0 (facts): %s net on %d clips, %d steps, %.1f s",
@@ -112,16 +136,19 @@ def _train_one(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    warp: float,
     progress: bool,
 ) -> dict[str, Any]:
-    """Fit ``net``'s standardisation on (N, T, 128) ``fbanks``, then train it on them for ``epochs``."""
+    """Fit ``net``'s standardisation on (N, T, 128) ``fbanks``, then train it on them for ``epochs`` (with
+    ``warp``, each batch's frames are computed again from its warped fbanks)."""
     from tqdm.auto import tqdm
 
     chunks = [fbanks[i : i + 64] for i in range(0, len(fbanks), 64)]
     net.fit(chunks)
-    with torch.no_grad():
-        parts = [net.frames(fb) for fb in chunks]
-    v, mask = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])  # (N, T-1, 2K), (N, T-1)
+    if warp == 0:
+        with torch.no_grad():
+            parts = [net.frames(fb) for fb in chunks]
+        v, mask = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])  # (N, T-1, 2K), (N, T-1)
     per_epoch = max(1, len(y) // batch_size)
     steps = epochs * per_epoch
     opt = torch.optim.AdamW(net.parameters(), lr=learning_rate / 1.5, weight_decay=0.05)
@@ -134,7 +161,11 @@ def _train_one(
         losses = []
         for b in range(per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            xv, xm = augment_frames(v[idx], mask[idx], gen)
+            if warp > 0:
+                with torch.no_grad():
+                    xv, xm = augment_frames(*net.frames(warp_mel(fbanks[idx], gen, warp)), gen)
+            else:
+                xv, xm = augment_frames(v[idx], mask[idx], gen)
             loss = nn.functional.cross_entropy(net.classify(xv, xm), y[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -278,6 +278,7 @@ def pretrain_stage0(
                 fact_probe=s.encoder_fact_probe,
                 fact_net=s.encoder_fact_net,
                 fact_net_epochs=s.encoder_fact_net_epochs,
+                fact_net_warp=s.encoder_fact_net_warp,
             )
         )
         overrides["encoder_checkpoint"] = str(enc_dir.resolve())
@@ -286,6 +287,8 @@ def pretrain_stage0(
             overrides["tag_pool"] = s.encoder_pool
             overrides["tag_cepstra"] = s.encoder_cepstra
             overrides["tag_fact_net"] = s.encoder_fact_net
+            if s.tag_fact_temperature is not None:
+                overrides["tag_fact_temperature"] = s.tag_fact_temperature
             overrides["tag_scale"] = s.tag_scale
             overrides["tag_checkpoint"] = str((enc_dir / TAG_HEAD_FILE).resolve())
     return overrides

@@ -474,6 +474,7 @@ def pretrain_encoder(
     fact_probe: bool = False,
     fact_net: int = 0,
     fact_net_epochs: int = 30,
+    fact_net_warp: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``encoder`` to tag the clips with their labels and save it to ``out_dir``; ``augment``: a random
     level on every draw, with noise if ``noise``, an equaliser if ``eq`` and a speed change within
@@ -490,8 +491,9 @@ def pretrain_encoder(
     labels' columns); ``fact_probe``: after training, the facts'
     columns are refit as a logistic regression on those statistics (``fit_fact_columns``); ``fact_net``: with
     a width > 0, after training, one net of that width per fact on the fbank's frames
-    (``sslalm.demo.fact_nets``, ``fact_net_epochs`` passes over the clips with that fact) gives the facts'
-    logits instead of their columns, saved in the head's file."""
+    (``sslalm.demo.fact_nets``, ``fact_net_epochs`` passes over the clips with that fact, their mel axes
+    stretched by up to ``fact_net_warp``) gives the facts' logits instead of their columns, saved in the
+    head's file."""
     from transformers import set_seed
 
     set_seed(seed)
@@ -549,6 +551,7 @@ def pretrain_encoder(
             fact_net,
             fact_net_epochs,
             seed,
+            warp=fact_net_warp,
             progress=progress,
         )
     save_encoder(encoder, encoder_type, out_dir)

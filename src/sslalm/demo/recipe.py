@@ -105,8 +105,10 @@ class Schedule:
     encoder_fact_net: int = 0  # after stage 0: each fact's logits from a net of this width on the fbank's
     # frames (models.frame_net), not from the head's columns; 0: none
     encoder_fact_net_epochs: int = 30  # its passes over the clips with that fact
+    encoder_fact_net_warp: float = 0.0  # their draws' mel axes stretched by 1 +- up to this (warp_mel)
     tag_tokens: bool = True  # stages 1-4: the LM reads the stage-0 head's tags as words (models.tagger)
     tag_scale: str = "word"  # SSLALMConfig.tag_scale: "audio" scales the tag tokens as the projector's
+    tag_fact_temperature: float | None = None  # SSLALMConfig.tag_fact_temperature (None: as the labels')
     lm_tag_prefix: bool = False  # stage-0 LM: every text after its clip's true tag tokens (with tag_tokens)
     task_draws: dict[str, float] = field(default_factory=dict)  # stages 1-4: task -> draw weight factor
     corpus_held_out: int | None = None  # val and test as in a corpus of this size; the rest trains

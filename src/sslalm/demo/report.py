@@ -300,6 +300,16 @@ def _tag_tokens(settings: dict[str, Any]) -> str:
                 f"; {whose} from a small convolutional net on the fbank's 10 ms cepstra "
                 f"({settings['encoder_fact_net']} channels, `sslalm.models.frame_net`), trained after stage 0"
             )
+            if settings.get("encoder_fact_net_warp", 0.0) > 0:
+                out += (
+                    f" on draws whose mel axis is stretched by up to {settings['encoder_fact_net_warp']:.0%} "
+                    "(other voices)"
+                )
+        if settings.get("tag_fact_temperature") is not None:
+            out += (
+                "; the facts' distributions are sharpened (softmax temperature "
+                f"{settings['tag_fact_temperature']:g}) so that their tokens lie near the likeliest word"
+            )
         elif settings.get("encoder_fact_probe", False):
             out += "; the head's language columns are a logistic regression on the cepstral statistics"
         if settings.get("lm_tag_prefix", False):

@@ -156,6 +156,7 @@ class SSLALM(nn.Module):
             cfg.tag_temperature,
             cfg.tag_cepstra,
             cfg.tag_fact_net,
+            cfg.tag_fact_temperature,
         )
         if cfg.tag_checkpoint is not None and load:
             from sslalm.errors import UserError

@@ -77,6 +77,7 @@ class SSLALMConfig:
     tag_pool: str = "mean+max"  # how the tag head pools the encoder map: "mean" | "mean+max"
     tag_checkpoint: str | None = None  # the tag head's weights (safetensors "weight", "bias"), e.g. stage 0's
     tag_temperature: float = 1.0  # the tag head's softmax temperature (below 1: nearer the likeliest word)
+    tag_fact_temperature: float | None = None  # the facts' groups' temperature; None: tag_temperature
     tag_cepstra: int = 0  # the tag head also reads the fbank's statistics of K cepstra (models.cepstral)
     tag_fact_net: int = 0  # width of the facts' own nets on the fbank frames (models.frame_net); 0: none
     tag_scale: str = "word"  # tag token norms: "word" (the words' embeddings) | "audio" (the projector's)
@@ -196,6 +197,7 @@ SPECS: dict[str, Spec] = {
     "tag_pool": Spec("str", choices=("mean", "mean+max")),
     "tag_checkpoint": Spec("str", optional=True, nonempty=True),
     "tag_temperature": Spec("float", 0, 100, low_open=True),
+    "tag_fact_temperature": Spec("float", 0, 100, low_open=True, optional=True),
     "tag_cepstra": Spec("int", 0, 128),
     "tag_fact_net": Spec("int", 0, 4096),
     "tag_scale": Spec("str", choices=("word", "audio")),

@@ -158,6 +158,8 @@ class TagTokens(nn.Module):
             (``CepstralStatistics``; its standardisation is saved with the head).
         fact_net: with a width > 0, each fact's logits come from a ``FrameConvNet`` of that width on the
             fbank (``build_fact_nets``), not from the linear head.
+        fact_temperature: the temperature of the facts' groups (the labels keep ``temperature``); None:
+            ``temperature`` for every group.
     """
 
     def __init__(
@@ -169,15 +171,19 @@ class TagTokens(nn.Module):
         temperature: float = 1.0,
         cepstra: int = 0,
         fact_net: int = 0,
+        fact_temperature: float | None = None,
     ):
         super().__init__()
         if len(word_ids) != len(tags) or not all(word_ids):
             raise ValueError("every tag needs its word's token ids")
         if pool not in POOLINGS:
             raise ValueError(f"unknown pooling {pool!r}; choose from {sorted(POOLINGS)}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        fact_temperature = temperature if fact_temperature is None else fact_temperature
+        for t in (temperature, fact_temperature):
+            if not t > 0:
+                raise ValueError(f"temperatures must be positive, got {t}")
         self.tags, self.pool, self.temperature = list(tags), pool, float(temperature)
+        self.fact_temperature = float(fact_temperature)
         self.groups = tag_group_columns(self.tags)
         self.cepstra = CepstralStatistics(cepstra) if cepstra else None
         self.head = nn.Linear(head_input_size(in_channels, pool, self.cepstra), len(self.tags))
@@ -224,8 +230,9 @@ class TagTokens(nn.Module):
     def probabilities(self, features: torch.Tensor, fbank: torch.Tensor | None = None) -> list[torch.Tensor]:
         """(B, C, F, T) map [, (B, T', 128) fbank: needed with cepstra] -> per group, (B, k) probabilities."""
         logits = self.head(head_inputs(features, self.pool, self.cepstra, fbank))  # (B, K)
-        logits = with_fact_logits(logits, self.groups, self.facts, self.fact_nets, fbank) / self.temperature
-        return [logits[:, cols].softmax(dim=-1) for cols in self.groups]
+        logits = with_fact_logits(logits, self.groups, self.facts, self.fact_nets, fbank)
+        temperatures = [self.temperature] + [self.fact_temperature] * (len(self.groups) - 1)
+        return [(logits[:, cols] / t).softmax(dim=-1) for cols, t in zip(self.groups, temperatures)]
 
     def forward(
         self, features: torch.Tensor, embeddings: nn.Module, fbank: torch.Tensor | None = None
