@@ -122,23 +122,25 @@ def test_stage_zero_hands_its_head_to_stage_one_when_the_schedule_has_tag_tokens
 
     seen = {}
     monkeypatch.setattr(pretrain, "pretrain_language_model", lambda *a, **k: {})
-    monkeypatch.setattr(pretrain, "pretrain_encoder", lambda *a, **k: seen.update(labels=a[3]) or {})
+    monkeypatch.setattr(pretrain, "pretrain_encoder", lambda *a, **k: seen.update(labels=a[3], kw=k) or {})
     record = {"instruction": "Classify the sound.", "input": "", "dataset": "x", "task": "cla_label"}
     records = [dict(record, audio_id="a.wav", output="dog"), dict(record, audio_id="b.wav", output="piano")]
     (tmp_path / "train.json").write_text(json.dumps(records))
     build_byte_tokenizer([], vocab_size=258, path=tmp_path / "tok")
-    schedule = dataclasses.replace(QUICK, tag_tokens=tags)
+    schedule = dataclasses.replace(
+        QUICK, tag_tokens=tags, tag_fact_temperature=0.5, encoder_fact_net_warp=0.1
+    )
     out = pretrain_stage0(
         sslalm_recipe("small"), schedule, tmp_path, str(tmp_path / "tok"), tmp_path / "m", 0, False, []
     )
-    assert seen["labels"] == ["dog", "piano"]
+    assert seen["labels"] == ["dog", "piano"] and seen["kw"]["fact_net_warp"] == 0.1
     if not tags:
         assert not any(k.startswith("tag_") for k in out)
         return
     assert out["tag_names"] == ["dog", "piano"] and out["tag_pool"] == QUICK.encoder_pool
     assert out["tag_cepstra"] == QUICK.encoder_cepstra and out["tag_scale"] == QUICK.tag_scale
     assert out["tag_fact_net"] == QUICK.encoder_fact_net == 0 and FULL.encoder_fact_net > 0
-    assert out.get("tag_fact_temperature") == QUICK.tag_fact_temperature
+    assert out["tag_fact_temperature"] == 0.5 and QUICK.tag_fact_temperature is None
     assert out["tag_checkpoint"] == str(
         (tmp_path / "m" / "stage0_encoder" / pretrain.TAG_HEAD_FILE).resolve()
     )
@@ -483,8 +485,8 @@ def test_report_states_the_encoder_departures_the_schedule_makes():
     settings = {"encoder_fact_net": 64, "encoder_fact_net_warp": 0.1, "tag_fact_temperature": 0.25}
     assert _tag_tokens({"tag_tokens": True, **settings}).endswith(
         "trained after stage 0 on draws whose mel axis is stretched by up to 10% (other voices); the facts'"
-        " distributions are sharpened (softmax temperature 0.25) so that their tokens lie near the likeliest"
-        " word"
+        " distributions take a softmax temperature of 0.25, so that their tokens lie near the likeliest"
+        " value's word"
     )
 
 

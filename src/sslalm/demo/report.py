@@ -305,13 +305,13 @@ def _tag_tokens(settings: dict[str, Any]) -> str:
                     f" on draws whose mel axis is stretched by up to {settings['encoder_fact_net_warp']:.0%} "
                     "(other voices)"
                 )
-        if settings.get("tag_fact_temperature") is not None:
-            out += (
-                "; the facts' distributions are sharpened (softmax temperature "
-                f"{settings['tag_fact_temperature']:g}) so that their tokens lie near the likeliest word"
-            )
         elif settings.get("encoder_fact_probe", False):
             out += "; the head's language columns are a logistic regression on the cepstral statistics"
+        temperature = settings.get("tag_fact_temperature")
+        if temperature is not None:
+            out += f"; the facts' distributions take a softmax temperature of {temperature:g}"
+            if temperature < 1:
+                out += ", so that their tokens lie near the likeliest value's word"
         if settings.get("lm_tag_prefix", False):
             out += "; the stage-0 LM reads every text after its clip's true tag tokens"
     draws = settings.get("task_draws") or {}
