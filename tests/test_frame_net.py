@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from oracles import cepstra_reference
-from sslalm.demo.fact_nets import augment_frames, train_fact_nets, warp_mel
+from sslalm.demo.fact_nets import augment_frames, train_fact_nets, warp_factors, warp_matrices, warp_mel
+from sslalm.models.cepstral import sound_mask
 from sslalm.models.frame_net import FrameConvNet
 from sslalm.models.tagger import TagTokens, build_fact_nets, fact_names, head_file_state
 
@@ -120,6 +121,25 @@ def test_warp_mel_stretches_each_clips_mel_axis_and_keeps_padding():
     assert (out[:, :2] <= 127).all()  # past the top bin it repeats the top bin
     again = warp_mel(ramp, torch.Generator().manual_seed(1), 0.1)  # deterministic for a generator
     assert torch.equal(again, out)
+
+
+def test_warp_maps_fold_the_warp_into_the_dct_as_warp_mel_warps_the_fbank():
+    """The training's fast path (the warp as a per-clip map before the DCT, the mask of the unwarped fbank)
+    gives the frames of the warped fbank."""
+    torch.manual_seed(0)
+    fb = torch.randn(5, 60, 128)
+    fb[1, 40:] = PAD  # padding stays padding under a warp
+    fb[3, :7] = PAD
+    net = FrameConvNet(3, 8)
+    net.fit([torch.randn(4, 60, 128)])
+    for amount in (0.0, 0.1, 0.3):
+        slow_v, slow_m = net.frames(warp_mel(fb, torch.Generator().manual_seed(7), amount))
+        maps = warp_matrices(warp_factors(5, torch.Generator().manual_seed(7), amount), 128)
+        fast_v, fast_m = net.frames(fb, maps, sound_mask(fb))
+        assert torch.equal(slow_m, fast_m)
+        torch.testing.assert_close(fast_v, slow_v, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(warp_matrices(torch.ones(2), 128), torch.eye(128).expand(2, 128, 128))
+    torch.testing.assert_close(fb @ maps, warp_mel(fb, torch.Generator().manual_seed(7), 0.3))
 
 
 def test_training_tells_fast_from_slow_spectral_change_and_leaves_the_global_rng_alone():

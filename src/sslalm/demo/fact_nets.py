@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from sslalm.models.cepstral import sound_mask
 from sslalm.models.tagger import build_fact_nets, fact_names, tag_group_columns
 
 logger = logging.getLogger(__name__)
@@ -58,12 +59,32 @@ def augment_frames(
     return out_v, out_m
 
 
+def warp_factors(batch: int, gen: torch.Generator, amount: float) -> torch.Tensor:
+    """(B,) random stretch factors of the mel axis, uniform in 1 +- ``amount``."""
+    return 1.0 + (torch.rand(batch, generator=gen) * 2.0 - 1.0) * amount
+
+
+def warp_matrices(factors: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B,) factors -> (B, F, F) maps with ``fbank @ maps[b]`` = clip b's ``warp_mel``: the fast path of
+    training, which folds the warp into the DCT (``FrameConvNet.frames(..., warp=)``) instead of building
+    every warped fbank."""
+    source = (torch.arange(bins, dtype=torch.float32)[None] * factors[:, None]).clamp(0, bins - 1)  # (B, F)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bins - 1)
+    weight = source - low
+    maps = torch.zeros(len(factors), bins, bins)
+    maps.scatter_add_(1, low.unsqueeze(1), (1.0 - weight).unsqueeze(1))  # maps[b, low[b, d], d] += 1 - w
+    maps.scatter_add_(1, high.unsqueeze(1), weight.unsqueeze(1))
+    return maps
+
+
 def warp_mel(fbank: torch.Tensor, gen: torch.Generator, amount: float) -> torch.Tensor:
     """(B, T, F) fbank -> the same with each clip's mel axis stretched by its own random factor in
     1 +- ``amount`` (bin f reads bin f * factor, linearly interpolated, the top bin repeated past the end):
-    vocal tract length perturbation. A frame constant over the bins (padding) stays as it is."""
+    vocal tract length perturbation. A frame constant over the bins (padding) stays as it is. The slow,
+    plain twin of ``warp_matrices``."""
     b, t, f = fbank.shape
-    factor = 1.0 + (torch.rand(b, generator=gen) * 2.0 - 1.0) * amount  # (B,)
+    factor = warp_factors(b, gen, amount)  # (B,)
     source = (torch.arange(f, dtype=torch.float32)[None] * factor[:, None]).clamp(0, f - 1)  # (B, F)
     low = source.floor().long()
     high = (low + 1).clamp(max=f - 1)
@@ -149,6 +170,8 @@ def _train_one(
         with torch.no_grad():
             parts = [net.frames(fb) for fb in chunks]
         v, mask = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])  # (N, T-1, 2K), (N, T-1)
+    else:
+        sound = torch.cat([sound_mask(fb) for fb in chunks])  # (N, T): a warp keeps padding frames constant
     per_epoch = max(1, len(y) // batch_size)
     steps = epochs * per_epoch
     opt = torch.optim.AdamW(net.parameters(), lr=learning_rate / 1.5, weight_decay=0.05)
@@ -162,8 +185,9 @@ def _train_one(
         for b in range(per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
             if warp > 0:
+                maps = warp_matrices(warp_factors(len(idx), gen, warp), fbanks.shape[-1])
                 with torch.no_grad():
-                    xv, xm = augment_frames(*net.frames(warp_mel(fbanks[idx], gen, warp)), gen)
+                    xv, xm = augment_frames(*net.frames(fbanks[idx], maps, sound[idx]), gen)
             else:
                 xv, xm = augment_frames(v[idx], mask[idx], gen)
             loss = nn.functional.cross_entropy(net.classify(xv, xm), y[idx], label_smoothing=0.1)

@@ -35,18 +35,25 @@ def dct_matrix(num_bins: int, num_coeffs: int) -> torch.Tensor:
     return m.float()
 
 
+def sound_mask(fbank: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) fbank -> (B, T): 1.0 for sound frames, 0.0 for padding (bins varying less than PAD_STD)."""
+    return (fbank.float().std(dim=-1) > PAD_STD).float()
+
+
 def cepstral_frames(
-    fbank: torch.Tensor, dct: torch.Tensor, centre: bool = False
+    fbank: torch.Tensor, dct: torch.Tensor, centre: bool = False, sound: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, F) fbank, (F, K) ``dct_matrix`` -> (B, T-1, 2K) each frame's cepstra and their deltas (the
     difference from the frame before), float32 whatever the input's dtype, and (B, T-1) 1.0 where both frames
     of a delta are sound, 0.0 where either is padding (``PAD_STD``). ``centre``: the cepstra less their mean
-    over the clip's sound frames (cepstral mean normalisation; the deltas do not change). Shared by the
-    clip statistics here and the frame nets of ``sslalm.models.frame_net``."""
-    if fbank.dim() != 3 or fbank.shape[-1] != dct.shape[0]:
-        raise ValueError(f"expected a (batch, frames, {dct.shape[0]}) fbank, got {tuple(fbank.shape)}")
+    over the clip's sound frames (cepstral mean normalisation; the deltas do not change). ``dct`` may also be
+    (B, F, K), one map per clip (a warp of its mel axis before the DCT), and ``sound`` the (B, T)
+    ``sound_mask`` when it is known. Shared by the clip statistics here and the frame nets of
+    ``sslalm.models.frame_net``."""
+    if fbank.dim() != 3 or fbank.shape[-1] != dct.shape[-2]:
+        raise ValueError(f"expected a (batch, frames, {dct.shape[-2]}) fbank, got {tuple(fbank.shape)}")
     x = fbank.float()
-    sound = (x.std(dim=-1) > PAD_STD).float()  # (B, T)
+    sound = sound_mask(x) if sound is None else sound.float()  # (B, T)
     c = x @ dct.float()  # (B, T, K); float32 even in a half-precision model
     if centre:
         s = sound.unsqueeze(-1)

@@ -65,15 +65,22 @@ class FrameConvNet(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(2 * width, num_values)
 
-    def raw_frames(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw_frames(
+        self, fbank: torch.Tensor, warp: torch.Tensor | None = None, sound: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F) fbank -> (B, T-1, 2K) mean-normalised cepstra and deltas (zero at padding), (B, T-1) mask
-        of frames whose both ends are sound. Not standardised."""
-        v, mask = cepstral_frames(fbank, self.dct, centre=True)
+        of frames whose both ends are sound. Not standardised. For training: ``warp``, (B, F, F) per-clip
+        linear maps of the mel axis (the cepstra of ``fbank @ warp``, ``sslalm.demo.fact_nets``), and
+        ``sound``, the fbank's (B, T) ``sound_mask`` when already known."""
+        dct = self.dct if warp is None else warp.float() @ self.dct  # (F, K) or (B, F, K)
+        v, mask = cepstral_frames(fbank, dct, centre=True, sound=sound)
         return v * mask.unsqueeze(-1), mask
 
-    def frames(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def frames(
+        self, fbank: torch.Tensor, warp: torch.Tensor | None = None, sound: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``raw_frames``, standardised with ``shift`` and ``scale`` (padding stays zero)."""
-        v, mask = self.raw_frames(fbank)
+        v, mask = self.raw_frames(fbank, warp, sound)
         return (v - self.shift.float()) / self.scale.float() * mask.unsqueeze(-1), mask
 
     def classify(self, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
