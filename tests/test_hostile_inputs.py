@@ -47,6 +47,7 @@ def _tiny_dict() -> dict:
         ({"lora_target_modules": []}, r"^lora_target_modules must be a non-empty list"),
         ({"train_lm": "yes"}, r"^train_lm must be true or false"),
         ({"lorar": 8}, r"^unknown field 'lorar' \(did you mean 'lora_r'\?\)"),
+        ({"tag_fact_temperature": 0}, r"^tag_fact_temperature must be a number > 0 and <= 100 \(or null\)"),
     ],
 )
 def test_model_config_fields_are_typed_and_ranged(change, message):
