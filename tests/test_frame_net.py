@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from oracles import cepstra_reference
+from sslalm.demo import fact_nets
 from sslalm.demo.fact_nets import augment_frames, train_fact_nets, warp_factors, warp_matrices, warp_mel
 from sslalm.models.cepstral import sound_mask
 from sslalm.models.frame_net import FrameConvNet
@@ -142,7 +143,7 @@ def test_warp_maps_fold_the_warp_into_the_dct_as_warp_mel_warps_the_fbank():
     torch.testing.assert_close(fb @ maps, warp_mel(fb, torch.Generator().manual_seed(7), 0.3))
 
 
-def test_training_tells_fast_from_slow_spectral_change_and_leaves_the_global_rng_alone():
+def test_training_tells_fast_from_slow_spectral_change_and_leaves_the_global_rng_alone(monkeypatch):
     torch.set_num_threads(1)
     fb, ys = _two_languages(48)
     tags = [["speech", "language: A" if y == 0 else "language: B"] for y in ys] + [["dog"]]
@@ -167,7 +168,11 @@ def test_training_tells_fast_from_slow_spectral_change_and_leaves_the_global_rng
     # interpolation would fill)
     fine, ys = _two_languages(48, bins=128)
     tags = [["speech", "language: A" if y == 0 else "language: B"] for y in ys]
+    drawn = []  # every batch goes through its own warp, within 1 +- 0.1
+    monkeypatch.setattr(fact_nets, "warp_matrices", lambda f, n: drawn.append(f) or warp_matrices(f, n))
     warped, _ = train_fact_nets(fine, tags, labels, **small, warp=0.1)
+    factors = torch.cat(drawn)
+    assert len(drawn) == 36 and ((factors - 1).abs() <= 0.1).all() and factors.std() > 0.03
     test, ty = _two_languages(20, seed=1, bins=128)
     with torch.no_grad():
         pred = warped["language"](test).argmax(1)

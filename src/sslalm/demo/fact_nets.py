@@ -64,14 +64,19 @@ def warp_factors(batch: int, gen: torch.Generator, amount: float) -> torch.Tenso
     return 1.0 + (torch.rand(batch, generator=gen) * 2.0 - 1.0) * amount
 
 
+def warp_sources(factors: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,) factors -> where each clip's warped bin d reads: (B, F) lower and upper source bins and the upper
+    one's weight (bin d reads d * factor, linearly interpolated, the top bin past the end)."""
+    source = (torch.arange(bins, dtype=torch.float32)[None] * factors[:, None]).clamp(0, bins - 1)  # (B, F)
+    low = source.floor().long()
+    return low, (low + 1).clamp(max=bins - 1), source - low
+
+
 def warp_matrices(factors: torch.Tensor, bins: int) -> torch.Tensor:
     """(B,) factors -> (B, F, F) maps with ``fbank @ maps[b]`` = clip b's ``warp_mel``: the fast path of
     training, which folds the warp into the DCT (``FrameConvNet.frames(..., warp=)``) instead of building
     every warped fbank."""
-    source = (torch.arange(bins, dtype=torch.float32)[None] * factors[:, None]).clamp(0, bins - 1)  # (B, F)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=bins - 1)
-    weight = source - low
+    low, high, weight = warp_sources(factors, bins)
     maps = torch.zeros(len(factors), bins, bins)
     maps.scatter_add_(1, low.unsqueeze(1), (1.0 - weight).unsqueeze(1))  # maps[b, low[b, d], d] += 1 - w
     maps.scatter_add_(1, high.unsqueeze(1), weight.unsqueeze(1))
@@ -80,15 +85,11 @@ def warp_matrices(factors: torch.Tensor, bins: int) -> torch.Tensor:
 
 def warp_mel(fbank: torch.Tensor, gen: torch.Generator, amount: float) -> torch.Tensor:
     """(B, T, F) fbank -> the same with each clip's mel axis stretched by its own random factor in
-    1 +- ``amount`` (bin f reads bin f * factor, linearly interpolated, the top bin repeated past the end):
-    vocal tract length perturbation. A frame constant over the bins (padding) stays as it is. The slow,
-    plain twin of ``warp_matrices``."""
+    1 +- ``amount`` (``warp_factors``, read as ``warp_sources`` says): vocal tract length perturbation. A
+    frame constant over the bins (padding) stays as it is. The slow, plain twin of ``warp_matrices``."""
     b, t, f = fbank.shape
-    factor = warp_factors(b, gen, amount)  # (B,)
-    source = (torch.arange(f, dtype=torch.float32)[None] * factor[:, None]).clamp(0, f - 1)  # (B, F)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=f - 1)
-    weight = (source - low).unsqueeze(1).to(fbank.dtype)  # (B, 1, F)
+    low, high, weight = warp_sources(warp_factors(b, gen, amount), f)  # (B, F) each
+    weight = weight.unsqueeze(1).to(fbank.dtype)  # (B, 1, F)
 
     def read(index: torch.Tensor) -> torch.Tensor:
         return torch.gather(fbank, 2, index.unsqueeze(1).expand(b, t, f))
